@@ -1,0 +1,165 @@
+package config
+
+import (
+	"net/netip"
+	"path/filepath"
+	"time"
+)
+
+// Config is every setting of fedsender. Build it with Default, Load or Parse;
+// the zero value is not usable.
+type Config struct {
+	// ServerName is the Matrix server name fedsender sends as. Required.
+	ServerName string `yaml:"server_name"`
+	// SigningKeyPath is the Synapse-format ed25519 signing key file. Empty
+	// means <DataDir>/signing.key, generated on first run (for development);
+	// when set, the file must already exist. Use KeyPath to resolve it.
+	SigningKeyPath string `yaml:"signing_key_path"`
+	// DataDir holds fedsender's local state (the embedded NATS server's
+	// JetStream store and the development signing key).
+	DataDir string `yaml:"data_dir"`
+
+	Log        LogConfig        `yaml:"log"`
+	NATS       NATSConfig       `yaml:"nats"`
+	Admin      AdminConfig      `yaml:"admin"`
+	Federation FederationConfig `yaml:"federation"`
+	Backoff    BackoffConfig    `yaml:"backoff"`
+	Queue      QueueConfig      `yaml:"queue"`
+}
+
+// LogConfig configures the process's slog handler.
+type LogConfig struct {
+	// Level is one of debug, info, warn, error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// NATSConfig says which NATS server carries the streams.
+type NATSConfig struct {
+	// URL of an external NATS server (or a comma-separated list of a
+	// cluster's servers). Empty runs an embedded NATS server; the other
+	// fields below then configure it.
+	URL string `yaml:"url"`
+	// Listen is the embedded server's client listener as host:port. Empty
+	// means in-process connections only.
+	Listen string `yaml:"listen"`
+	// MaxStore caps the embedded JetStream file store, in bytes.
+	MaxStore int64 `yaml:"max_store"`
+	// MaxMemory caps the embedded JetStream memory store, in bytes.
+	MaxMemory int64 `yaml:"max_memory"`
+	// Replicas is the replica count of every stream: 1, or 3 or 5 on a
+	// NATS cluster.
+	Replicas int `yaml:"replicas"`
+}
+
+// AdminConfig configures the admin HTTP API.
+type AdminConfig struct {
+	// Listen is host:port, or empty to disable the admin listener.
+	Listen string `yaml:"listen"`
+	// Token is the bearer token the admin API requires. Empty makes the
+	// admin API refuse every request; health endpoints work regardless.
+	// Redacted and LogValue hide it.
+	Token string `yaml:"token" secret:"true"`
+}
+
+// FederationConfig configures outbound federation requests.
+type FederationConfig struct {
+	// TLSInsecureSkipVerify disables certificate verification of remote
+	// servers. For tests only.
+	TLSInsecureSkipVerify bool `yaml:"tls_insecure_skip_verify"`
+	// CAFile is a PEM file of extra root certificates, trusted in addition
+	// to the system roots. Empty adds none.
+	CAFile string `yaml:"ca_file"`
+	// IPRangeAllowlist are ranges let through even when the denylist
+	// covers them.
+	IPRangeAllowlist []netip.Prefix `yaml:"ip_range_allowlist"`
+	// IPRangeDenylist are ranges fedsender never connects to. Empty means
+	// Synapse's default denylist, which the dialer supplies.
+	IPRangeDenylist []netip.Prefix `yaml:"ip_range_denylist"`
+	// RequestTimeout bounds one federation request.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+}
+
+// BackoffConfig is the retry schedule of a failing destination: the wait
+// starts at MinInterval and is multiplied by Multiplier after each failure,
+// up to MaxInterval.
+type BackoffConfig struct {
+	MinInterval time.Duration `yaml:"min_interval"`
+	Multiplier  float64       `yaml:"multiplier"`
+	MaxInterval time.Duration `yaml:"max_interval"`
+	// CatchUpAfter is how long a destination must have been failing before
+	// it is switched to catch-up mode instead of replaying its queue.
+	CatchUpAfter time.Duration `yaml:"catch_up_after"`
+}
+
+// QueueConfig sizes the per-destination queues and the streams behind them.
+type QueueConfig struct {
+	// Partitions is the fixed number of partitions destinations are hashed
+	// into (1..1024). It is baked into the streams' subjects: changing it
+	// on an existing deployment requires resetting the streams.
+	Partitions int `yaml:"partitions"`
+	// MaxPending bounds each destination's in-memory queue; on overflow the
+	// destination falls back to catch-up.
+	MaxPending int `yaml:"max_pending"`
+	// Retention is how long the PDU stream keeps messages.
+	Retention time.Duration `yaml:"retention"`
+	// StartupWakeRate is how many destinations are woken per second after
+	// start, so a restart does not hit every remote server at once.
+	StartupWakeRate int `yaml:"startup_wake_rate"`
+	// IdleTimeout is how long a destination actor may stay idle before it
+	// is stopped.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+}
+
+// Sizes in bytes.
+const (
+	miB = 1 << 20
+	giB = 1 << 30
+)
+
+// Default returns the defaults of every setting. ServerName is empty, so
+// the result does not pass Validate until it is set.
+func Default() Config {
+	return Config{
+		DataDir: "./data",
+		Log: LogConfig{
+			Level:  "info",
+			Format: "text",
+		},
+		NATS: NATSConfig{
+			Listen:    "127.0.0.1:4222",
+			MaxStore:  10 * giB,
+			MaxMemory: 256 * miB,
+			Replicas:  1,
+		},
+		Admin: AdminConfig{
+			Listen: "127.0.0.1:8008",
+		},
+		Federation: FederationConfig{
+			RequestTimeout: 60 * time.Second,
+		},
+		Backoff: BackoffConfig{
+			MinInterval:  10 * time.Minute,
+			Multiplier:   2,
+			MaxInterval:  168 * time.Hour,
+			CatchUpAfter: time.Hour,
+		},
+		Queue: QueueConfig{
+			Partitions:      64,
+			MaxPending:      10000,
+			Retention:       336 * time.Hour,
+			StartupWakeRate: 20,
+			IdleTimeout:     5 * time.Minute,
+		},
+	}
+}
+
+// KeyPath returns the signing key file: SigningKeyPath when set, otherwise
+// signing.key inside DataDir.
+func (c Config) KeyPath() string {
+	if c.SigningKeyPath != "" {
+		return c.SigningKeyPath
+	}
+	return filepath.Join(c.DataDir, "signing.key")
+}

@@ -1,0 +1,58 @@
+package config
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestRedacted(t *testing.T) {
+	c := valid()
+	c.Admin.Token = "s3cret"
+	r := c.Redacted()
+	if r.Admin.Token != "" {
+		t.Errorf("Redacted kept the token %q", r.Admin.Token)
+	}
+	if c.Admin.Token != "s3cret" {
+		t.Error("Redacted modified its receiver")
+	}
+	r.Admin.Token = c.Admin.Token
+	if r.ServerName != c.ServerName || r.Queue != c.Queue {
+		t.Error("Redacted changed more than the secrets")
+	}
+}
+
+func TestLogValueHidesToken(t *testing.T) {
+	for _, tc := range []struct {
+		token string
+		want  string
+	}{
+		{"s3cret", "config.admin.token=REDACTED"},
+		{"", `config.admin.token=""`},
+	} {
+		c := valid()
+		c.Admin.Token = tc.token
+		var buf bytes.Buffer
+		slog.New(slog.NewTextHandler(&buf, nil)).Info("starting", "config", c)
+		out := buf.String()
+		if tc.token != "" && strings.Contains(out, tc.token) {
+			t.Errorf("log output contains the token: %s", out)
+		}
+		for _, w := range []string{tc.want, "config.server_name=example.org", "config.backoff.min_interval=10m0s", "config.nats.max_store=10737418240"} {
+			if !strings.Contains(out, w) {
+				t.Errorf("log output lacks %q: %s", w, out)
+			}
+		}
+	}
+}
+
+func TestLogValueJSON(t *testing.T) {
+	c := valid()
+	c.Admin.Token = "s3cret"
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", c)
+	if out := buf.String(); strings.Contains(out, "s3cret") || !strings.Contains(out, `"admin":{"listen":"127.0.0.1:8008","token":"REDACTED"}`) {
+		t.Errorf("unexpected JSON log: %s", out)
+	}
+}

@@ -1,0 +1,161 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/fedsender/fedsender/internal/servername"
+)
+
+// Limits of queue.partitions.
+const (
+	minPartitions = 1
+	maxPartitions = 1024
+)
+
+var (
+	logLevels     = []string{"debug", "info", "warn", "error"}
+	logFormats    = []string{"text", "json"}
+	replicaCounts = []int{1, 3, 5}
+)
+
+// Validate reports every problem of c, joined with errors.Join, each naming
+// the setting by its YAML path. It checks that the files named by
+// signing_key_path and federation.ca_file exist, so its result depends on
+// the file system.
+func (c Config) Validate() error {
+	var p problems
+	if c.ServerName == "" {
+		p.addf("server_name", "required")
+	} else if err := servername.Validate(c.ServerName); err != nil {
+		p.add("server_name", err)
+	}
+	if c.SigningKeyPath != "" {
+		p.add("signing_key_path", checkFile(c.SigningKeyPath))
+	}
+	if c.DataDir == "" {
+		p.addf("data_dir", "required")
+	}
+	c.Log.validate(&p)
+	c.NATS.validate(&p)
+	c.Admin.validate(&p)
+	c.Federation.validate(&p)
+	c.Backoff.validate(&p)
+	c.Queue.validate(&p)
+	return errors.Join(p...)
+}
+
+func (l LogConfig) validate(p *problems) {
+	if !slices.Contains(logLevels, l.Level) {
+		p.addf("log.level", "invalid value %q (want debug, info, warn or error)", l.Level)
+	}
+	if !slices.Contains(logFormats, l.Format) {
+		p.addf("log.format", "invalid value %q (want text or json)", l.Format)
+	}
+}
+
+func (n NATSConfig) validate(p *problems) {
+	if n.Listen != "" {
+		p.add("nats.listen", checkListen(n.Listen))
+	}
+	if n.MaxStore <= 0 {
+		p.addf("nats.max_store", "must be positive, got %d", n.MaxStore)
+	}
+	if n.MaxMemory <= 0 {
+		p.addf("nats.max_memory", "must be positive, got %d", n.MaxMemory)
+	}
+	if !slices.Contains(replicaCounts, n.Replicas) {
+		p.addf("nats.replicas", "must be 1, 3 or 5, got %d", n.Replicas)
+	}
+}
+
+func (a AdminConfig) validate(p *problems) {
+	if a.Listen != "" {
+		p.add("admin.listen", checkListen(a.Listen))
+	}
+}
+
+func (f FederationConfig) validate(p *problems) {
+	if f.CAFile != "" {
+		p.add("federation.ca_file", checkFile(f.CAFile))
+	}
+	p.positive("federation.request_timeout", f.RequestTimeout)
+}
+
+func (b BackoffConfig) validate(p *problems) {
+	p.positive("backoff.min_interval", b.MinInterval)
+	if !(b.Multiplier >= 1) || math.IsInf(b.Multiplier, 0) {
+		p.addf("backoff.multiplier", "must be at least 1, got %g", b.Multiplier)
+	}
+	if b.MaxInterval < b.MinInterval {
+		p.addf("backoff.max_interval", "must be at least backoff.min_interval (%s), got %s", b.MinInterval, b.MaxInterval)
+	}
+	p.positive("backoff.catch_up_after", b.CatchUpAfter)
+}
+
+func (q QueueConfig) validate(p *problems) {
+	if q.Partitions < minPartitions || q.Partitions > maxPartitions {
+		p.addf("queue.partitions", "must be between %d and %d, got %d", minPartitions, maxPartitions, q.Partitions)
+	}
+	if q.MaxPending < 1 {
+		p.addf("queue.max_pending", "must be at least 1, got %d", q.MaxPending)
+	}
+	p.positive("queue.retention", q.Retention)
+	if q.StartupWakeRate <= 0 {
+		p.addf("queue.startup_wake_rate", "must be positive, got %d", q.StartupWakeRate)
+	}
+	p.positive("queue.idle_timeout", q.IdleTimeout)
+}
+
+// problems collects Validate's findings, each prefixed with the YAML path of
+// the setting it is about.
+type problems []error
+
+func (p *problems) add(path string, err error) {
+	if err != nil {
+		*p = append(*p, fmt.Errorf("%s: %w", path, err))
+	}
+}
+
+func (p *problems) addf(path, format string, args ...any) {
+	p.add(path, fmt.Errorf(format, args...))
+}
+
+func (p *problems) positive(path string, d time.Duration) {
+	if d <= 0 {
+		p.addf(path, "must be positive, got %s", d)
+	}
+}
+
+// checkFile reports whether the file name exists and is not a directory.
+// The error wraps the os.Stat error, so callers can test it with
+// errors.Is(err, fs.ErrNotExist).
+func checkFile(name string) error {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%s is a directory, not a file", name)
+	}
+	return nil
+}
+
+// checkListen reports whether addr is host:port with a numeric port. The
+// host may be empty to listen on every interface.
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		return fmt.Errorf("invalid address %q (want host:port)", addr)
+	}
+	return nil
+}

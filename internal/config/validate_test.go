@@ -1,0 +1,114 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"testing"
+
+	"github.com/fedsender/fedsender/internal/servername"
+)
+
+// valid returns a Config that passes Validate.
+func valid() Config {
+	c := Default()
+	c.ServerName = "example.org"
+	return c
+}
+
+func TestValidateValid(t *testing.T) {
+	key := writeFile(t, "signing.key", "ed25519 a_key c2VjcmV0")
+	for _, tc := range []struct {
+		name   string
+		modify func(*Config)
+	}{
+		{"defaults", func(*Config) {}},
+		{"existing signing key", func(c *Config) { c.SigningKeyPath = key }},
+		{"admin disabled", func(c *Config) { c.Admin.Listen = "" }},
+		{"nats in-process only", func(c *Config) { c.NATS.Listen = "" }},
+		{"all interfaces", func(c *Config) { c.Admin.Listen = ":8008" }},
+		{"IPv6 listener", func(c *Config) { c.NATS.Listen = "[::1]:4222" }},
+		{"server name with port", func(c *Config) { c.ServerName = "example.org:8448" }},
+		{"fixed backoff", func(c *Config) { c.Backoff.Multiplier = 1; c.Backoff.MaxInterval = c.Backoff.MinInterval }},
+		{"most partitions", func(c *Config) { c.Queue.Partitions = 1024 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			tc.modify(&c)
+			if err := c.Validate(); err != nil {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestValidateErrors(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.key")
+	for _, tc := range []struct {
+		name   string
+		modify func(*Config)
+		want   string // the key's YAML path, and what is wrong
+	}{
+		{"server name required", func(c *Config) { c.ServerName = "" }, "server_name: required"},
+		{"server name invalid", func(c *Config) { c.ServerName = "exa mple.org" }, "server_name: "},
+		{"signing key missing", func(c *Config) { c.SigningKeyPath = missing }, "signing_key_path: stat " + missing + ": no such file"},
+		{"signing key is a directory", func(c *Config) { c.SigningKeyPath = dir }, "signing_key_path: " + dir + " is a directory"},
+		{"data dir required", func(c *Config) { c.DataDir = "" }, "data_dir: required"},
+		{"log level", func(c *Config) { c.Log.Level = "verbose" }, `log.level: invalid value "verbose"`},
+		{"log level is lower case", func(c *Config) { c.Log.Level = "INFO" }, `log.level: invalid value "INFO"`},
+		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format: invalid value "xml"`},
+		{"nats listen without port", func(c *Config) { c.NATS.Listen = "127.0.0.1" }, `nats.listen: invalid address "127.0.0.1"`},
+		{"nats listen named port", func(c *Config) { c.NATS.Listen = "localhost:nats" }, `nats.listen: invalid address "localhost:nats"`},
+		{"nats max store", func(c *Config) { c.NATS.MaxStore = 0 }, "nats.max_store: must be positive"},
+		{"nats max memory", func(c *Config) { c.NATS.MaxMemory = 0 }, "nats.max_memory: must be positive"},
+		{"nats replicas", func(c *Config) { c.NATS.Replicas = 2 }, "nats.replicas: must be 1, 3 or 5, got 2"},
+		{"admin listen", func(c *Config) { c.Admin.Listen = "8008" }, `admin.listen: invalid address "8008"`},
+		{"admin listen port range", func(c *Config) { c.Admin.Listen = ":70000" }, `admin.listen: invalid address ":70000"`},
+		{"ca file missing", func(c *Config) { c.Federation.CAFile = missing }, "federation.ca_file: stat " + missing},
+		{"request timeout", func(c *Config) { c.Federation.RequestTimeout = 0 }, "federation.request_timeout: must be positive, got 0s"},
+		{"min interval", func(c *Config) { c.Backoff.MinInterval = 0 }, "backoff.min_interval: must be positive, got 0s"},
+		{"multiplier", func(c *Config) { c.Backoff.Multiplier = 0.5 }, "backoff.multiplier: must be at least 1, got 0.5"},
+		{"max interval", func(c *Config) { c.Backoff.MaxInterval = c.Backoff.MinInterval - 1 }, "backoff.max_interval: must be at least backoff.min_interval"},
+		{"catch up after", func(c *Config) { c.Backoff.CatchUpAfter = -1 }, "backoff.catch_up_after: must be positive"},
+		{"no partitions", func(c *Config) { c.Queue.Partitions = 0 }, "queue.partitions: must be between 1 and 1024, got 0"},
+		{"too many partitions", func(c *Config) { c.Queue.Partitions = 1025 }, "queue.partitions: must be between 1 and 1024, got 1025"},
+		{"max pending", func(c *Config) { c.Queue.MaxPending = 0 }, "queue.max_pending: must be at least 1"},
+		{"retention", func(c *Config) { c.Queue.Retention = 0 }, "queue.retention: must be positive"},
+		{"startup wake rate", func(c *Config) { c.Queue.StartupWakeRate = 0 }, "queue.startup_wake_rate: must be positive"},
+		{"idle timeout", func(c *Config) { c.Queue.IdleTimeout = 0 }, "queue.idle_timeout: must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			tc.modify(&c)
+			wantErr(t, c.Validate(), tc.want)
+		})
+	}
+}
+
+func TestValidateWrapsCauses(t *testing.T) {
+	c := valid()
+	c.ServerName = "exa mple.org"
+	if err := c.Validate(); !errors.Is(err, servername.ErrInvalid) {
+		t.Errorf("Validate: %v does not wrap servername.ErrInvalid", err)
+	}
+
+	c = valid()
+	c.SigningKeyPath = filepath.Join(t.TempDir(), "missing.key")
+	if err := c.Validate(); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Validate: %v does not wrap fs.ErrNotExist", err)
+	}
+}
+
+func TestValidateJoinsAllProblems(t *testing.T) {
+	c := valid()
+	c.ServerName = ""
+	c.Log.Format = "xml"
+	c.Backoff.MinInterval = 0
+	c.Queue.Partitions = 0
+	err := c.Validate()
+	wantErr(t, err, "server_name:", "log.format:", "backoff.min_interval:", "queue.partitions:")
+	if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != 4 {
+		t.Errorf("Validate joined %d errors, want 4: %v", n, err)
+	}
+}
