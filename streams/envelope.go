@@ -1,0 +1,115 @@
+package streams
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/fedsender/fedsender/internal/canonicaljson"
+	"github.com/fedsender/fedsender/internal/servername"
+)
+
+// Limits on what an envelope may carry.
+const (
+	// MaxPDUSize is the Matrix limit on a PDU's canonical size.
+	MaxPDUSize = 65536
+	// MaxIDLength bounds room and event ids.
+	MaxIDLength = 255
+)
+
+// ErrInvalidEnvelope is wrapped by every reason an envelope is refused.
+var ErrInvalidEnvelope = errors.New("invalid envelope")
+
+// Envelope is what a homeserver publishes on PDUSubject for each PDU, as
+// JSON: {"room_id", "event_id", "pdu": {...}, "destinations": ["server", ...]}.
+// The PDU is opaque and sent byte for byte as given.
+type Envelope struct {
+	RoomID       string          `json:"room_id"`
+	EventID      string          `json:"event_id"`
+	PDU          json.RawMessage `json:"pdu"`
+	Destinations []string        `json:"destinations"`
+}
+
+// PDU is a validated envelope, ready to send.
+type PDU struct {
+	RoomID       string
+	EventID      string
+	Raw          []byte   // the PDU exactly as published
+	Canonical    []byte   // its canonical JSON, which signatures cover
+	Destinations []string // valid server names, without duplicates
+}
+
+// Item is a PDU read from the PDU stream: its sequence (Synapse's stream
+// ordering), when the stream stored it, and the PDU.
+type Item struct {
+	Seq uint64
+	TS  int64 // ms since the epoch
+	PDU *PDU
+}
+
+// DecodePDU parses and validates an envelope. The error wraps
+// ErrInvalidEnvelope and says what is wrong.
+func DecodePDU(data []byte) (*PDU, error) {
+	var env Envelope
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&env); err != nil {
+		return nil, fmt.Errorf("%w: not a JSON envelope: %v", ErrInvalidEnvelope, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalidEnvelope)
+	}
+	return env.validate()
+}
+
+func (env Envelope) validate() (*PDU, error) {
+	if err := checkID("room_id", env.RoomID, '!'); err != nil {
+		return nil, err
+	}
+	if err := checkID("event_id", env.EventID, '$'); err != nil {
+		return nil, err
+	}
+	pdu := bytes.TrimSpace(env.PDU)
+	if len(pdu) == 0 || string(pdu) == "null" {
+		return nil, fmt.Errorf("%w: pdu is missing", ErrInvalidEnvelope)
+	}
+	if pdu[0] != '{' {
+		return nil, fmt.Errorf("%w: pdu is not a JSON object", ErrInvalidEnvelope)
+	}
+	canonical, err := canonicaljson.Canonicalize(pdu)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pdu is not valid canonical JSON material: %v", ErrInvalidEnvelope, err)
+	}
+	if len(canonical) > MaxPDUSize {
+		return nil, fmt.Errorf("%w: pdu is %d bytes, over the %d-byte limit", ErrInvalidEnvelope, len(canonical), MaxPDUSize)
+	}
+	if len(env.Destinations) == 0 {
+		return nil, fmt.Errorf("%w: destinations is missing or empty", ErrInvalidEnvelope)
+	}
+	seen := make(map[string]struct{}, len(env.Destinations))
+	dests := make([]string, 0, len(env.Destinations))
+	for i, d := range env.Destinations {
+		if err := servername.Validate(d); err != nil {
+			return nil, fmt.Errorf("%w: destinations[%d] %q: %v", ErrInvalidEnvelope, i, d, err)
+		}
+		if _, dup := seen[d]; dup {
+			continue
+		}
+		seen[d] = struct{}{}
+		dests = append(dests, d)
+	}
+	return &PDU{RoomID: env.RoomID, EventID: env.EventID, Raw: pdu, Canonical: canonical, Destinations: dests}, nil
+}
+
+func checkID(key, v string, sigil byte) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("%w: %s is missing", ErrInvalidEnvelope, key)
+	case len(v) > MaxIDLength:
+		return fmt.Errorf("%w: %s is %d bytes, over %d", ErrInvalidEnvelope, key, len(v), MaxIDLength)
+	case v[0] != sigil:
+		return fmt.Errorf("%w: %s %q does not start with %q", ErrInvalidEnvelope, key, v, sigil)
+	}
+	return nil
+}

@@ -1,0 +1,58 @@
+package streams
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Publisher is the client a homeserver (or `fedsender publish`) uses to hand
+// PDUs to fedsender. It validates each envelope before publishing, so an
+// invalid one is an error at the caller rather than a dead letter.
+type Publisher struct {
+	js jetstream.JetStream
+}
+
+// NewPublisher returns a publisher on a JetStream context.
+func NewPublisher(js jetstream.JetStream) *Publisher {
+	return &Publisher{js: js}
+}
+
+// Publish validates an envelope's JSON and publishes it unchanged, with
+// Nats-Msg-Id set to the event id so that a retry is not sent twice. It returns
+// the PDU's stream sequence (Synapse's stream ordering) and whether JetStream
+// recognised it as a duplicate.
+func (p *Publisher) Publish(ctx context.Context, envelope []byte) (seq uint64, duplicate bool, err error) {
+	msg, err := p.message(envelope)
+	if err != nil {
+		return 0, false, err
+	}
+	ack, err := p.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return 0, false, fmt.Errorf("streams: publish: %w", err)
+	}
+	return ack.Sequence, ack.Duplicate, nil
+}
+
+// PublishAsync is Publish without waiting for the acknowledgement; wait on the
+// returned future, or on the JetStream context's PublishAsyncComplete.
+func (p *Publisher) PublishAsync(envelope []byte) (jetstream.PubAckFuture, error) {
+	msg, err := p.message(envelope)
+	if err != nil {
+		return nil, err
+	}
+	return p.js.PublishMsgAsync(msg)
+}
+
+func (p *Publisher) message(envelope []byte) (*nats.Msg, error) {
+	pdu, err := DecodePDU(envelope)
+	if err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(PDUSubject)
+	msg.Header.Set(jetstream.MsgIDHeader, pdu.EventID)
+	msg.Data = envelope
+	return msg, nil
+}
