@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -83,6 +84,11 @@ func (ca *CA) Leaf(names ...string) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("pki: create leaf certificate: %w", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key}, nil
+}
+
+// PEM returns the CA certificate in PEM, for a ca_file setting.
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
 }
 
 // MustCA is NewCA for tests: it fails the test on error.
