@@ -1,0 +1,350 @@
+package destination
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/anthdm/hollywood/actor"
+
+	"github.com/fedsender/fedsender/internal/backoff"
+	"github.com/fedsender/fedsender/internal/catchup"
+	dstate "github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/federation"
+	"github.com/fedsender/fedsender/internal/transaction"
+	"github.com/fedsender/fedsender/streams"
+)
+
+// Sender sends one signed transaction; *federation.Client is one.
+type Sender interface {
+	SendTransaction(ctx context.Context, destination, txnID string, body, canonical []byte) (federation.TransactionResult, error)
+}
+
+// Scanner finds the PDUs a catching-up destination missed; *catchup.Scanner
+// is one.
+type Scanner interface {
+	Scan(ctx context.Context, dest string, from uint64, limit int) (catchup.Result, error)
+}
+
+// Config is shared by every destination actor of a process.
+type Config struct {
+	Origin     string
+	Epoch      string // generation of the PDU stream, prefixes transaction ids
+	Sender     Sender
+	Scanner    Scanner
+	Policy     backoff.Policy
+	MaxPending int
+	Now        func() time.Time
+	Log        *slog.Logger
+}
+
+// Actor is one destination's actor.
+type Actor struct {
+	cfg   *Config
+	name  string
+	state dstate.State
+	log   *slog.Logger
+
+	queue    []streams.Item // pending PDUs in stream order; the in-flight ones first
+	through  uint64         // highest sequence the supervisor looked at for us
+	inflight *txn
+	sending  bool
+
+	catching     bool           // catch-up: the supervisor does not feed us
+	scanning     bool           // a catch-up scan is running
+	scanFrom     uint64         // where the next scan starts (0: from the offset)
+	rooms        []streams.Item // catch-up: newest PDU per room, still to send
+	awaitingLive bool           // reported a scan; waiting for GoLive or Rescan
+	dropInflight bool           // catch-up began while a send was running
+
+	ctx    context.Context
+	engine *actor.Engine
+	self   *actor.PID
+	parent *actor.PID
+}
+
+type txn struct {
+	id              string
+	body, canonical []byte
+	seqs            []uint64
+	eventIDs        []string
+	fromRooms       bool
+	attempt         int
+}
+
+type sendDone struct {
+	t   *txn
+	res federation.TransactionResult
+	err error
+}
+
+type scanDone struct {
+	res catchup.Result
+	err error
+}
+
+// New returns the producer of a destination's actor, starting from the state
+// its log holds; through is the highest sequence already accounted for.
+func New(cfg *Config, state dstate.State, through uint64) actor.Producer {
+	return func() actor.Receiver {
+		return &Actor{
+			cfg:      cfg,
+			name:     state.Destination,
+			state:    state,
+			through:  max(through, state.Offset),
+			catching: state.CatchingUp,
+			log:      cfg.Log.With("destination", state.Destination),
+		}
+	}
+}
+
+// Receive handles one message.
+func (a *Actor) Receive(c *actor.Context) {
+	switch m := c.Message().(type) {
+	case actor.Started:
+		a.ctx, a.engine, a.self, a.parent = c.Context(), c.Engine(), c.PID(), c.Parent()
+	case Enqueue:
+		a.enqueue(m)
+	case Wake:
+		a.trySend()
+	case ResetConnection:
+		a.record(dstate.Event{Type: dstate.Reset})
+		a.trySend()
+	case sendDone:
+		a.sent(m)
+	case scanDone:
+		a.scanned(m)
+	case GoLive:
+		a.awaitingLive, a.catching, a.scanFrom = false, false, 0
+		a.record(dstate.Event{Type: dstate.CatchUpFinished})
+		a.progress()
+		a.trySend()
+	case Rescan:
+		a.awaitingLive = false
+		a.trySend()
+	}
+}
+
+func (a *Actor) enqueue(m Enqueue) {
+	a.through = max(a.through, m.Through)
+	if a.catching {
+		return // the catch-up scan finds these in the stream
+	}
+	for _, it := range m.Items {
+		if it.Seq > a.state.Offset {
+			a.queue = append(a.queue, it)
+		}
+	}
+	if len(a.queue) > a.cfg.MaxPending {
+		a.log.Warn("queue overflowed: catching up", "pending", len(a.queue), "max_pending", a.cfg.MaxPending)
+		a.startCatchUp(dstate.ReasonOverflow)
+	}
+	// Also after an overflow: a healthy destination starts its catch-up scan
+	// now, as no timer would wake it.
+	a.trySend()
+}
+
+// trySend starts the next transaction if none is in flight and the backoff
+// allows it.
+func (a *Actor) trySend() {
+	if a.sending {
+		return
+	}
+	if a.state.Failing() && a.cfg.Now().Before(a.state.RetryAt()) {
+		return // the supervisor's timer wakes us
+	}
+	if a.inflight == nil {
+		switch {
+		case len(a.queue) > 0:
+			a.inflight = a.build(a.queue, false)
+		case a.catching && len(a.rooms) > 0:
+			a.inflight = a.build(a.rooms, true)
+		case a.catching && !a.scanning && !a.awaitingLive:
+			a.startScan()
+			return
+		default:
+			return
+		}
+	}
+	a.inflight.attempt++
+	a.sending = true
+	t, sender, engine, self, ctx, dest := a.inflight, a.cfg.Sender, a.engine, a.self, a.ctx, a.name
+	go func() {
+		res, err := sender.SendTransaction(ctx, dest, t.id, t.body, t.canonical)
+		engine.Send(self, sendDone{t: t, res: res, err: err})
+	}()
+}
+
+func (a *Actor) build(items []streams.Item, fromRooms bool) *txn {
+	n := min(len(items), transaction.MaxPDUs)
+	pdus := make([]transaction.PDU, n)
+	t := &txn{seqs: make([]uint64, n), eventIDs: make([]string, n), fromRooms: fromRooms}
+	var ts int64
+	for i, it := range items[:n] {
+		pdus[i] = transaction.PDU{Raw: it.PDU.Raw, Canonical: it.PDU.Canonical}
+		t.seqs[i] = it.Seq
+		t.eventIDs[i] = it.PDU.EventID
+		ts = max(ts, it.TS)
+	}
+	// origin_server_ts is the stream time of the newest PDU, so a batch
+	// rebuilt after a restart has the same id and the same body.
+	t.body, t.canonical = transaction.Build(a.cfg.Origin, ts, pdus)
+	t.id = transaction.ID(a.cfg.Epoch, t.seqs)
+	return t
+}
+
+func (a *Actor) sent(m sendDone) {
+	a.sending = false
+	t := m.t
+	drop := a.dropInflight
+	a.dropInflight = false
+	if m.err == nil {
+		a.succeeded(t, m.res, drop)
+	} else {
+		a.failed(t, m.err, drop)
+	}
+	a.trySend()
+}
+
+func (a *Actor) succeeded(t *txn, res federation.TransactionResult, dropped bool) {
+	last := t.seqs[len(t.seqs)-1]
+	a.state.Offset = max(a.state.Offset, last)
+	a.inflight = nil
+	if !dropped {
+		if t.fromRooms {
+			a.rooms = a.rooms[len(t.seqs):]
+		} else {
+			a.queue = a.queue[len(t.seqs):]
+		}
+		if len(a.queue) == 0 {
+			a.queue = nil
+		}
+	}
+	for id, reason := range res.PDUErrors {
+		a.log.Warn("destination refused a PDU", "event_id", id, "error", reason, "txn_id", t.id)
+	}
+	if a.state.Failing() {
+		a.log.Info("destination is back", "txn_id", t.id)
+		a.record(dstate.Event{Type: dstate.Recovered})
+	}
+	a.progress()
+}
+
+func (a *Actor) failed(t *txn, err error, dropped bool) {
+	if dropped {
+		a.inflight = nil
+	}
+	var se *federation.SendError
+	status := 0
+	interval := a.cfg.Policy.Next(time.Duration(a.state.RetryInterval) * time.Millisecond)
+	if errors.As(err, &se) {
+		status = se.Status
+		if se.Class == federation.ClassRateLimited && se.RetryAfter > 0 {
+			interval = min(se.RetryAfter, a.cfg.Policy.Max)
+		}
+	}
+	startCatchUp := !a.catching && a.cfg.Policy.CatchUp(interval)
+	attrs := []any{"txn_id", t.id, "attempt", t.attempt, "retry_in", interval, "error", err}
+	if se != nil && se.Class == federation.ClassUnauthorized {
+		a.log.Error("destination refused our signature or denied us; backing off", attrs...)
+	} else {
+		a.log.Warn("transaction failed; backing off", attrs...)
+	}
+	a.record(dstate.Event{Type: dstate.Failed, Interval: interval.Milliseconds(), CatchUp: startCatchUp,
+		Status: status, Reason: err.Error()})
+	if startCatchUp {
+		a.dropQueue()
+	}
+}
+
+// startCatchUp drops the in-memory queue; the stream is read from the offset
+// when the destination may send again.
+func (a *Actor) startCatchUp(reason string) {
+	a.dropQueue()
+	a.record(dstate.Event{Type: dstate.CatchUpStarted, Reason: reason})
+}
+
+func (a *Actor) dropQueue() {
+	a.catching = true
+	a.queue, a.rooms, a.scanFrom, a.awaitingLive = nil, nil, 0, false
+	if a.sending {
+		a.dropInflight = true
+	} else {
+		a.inflight = nil
+	}
+}
+
+func (a *Actor) startScan() {
+	from := max(a.scanFrom, a.state.Offset+1)
+	a.scanning = true
+	scanner, engine, self, ctx, dest, limit := a.cfg.Scanner, a.engine, a.self, a.ctx, a.name, a.cfg.MaxPending
+	go func() {
+		res, err := scanner.Scan(ctx, dest, from, limit)
+		engine.Send(self, scanDone{res: res, err: err})
+	}()
+}
+
+func (a *Actor) scanned(m scanDone) {
+	a.scanning = false
+	if !a.catching {
+		return
+	}
+	if m.err != nil {
+		a.log.Error("catch-up scan failed", "error", m.err)
+		a.record(dstate.Event{Type: dstate.Failed, Interval: a.cfg.Policy.Min.Milliseconds(), Reason: m.err.Error()})
+		return
+	}
+	a.scanFrom = m.res.Through + 1
+	if m.res.Exact {
+		a.queue = append(a.queue, m.res.Items...)
+		a.awaitingLive = true
+		a.engine.Send(a.parent, CatchUpScanned{Destination: a.name, Through: m.res.Through})
+	} else {
+		a.log.Info("catching up: newest PDU of each room", "rooms", len(m.res.Items), "through", m.res.Through)
+		a.rooms = m.res.Items
+	}
+	a.trySend()
+}
+
+// record applies an event and reports it for the destination's log.
+func (a *Actor) record(e dstate.Event) {
+	e.At = a.cfg.Now().UnixMilli()
+	e.Offset = a.state.Offset
+	ev := a.state.Record(e)
+	a.engine.Send(a.parent, Changed{Destination: a.name, Event: ev})
+}
+
+func (a *Actor) progress() {
+	if a.catching {
+		return
+	}
+	done := a.through
+	if len(a.queue) > 0 {
+		done = a.queue[0].Seq - 1
+	}
+	a.engine.Send(a.parent, Progress{Destination: a.name, DoneThrough: done, Offset: a.state.Offset})
+}
+
+// Recover is middleware that turns a panic in an actor into a Crashed
+// message to its parent, instead of hollywood's restart (which loses state and,
+// after too many restarts, stops the process).
+func Recover(next actor.ReceiveFunc) actor.ReceiveFunc {
+	return func(c *actor.Context) {
+		defer func() {
+			if v := recover(); v != nil {
+				name := ""
+				if a, ok := c.Receiver().(*Actor); ok {
+					name = a.name
+				}
+				slog.Error("destination actor panicked", "destination", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				if p := c.Parent(); p != nil {
+					c.Engine().Send(p, Crashed{Destination: name, Panic: v})
+				}
+			}
+		}()
+		next(c)
+	}
+}

@@ -1,0 +1,51 @@
+package destination
+
+import (
+	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/streams"
+)
+
+// Messages the supervisor sends to a destination actor.
+type (
+	// Enqueue hands the actor PDUs; Through is the highest stream sequence
+	// the supervisor has looked at for this destination.
+	Enqueue struct {
+		Items   []streams.Item
+		Through uint64
+	}
+	// Wake tells the actor its backoff is over (or it was started): try now.
+	Wake struct{}
+	// ResetConnection clears the retry timings and sends at once.
+	ResetConnection struct{}
+	// GoLive ends catch-up: the supervisor feeds every PDU after Through.
+	GoLive struct{}
+	// Rescan: PDUs arrived beyond the catch-up scan; read the stream again.
+	Rescan struct{}
+)
+
+// Messages a destination actor sends its supervisor.
+type (
+	// Progress reports the actor's position. DoneThrough: every PDU for this
+	// destination at or below it is acknowledged (or skipped by catch-up).
+	Progress struct {
+		Destination string
+		DoneThrough uint64
+		Offset      uint64
+	}
+	// Changed reports a state change to persist in the destination's log.
+	Changed struct {
+		Destination string
+		Event       destination.Event
+	}
+	// CatchUpScanned reports that catch-up has read the stream through
+	// Through; the supervisor answers GoLive or Rescan.
+	CatchUpScanned struct {
+		Destination string
+		Through     uint64
+	}
+	// Crashed reports that the actor panicked; the supervisor replaces it.
+	Crashed struct {
+		Destination string
+		Panic       any
+	}
+)

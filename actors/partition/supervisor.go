@@ -1,0 +1,377 @@
+package partition
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/anthdm/hollywood/actor"
+	"golang.org/x/time/rate"
+
+	"github.com/fedsender/fedsender/actors/destination"
+	dstate "github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/eventlog"
+	"github.com/fedsender/fedsender/streams"
+)
+
+// Config is shared by every supervisor of a process.
+type Config struct {
+	Destination *destination.Config
+	Store       Store
+	Gate        *Gate
+	// WakeLimiter spaces out the destinations woken after a start.
+	WakeLimiter *rate.Limiter
+	// IdleTimeout: an actor with nothing to do is stopped after it.
+	IdleTimeout time.Duration
+	// Checkpoint is how often offsets and the watermark are persisted.
+	Checkpoint time.Duration
+	// SlowAfter: a destination that made no progress for this long stops
+	// pacing the reader.
+	SlowAfter time.Duration
+	Owner     string
+	Log       *slog.Logger
+	// Context bounds the supervisor's background work.
+	Context context.Context
+}
+
+// Messages the reader and the admin surfaces send a supervisor.
+type (
+	// Pair is one PDU for one destination of the partition.
+	Pair struct {
+		Destination string
+		Item        streams.Item
+	}
+	// Dispatch hands over PDUs. Through: the reader has dispatched every PDU
+	// up to it.
+	Dispatch struct {
+		Pairs   []Pair
+		Through uint64
+	}
+	// Advance moves the reader position without PDUs for this partition.
+	Advance struct{ Through uint64 }
+	// Reset clears a destination's retry timings and wakes it now.
+	Reset struct{ Destination string }
+)
+
+type (
+	wakeDest struct{ name string }
+	tick     struct{}
+)
+
+type entry struct {
+	state          dstate.State
+	pid            *actor.PID
+	incarnation    int
+	lastSent       uint64 // highest sequence dispatched to it
+	done           uint64 // every PDU at or below is done
+	skip           uint64 // catch-up already covered PDUs at or below
+	catching       bool
+	catchPersisted bool
+	progressAt     time.Time
+	activeAt       time.Time
+	timer          *time.Timer
+	offsetSaved    uint64
+}
+
+func (e *entry) busy() bool { return !e.catching && e.done < e.lastSent }
+
+// Supervisor is one partition's supervisor actor.
+type Supervisor struct {
+	cfg       *Config
+	id        int
+	entries   map[string]*entry
+	busy      map[string]*entry
+	readerPos uint64
+	wm        eventlog.Watermark
+	wmSaved   uint64
+	w         *writer
+	log       *slog.Logger
+	lastCheck time.Time
+
+	engine *actor.Engine
+	self   *actor.PID
+	c      *actor.Context
+}
+
+// New returns the producer of partition id's supervisor, starting from what
+// the event log remembers of its destinations and its watermark.
+func New(cfg *Config, id int, loaded map[string]*eventlog.Loaded, wm eventlog.Watermark, wmRev uint64) actor.Producer {
+	return func() actor.Receiver {
+		s := &Supervisor{
+			cfg: cfg, id: id,
+			entries:   make(map[string]*entry, len(loaded)),
+			busy:      map[string]*entry{},
+			readerPos: wm.Seq,
+			wm:        wm,
+			wmSaved:   wm.Seq,
+			log:       cfg.Log.With("partition", id),
+		}
+		for name, l := range loaded {
+			e := &entry{state: l.State, done: l.State.Offset, lastSent: l.State.Offset,
+				catching: l.State.CatchingUp, catchPersisted: l.State.CatchingUp, offsetSaved: l.State.Offset}
+			s.entries[name] = e
+		}
+		s.w = newWriter(id, cfg.Store, s.log, loaded, wmRev)
+		return s
+	}
+}
+
+// Receive handles one message.
+func (s *Supervisor) Receive(c *actor.Context) {
+	s.c = c
+	switch m := c.Message().(type) {
+	case actor.Started:
+		s.started(c)
+	case Dispatch:
+		s.dispatch(m)
+	case Advance:
+		s.readerPos = max(s.readerPos, m.Through)
+	case Reset:
+		s.reset(m.Destination)
+	case wakeDest:
+		s.wake(m.name)
+	case tick:
+		s.tick()
+	case destination.Progress:
+		s.progress(m)
+	case destination.Changed:
+		s.changed(m)
+	case destination.CatchUpScanned:
+		s.scanned(m)
+	case destination.Crashed:
+		s.crashed(m)
+	case persisted:
+		for _, ev := range m.events {
+			if e := s.entries[ev.State.Destination]; e != nil && e.catching && ev.State.CatchingUp {
+				e.catchPersisted = true
+			}
+		}
+	}
+	s.updateGate()
+}
+
+func (s *Supervisor) started(c *actor.Context) {
+	s.engine, s.self = c.Engine(), c.PID()
+	s.w.engine, s.w.super = s.engine, s.self
+	go s.w.run(s.cfg.Context)
+	now := time.Now()
+	for name, e := range s.entries {
+		switch {
+		case e.state.Failing():
+			s.schedule(name, e, e.state.RetryAt().Sub(now))
+		case e.catching:
+			s.schedule(name, e, 0)
+		}
+	}
+	s.after(s.cfg.Checkpoint/10, tick{})
+}
+
+// schedule wakes a destination after d; wake-ups due now go through the
+// start-up limiter so that a restart never wakes every destination at once.
+func (s *Supervisor) schedule(name string, e *entry, d time.Duration) {
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	if d <= 0 {
+		d = s.cfg.WakeLimiter.Reserve().Delay()
+	}
+	engine, self := s.engine, s.self
+	e.timer = time.AfterFunc(d, func() { engine.Send(self, wakeDest{name}) })
+}
+
+func (s *Supervisor) after(d time.Duration, msg any) {
+	engine, self := s.engine, s.self
+	time.AfterFunc(d, func() { engine.Send(self, msg) })
+}
+
+func (s *Supervisor) entry(name string) *entry {
+	e := s.entries[name]
+	if e == nil {
+		e = &entry{state: dstate.State{Destination: name}}
+		s.entries[name] = e
+	}
+	return e
+}
+
+func (s *Supervisor) spawn(name string, e *entry) *actor.PID {
+	if e.pid == nil {
+		e.incarnation++
+		e.pid = s.c.SpawnChild(destination.New(s.cfg.Destination, e.state, e.done), "dest",
+			actor.WithID(name+"#"+strconv.Itoa(e.incarnation)),
+			actor.WithInboxSize(64),
+			actor.WithMiddleware(destination.Recover),
+			actor.WithContext(s.cfg.Context))
+	}
+	e.activeAt = time.Now()
+	return e.pid
+}
+
+func (s *Supervisor) dispatch(m Dispatch) {
+	groups := map[string][]streams.Item{}
+	for _, p := range m.Pairs {
+		if p.Item.Seq <= s.wm.Seq {
+			continue // done before the last restart
+		}
+		e := s.entry(p.Destination)
+		if e.catching || p.Item.Seq <= e.state.Offset || p.Item.Seq <= e.skip {
+			continue
+		}
+		groups[p.Destination] = append(groups[p.Destination], p.Item)
+	}
+	now := time.Now()
+	for name, items := range groups {
+		e := s.entries[name]
+		if !e.busy() {
+			e.progressAt = now
+			e.done = max(e.done, items[0].Seq-1)
+		}
+		e.lastSent = items[len(items)-1].Seq
+		s.busy[name] = e
+		s.engine.Send(s.spawn(name, e), destination.Enqueue{Items: items, Through: m.Through})
+	}
+	s.readerPos = max(s.readerPos, m.Through)
+}
+
+func (s *Supervisor) progress(m destination.Progress) {
+	e := s.entries[m.Destination]
+	if e == nil {
+		return
+	}
+	if m.DoneThrough > e.done {
+		e.done = m.DoneThrough
+		e.progressAt = time.Now()
+	}
+	e.state.Offset = max(e.state.Offset, m.Offset)
+	e.activeAt = time.Now()
+	if !e.busy() {
+		delete(s.busy, m.Destination)
+	}
+}
+
+func (s *Supervisor) changed(m destination.Changed) {
+	e := s.entries[m.Destination]
+	if e == nil {
+		return
+	}
+	e.state = m.Event.State
+	s.w.appendEvent(m.Event)
+	if e.state.CatchingUp && !e.catching {
+		e.catching, e.catchPersisted = true, false
+		delete(s.busy, m.Destination)
+	}
+	if e.state.Failing() {
+		s.schedule(m.Destination, e, time.Until(e.state.RetryAt()))
+	} else if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+}
+
+func (s *Supervisor) scanned(m destination.CatchUpScanned) {
+	e := s.entries[m.Destination]
+	if e == nil || e.pid == nil {
+		return
+	}
+	if s.readerPos > m.Through {
+		s.engine.Send(e.pid, destination.Rescan{})
+		return
+	}
+	// Everything up to m.Through is in the actor's queue; the reader has not
+	// dispatched past it, so from here on the supervisor feeds the actor.
+	e.catching, e.catchPersisted = false, false
+	e.skip = m.Through
+	e.lastSent = max(e.lastSent, m.Through)
+	e.done = e.state.Offset
+	e.progressAt = time.Now()
+	if e.busy() {
+		s.busy[m.Destination] = e
+	}
+	s.engine.Send(e.pid, destination.GoLive{})
+}
+
+func (s *Supervisor) wake(name string) {
+	e := s.entries[name]
+	if e == nil {
+		return
+	}
+	e.timer = nil
+	s.engine.Send(s.spawn(name, e), destination.Wake{})
+}
+
+func (s *Supervisor) reset(name string) {
+	e := s.entries[name]
+	if e == nil {
+		return
+	}
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+	s.engine.Send(s.spawn(name, e), destination.ResetConnection{})
+}
+
+func (s *Supervisor) crashed(m destination.Crashed) {
+	e := s.entries[m.Destination]
+	if e == nil || e.pid == nil {
+		return
+	}
+	s.engine.Poison(e.pid)
+	e.pid = nil
+	// The queue died with the actor: read what is pending from the stream.
+	ev := e.state.Record(dstate.Event{Type: dstate.CatchUpStarted, At: time.Now().UnixMilli(),
+		Reason: dstate.ReasonRecover})
+	s.w.appendEvent(ev)
+	e.catching, e.catchPersisted = true, false
+	delete(s.busy, m.Destination)
+	s.engine.Send(s.spawn(m.Destination, e), destination.Wake{})
+}
+
+func (s *Supervisor) tick() {
+	now := time.Now()
+	if now.Sub(s.lastCheck) >= s.cfg.Checkpoint {
+		s.lastCheck = now
+		s.checkpoint(now)
+	}
+	s.after(s.cfg.Checkpoint/10, tick{})
+}
+
+// checkpoint persists moved offsets and the watermark, and stops idle actors.
+func (s *Supervisor) checkpoint(now time.Time) {
+	wm := s.readerPos
+	for name, e := range s.entries {
+		if e.state.Offset > e.offsetSaved {
+			s.w.putOffset(name, e.state.Offset)
+			e.offsetSaved = e.state.Offset
+		}
+		switch {
+		case e.catching && !e.catchPersisted:
+			wm = min(wm, e.done)
+		case e.busy():
+			wm = min(wm, e.done)
+		}
+		if e.pid != nil && !e.busy() && !e.catching && !e.state.Failing() && now.Sub(e.activeAt) > s.cfg.IdleTimeout {
+			s.engine.Poison(e.pid)
+			e.pid = nil
+		}
+	}
+	if wm > s.wmSaved {
+		s.wmSaved = wm
+		s.w.putWatermark(eventlog.Watermark{Seq: wm, Owner: s.cfg.Owner, At: now.UnixMilli()})
+	}
+}
+
+// updateGate publishes the lowest done-through of the destinations that are
+// sending and making progress.
+func (s *Supervisor) updateGate() {
+	floor := uint64(math.MaxUint64)
+	now := time.Now()
+	for _, e := range s.busy {
+		if e.state.Failing() || now.Sub(e.progressAt) > s.cfg.SlowAfter {
+			continue
+		}
+		floor = min(floor, e.done)
+	}
+	s.cfg.Gate.set(s.id, floor)
+}

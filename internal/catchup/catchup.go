@@ -1,0 +1,128 @@
+// Package catchup finds what a destination missed while its in-memory queue
+// was dropped, by reading the PDU stream from the destination's offset: every
+// pending PDU when there are few, otherwise the newest PDU of each room
+// (oldest room first), which is what a Matrix server needs to catch up and
+// backfill the rest.
+package catchup
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/streams"
+)
+
+// Result is what a scan found.
+type Result struct {
+	// Through is the last stream sequence the scan read.
+	Through uint64
+	// Exact: Items holds every pending PDU, in stream order. Otherwise it
+	// holds the newest PDU of each room, oldest first.
+	Exact bool
+	Items []streams.Item
+}
+
+// Scanner reads the PDU stream.
+type Scanner struct {
+	js jetstream.JetStream
+}
+
+// New returns a scanner of the PDU stream.
+func New(js jetstream.JetStream) *Scanner { return &Scanner{js: js} }
+
+// destinationsOnly decodes just what a scan needs to skip a PDU.
+type destinationsOnly struct {
+	RoomID       string   `json:"room_id"`
+	Destinations []string `json:"destinations"`
+}
+
+// Scan reads the stream from sequence from to its current end and returns the
+// PDUs pending for dest. When more than limit are pending, it returns only the
+// newest of each room.
+func (s *Scanner) Scan(ctx context.Context, dest string, from uint64, limit int) (Result, error) {
+	stream, err := s.js.Stream(ctx, streams.PDUStream)
+	if err != nil {
+		return Result{}, fmt.Errorf("catchup: %w", err)
+	}
+	last := stream.CachedInfo().State.LastSeq
+	if from < 1 {
+		from = 1
+	}
+	res := Result{Through: last, Exact: true}
+	if from > last {
+		res.Through = from - 1
+		return res, nil
+	}
+	cons, err := s.js.OrderedConsumer(ctx, streams.PDUStream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   from,
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("catchup: %w", err)
+	}
+	newest := map[string]streams.Item{}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return Result{}, fmt.Errorf("catchup: %w", err)
+	}
+	defer iter.Stop()
+	for {
+		msg, err := iter.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return Result{}, fmt.Errorf("catchup: read %s: %w", streams.PDUStream, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return Result{}, fmt.Errorf("catchup: %w", err)
+		}
+		seq := md.Sequence.Stream
+		if s.addIfFor(dest, msg.Data(), seq, md.Timestamp.UnixMilli(), &res, newest, limit) && len(res.Items) > limit {
+			res.Exact = false
+			res.Items = nil
+		}
+		if seq >= last {
+			break
+		}
+	}
+	if !res.Exact {
+		res.Items = make([]streams.Item, 0, len(newest))
+		for _, it := range newest {
+			res.Items = append(res.Items, it)
+		}
+		slices.SortFunc(res.Items, func(a, b streams.Item) int { return cmpSeq(a.Seq, b.Seq) })
+	}
+	return res, nil
+}
+
+// addIfFor records the PDU if it is for dest; invalid envelopes (already
+// dead-lettered by the reader) are skipped.
+func (s *Scanner) addIfFor(dest string, data []byte, seq uint64, ts int64, res *Result, newest map[string]streams.Item, limit int) bool {
+	var d destinationsOnly
+	if json.Unmarshal(data, &d) != nil || !slices.Contains(d.Destinations, dest) {
+		return false
+	}
+	pdu, err := streams.DecodePDU(data)
+	if err != nil {
+		return false
+	}
+	it := streams.Item{Seq: seq, TS: ts, PDU: pdu}
+	newest[pdu.RoomID] = it
+	if res.Exact {
+		res.Items = append(res.Items, it)
+	}
+	return true
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,271 @@
+// Package eventlog is fedsender's durable memory in JetStream: each
+// destination's event log (state changes, with compare-and-swap on the
+// subject's last sequence so that a replica that lost a partition cannot
+// write), each destination's offset (last_successful_stream_ordering, in a KV
+// bucket, only moved forward with compare-and-swap), and each partition's
+// resume watermark in the PDU stream.
+package eventlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/streams"
+)
+
+// ErrConflict means another writer moved the log or key first: this replica
+// no longer owns the destination's partition.
+var ErrConflict = errors.New("eventlog: concurrent writer")
+
+// Store reads and writes the destination logs, offsets and watermarks.
+type Store struct {
+	js         jetstream.JetStream
+	events     jetstream.Stream
+	offsets    jetstream.KeyValue
+	partitions jetstream.KeyValue
+}
+
+// Open binds to the streams and buckets (streams.Ensure creates them).
+func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	events, err := js.Stream(ctx, streams.EventStream)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: open %s: %w", streams.EventStream, err)
+	}
+	offsets, err := js.KeyValue(ctx, streams.OffsetBucket)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: open %s: %w", streams.OffsetBucket, err)
+	}
+	partitions, err := js.KeyValue(ctx, streams.PartitionBucket)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: open %s: %w", streams.PartitionBucket, err)
+	}
+	return &Store{js: js, events: events, offsets: offsets, partitions: partitions}, nil
+}
+
+// Append stores an event of a destination. expected is the sequence of the
+// destination's previous event (0 for none); the new one is returned.
+func (s *Store) Append(ctx context.Context, partition int, ev destination.Event, expected uint64) (uint64, error) {
+	f, err := s.AppendAsync(partition, ev, expected)
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, nil
+	case err := <-f.Err():
+		return 0, classify(err)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// AppendAsync is Append without waiting; resolve the future with AckResult.
+func (s *Store) AppendAsync(partition int, ev destination.Event, expected uint64) (jetstream.PubAckFuture, error) {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: encode event: %w", err)
+	}
+	msg := nats.NewMsg(streams.EventSubject(partition, ev.State.Destination))
+	msg.Data = data
+	f, err := s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(expected))
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: append: %w", err)
+	}
+	return f, nil
+}
+
+// AckResult waits for an async append and returns its sequence.
+func AckResult(ctx context.Context, f jetstream.PubAckFuture) (uint64, error) {
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, nil
+	case err := <-f.Err():
+		return 0, classify(err)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func classify(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return fmt.Errorf("eventlog: %w", err)
+}
+
+// Loaded is a destination as the store remembers it.
+type Loaded struct {
+	State     destination.State
+	EventSeq  uint64 // sequence of its newest event (0: none)
+	OffsetRev uint64 // revision of its offset key (0: none)
+}
+
+// LoadAll returns every destination the store knows, by name: its newest
+// event's state, with the offset from the offsets bucket when that is newer.
+func (s *Store) LoadAll(ctx context.Context) (map[string]*Loaded, error) {
+	out := make(map[string]*Loaded)
+	if err := s.loadEvents(ctx, out); err != nil {
+		return nil, err
+	}
+	if err := s.loadOffsets(ctx, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Store) loadEvents(ctx context.Context, out map[string]*Loaded) error {
+	cons, err := s.events.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+		FilterSubject:     "fedsender.events.>",
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		return fmt.Errorf("eventlog: read %s: %w", streams.EventStream, err)
+	}
+	defer s.events.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name)
+	remaining := cons.CachedInfo().NumPending
+	for remaining > 0 {
+		batch, err := cons.FetchNoWait(int(min(remaining, 1000)))
+		if err != nil {
+			return fmt.Errorf("eventlog: read %s: %w", streams.EventStream, err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			var ev destination.Event
+			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+				return fmt.Errorf("eventlog: event on %s: %w", msg.Subject(), err)
+			}
+			md, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("eventlog: event on %s: %w", msg.Subject(), err)
+			}
+			out[ev.State.Destination] = &Loaded{State: ev.State, EventSeq: md.Sequence.Stream}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("eventlog: read %s: %w", streams.EventStream, err)
+		}
+		if n == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			continue
+		}
+		remaining -= uint64(n)
+	}
+	return nil
+}
+
+func (s *Store) loadOffsets(ctx context.Context, out map[string]*Loaded) error {
+	w, err := s.offsets.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("eventlog: read %s: %w", streams.OffsetBucket, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e := <-w.Updates():
+			if e == nil {
+				return nil // initial values done
+			}
+			dest, err := streams.DestinationFromOffsetKey(e.Key())
+			if err != nil {
+				return fmt.Errorf("eventlog: %w", err)
+			}
+			off, err := strconv.ParseUint(string(e.Value()), 10, 64)
+			if err != nil {
+				return fmt.Errorf("eventlog: offset of %s: %w", dest, err)
+			}
+			l := out[dest]
+			if l == nil {
+				l = &Loaded{State: destination.State{Destination: dest}}
+				out[dest] = l
+			}
+			l.OffsetRev = e.Revision()
+			if off > l.State.Offset {
+				l.State.Offset = off
+			}
+		}
+	}
+}
+
+// PutOffsetAsync moves a destination's offset with compare-and-swap against
+// rev (0: the key must not exist). The value is the decimal sequence, so
+// `nats kv get fedsender-offsets <key>` reads it as is.
+func (s *Store) PutOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error) {
+	key := streams.OffsetKey(partition, dest)
+	val := []byte(strconv.FormatUint(offset, 10))
+	var (
+		n   uint64
+		err error
+	)
+	if rev == 0 {
+		n, err = s.offsets.Create(ctx, key, val)
+	} else {
+		n, err = s.offsets.Update(ctx, key, val, rev)
+	}
+	if err != nil {
+		return 0, classify(err)
+	}
+	return n, nil
+}
+
+// Watermark is a partition's resume point: every PDU at or below Seq is done
+// for every destination of the partition that is not catching up.
+type Watermark struct {
+	Seq   uint64 `json:"seq"`
+	Owner string `json:"owner,omitempty"`
+	At    int64  `json:"at"`
+}
+
+// LoadWatermark returns a partition's watermark and its revision (0, 0 if none).
+func (s *Store) LoadWatermark(ctx context.Context, partition int) (Watermark, uint64, error) {
+	e, err := s.partitions.Get(ctx, streams.PartitionKey(partition))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Watermark{}, 0, nil
+	}
+	if err != nil {
+		return Watermark{}, 0, fmt.Errorf("eventlog: watermark of partition %d: %w", partition, err)
+	}
+	var w Watermark
+	if err := json.Unmarshal(e.Value(), &w); err != nil {
+		return Watermark{}, 0, fmt.Errorf("eventlog: watermark of partition %d: %w", partition, err)
+	}
+	return w, e.Revision(), nil
+}
+
+// PutWatermark stores a partition's watermark with compare-and-swap.
+func (s *Store) PutWatermark(ctx context.Context, partition int, w Watermark, rev uint64) (uint64, error) {
+	data, err := json.Marshal(w)
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: encode watermark: %w", err)
+	}
+	key := streams.PartitionKey(partition)
+	var n uint64
+	if rev == 0 {
+		n, err = s.partitions.Create(ctx, key, data)
+	} else {
+		n, err = s.partitions.Update(ctx, key, data, rev)
+	}
+	if err != nil {
+		return 0, classify(err)
+	}
+	return n, nil
+}

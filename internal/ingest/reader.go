@@ -1,0 +1,194 @@
+// Package ingest reads the PDU stream once per replica and hands each PDU to
+// the partition supervisors of its destinations. It validates every envelope
+// (a homeserver may publish without fedsender's client) and moves invalid ones
+// to the dead-letter subject with the reason in a header, so nothing crashes
+// and nothing valid is held up.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/anthdm/hollywood/actor"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/actors/partition"
+	"github.com/fedsender/fedsender/streams"
+)
+
+// maxBatch bounds the PDUs handed to the supervisors in one go.
+const maxBatch = 512
+
+// Options configure a Reader.
+type Options struct {
+	JS     jetstream.JetStream
+	Engine *actor.Engine
+	// Partitions are the supervisors, indexed by partition.
+	Partitions []*actor.PID
+	Gate       *partition.Gate
+	// Start is the first stream sequence to read.
+	Start uint64
+	Log   *slog.Logger
+}
+
+// Reader is the one consumer of the PDU stream in a replica.
+type Reader struct {
+	opts        Options
+	parts       map[string]int
+	through     atomic.Uint64
+	deadLetters atomic.Int64
+	running     atomic.Bool
+}
+
+// New returns a reader.
+func New(opts Options) *Reader {
+	return &Reader{opts: opts, parts: map[string]int{}}
+}
+
+// Through is the last sequence handed to the supervisors.
+func (r *Reader) Through() uint64 { return r.through.Load() }
+
+// DeadLetters counts the envelopes refused since start.
+func (r *Reader) DeadLetters() int64 { return r.deadLetters.Load() }
+
+// Running reports whether the reader is consuming.
+func (r *Reader) Running() bool { return r.running.Load() }
+
+// Run reads until ctx ends.
+func (r *Reader) Run(ctx context.Context) error {
+	start := max(r.opts.Start, 1)
+	cons, err := r.opts.JS.OrderedConsumer(ctx, streams.PDUStream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   start,
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: consume %s: %w", streams.PDUStream, err)
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * maxBatch))
+	if err != nil {
+		return fmt.Errorf("ingest: consume %s: %w", streams.PDUStream, err)
+	}
+	defer iter.Stop()
+	r.through.Store(start - 1)
+	msgs := make(chan jetstream.Msg, maxBatch)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			msg, err := iter.Next(jetstream.NextContext(ctx))
+			if err != nil {
+				if ctx.Err() == nil {
+					errc <- err
+				}
+				return
+			}
+			msgs <- msg
+		}
+	}()
+	r.running.Store(true)
+	defer r.running.Store(false)
+	r.opts.Log.Info("reading PDUs", "from_sequence", start)
+
+	advance := time.NewTicker(time.Second)
+	defer advance.Stop()
+	batch := make([]jetstream.Msg, 0, maxBatch)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("ingest: read %s: %w", streams.PDUStream, err)
+		case <-advance.C:
+			r.advance()
+		case msg, ok := <-msgs:
+			if !ok {
+				return nil
+			}
+			batch = append(batch[:0], msg)
+		drain:
+			for len(batch) < maxBatch {
+				select {
+				case m, ok := <-msgs:
+					if !ok {
+						break drain
+					}
+					batch = append(batch, m)
+				default:
+					break drain
+				}
+			}
+			if err := r.handle(ctx, batch); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (r *Reader) partitionOf(dest string) int {
+	p, ok := r.parts[dest]
+	if !ok {
+		p = streams.Partition(dest, len(r.opts.Partitions))
+		r.parts[dest] = p
+	}
+	return p
+}
+
+func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
+	pairs := make(map[int][]partition.Pair)
+	var last uint64
+	for _, msg := range batch {
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+		last = md.Sequence.Stream
+		pdu, err := streams.DecodePDU(msg.Data())
+		if err != nil {
+			r.deadLetter(msg, last, err)
+			continue
+		}
+		it := streams.Item{Seq: last, TS: md.Timestamp.UnixMilli(), PDU: pdu}
+		for _, d := range pdu.Destinations {
+			p := r.partitionOf(d)
+			pairs[p] = append(pairs[p], partition.Pair{Destination: d, Item: it})
+		}
+	}
+	if err := r.opts.Gate.Wait(ctx, last); err != nil {
+		return nil // shutting down
+	}
+	for p, ps := range pairs {
+		r.opts.Engine.Send(r.opts.Partitions[p], partition.Dispatch{Pairs: ps, Through: last})
+	}
+	r.through.Store(last)
+	return nil
+}
+
+// advance tells every supervisor how far the reader is, so that partitions
+// without traffic still move their watermark.
+func (r *Reader) advance() {
+	t := r.through.Load()
+	for _, pid := range r.opts.Partitions {
+		r.opts.Engine.Send(pid, partition.Advance{Through: t})
+	}
+}
+
+func (r *Reader) deadLetter(msg jetstream.Msg, seq uint64, reason error) {
+	r.deadLetters.Add(1)
+	r.opts.Log.Warn("refused an envelope: moved to the dead-letter subject",
+		"sequence", seq, "subject", streams.DeadLetterPDU, "reason", reason)
+	dl := nats.NewMsg(streams.DeadLetterPDU)
+	dl.Data = msg.Data()
+	dl.Header.Set(streams.HeaderReason, reason.Error())
+	dl.Header.Set(streams.HeaderSourceSeq, strconv.FormatUint(seq, 10))
+	// The id makes a replay after a restart, or a second replica, a no-op.
+	dl.Header.Set(jetstream.MsgIDHeader, "pdu-"+strconv.FormatUint(seq, 10))
+	if _, err := r.opts.JS.PublishMsgAsync(dl); err != nil && !errors.Is(err, context.Canceled) {
+		r.opts.Log.Error("could not dead-letter an envelope", "sequence", seq, "error", err)
+	}
+}
