@@ -1,0 +1,293 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/fedsender/fedsender/internal/destination"
+)
+
+// Reader is the read model the admin API answers from.
+type Reader interface {
+	Get(name string) (destination.State, bool)
+	List() []destination.State
+	// Ready reports whether the read model has loaded; until then every
+	// admin call is answered 503.
+	Ready() bool
+}
+
+// Resetter hands a reset to the destination's owner. It should return as soon
+// as the command is handed over: the reset itself happens in the background.
+type Resetter interface {
+	Reset(ctx context.Context, destination string) error
+}
+
+// Options are the admin listener's dependencies.
+type Options struct {
+	// Tokens are the accepted bearer tokens; with none, every admin call is
+	// refused with 403. Empty strings are ignored.
+	Tokens   []string
+	Reader   Reader
+	Resetter Resetter
+	// Ready is /readyz: nil error means ready, otherwise the error's text is
+	// the reason. nil means ready when Reader is.
+	Ready func() error
+	Log   *slog.Logger
+}
+
+// resetTimeout bounds the hand-over of a reset to its owner.
+const resetTimeout = 5 * time.Second
+
+func (o *Options) setDefaults() {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Reader == nil {
+		o.Reader = noReader{}
+	}
+	if o.Ready == nil {
+		r := o.Reader
+		o.Ready = func() error {
+			if !r.Ready() {
+				return ErrNotReady
+			}
+			return nil
+		}
+	}
+}
+
+// noReader stands in for a missing Reader: never ready.
+type noReader struct{}
+
+func (noReader) Get(string) (destination.State, bool) { return destination.State{}, false }
+func (noReader) List() []destination.State            { return nil }
+func (noReader) Ready() bool                          { return false }
+
+// handler serves the admin listener.
+type handler struct {
+	opts   Options
+	tokens [][sha256.Size]byte // digests, so comparing takes the same time for any length
+}
+
+// New returns the admin listener's handler.
+func New(opts Options) http.Handler {
+	opts.setDefaults()
+	h := &handler{opts: opts}
+	for _, t := range opts.Tokens {
+		if t != "" {
+			h.tokens = append(h.tokens, sha256.Sum256([]byte(t)))
+		}
+	}
+	return h
+}
+
+// endpoint is one route: its method and what serves it. admin routes need a
+// token and send CORS headers.
+type endpoint struct {
+	method string
+	admin  bool
+	serve  func(h *handler, w http.ResponseWriter, r *http.Request, dest string) error
+}
+
+var (
+	epHealth  = endpoint{http.MethodGet, false, (*handler).healthz}
+	epReady   = endpoint{http.MethodGet, false, (*handler).readyz}
+	epList    = endpoint{http.MethodGet, true, (*handler).list}
+	epDetails = endpoint{http.MethodGet, true, (*handler).details}
+	epRooms   = endpoint{http.MethodGet, true, (*handler).rooms}
+	epReset   = endpoint{http.MethodPost, true, (*handler).reset}
+)
+
+// destinationsPath is the root of Synapse's federation admin API.
+const destinationsPath = "/_synapse/admin/v1/federation/destinations"
+
+// route finds the endpoint of a path as sent (still percent-encoded), and the
+// destination in it. The path is split before it is decoded, so "%2F" in a
+// name does not make a new segment (as in Synapse). A segment that does not
+// decode gives a name that is not valid, hence unknown.
+func route(escaped string) (ep endpoint, dest string, ok bool) {
+	switch escaped {
+	case "/healthz":
+		return epHealth, "", true
+	case "/readyz":
+		return epReady, "", true
+	case destinationsPath:
+		return epList, "", true
+	}
+	rest, found := strings.CutPrefix(escaped, destinationsPath+"/")
+	if !found {
+		return endpoint{}, "", false
+	}
+	seg, tail, _ := strings.Cut(rest, "/")
+	switch tail {
+	case "":
+		if strings.HasSuffix(rest, "/") {
+			return endpoint{}, "", false
+		}
+		ep = epDetails
+	case "rooms":
+		ep = epRooms
+	case "reset_connection":
+		if seg == "" { // Synapse's pattern wants at least one character here
+			return endpoint{}, "", false
+		}
+		ep = epReset
+	default:
+		return endpoint{}, "", false
+	}
+	dest, err := url.PathUnescape(seg)
+	if err != nil {
+		dest = seg // fails servername validation: '%' is not allowed
+	}
+	return ep, dest, true
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ep, dest, ok := route(r.URL.EscapedPath())
+	if ok && ep.admin {
+		setCORS(w.Header())
+		if r.Method == http.MethodOptions {
+			// A browser's preflight (synapse-admin runs in one); it carries
+			// no token.
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	var err error
+	switch {
+	case !ok:
+		err = errUnrecognized
+	case r.Method != ep.method && !(ep.method == http.MethodGet && r.Method == http.MethodHead):
+		w.Header().Set("Allow", allowed(ep.method))
+		err = errMethodNotAllowed
+	case ep.admin:
+		if err = h.authorize(r); err == nil {
+			err = ep.serve(h, w, r, dest)
+		}
+	default:
+		err = ep.serve(h, w, r, dest)
+	}
+	if err != nil {
+		h.writeError(w, r, dest, err)
+	}
+}
+
+func allowed(method string) string {
+	if method == http.MethodGet {
+		return "GET, HEAD"
+	}
+	return method
+}
+
+// setCORS sets the headers Synapse sends so browser tools can call the API.
+// A wildcard origin is safe: the token travels in a header, never a cookie.
+func setCORS(h http.Header) {
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization, Date")
+}
+
+// authorize checks the request's access token the way Synapse finds it.
+// Tokens are never logged.
+func (h *handler) authorize(r *http.Request) error {
+	if len(h.tokens) == 0 {
+		return ErrForbidden
+	}
+	tok, err := accessToken(r)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte(tok))
+	match := 0
+	for _, t := range h.tokens { // no early exit: the time does not say which token
+		match |= subtle.ConstantTimeCompare(sum[:], t[:])
+	}
+	if match != 1 {
+		return ErrUnknownToken
+	}
+	return nil
+}
+
+// accessToken returns the token of "Authorization: Bearer <token>" or of the
+// access_token query parameter, with Synapse's errors.
+func accessToken(r *http.Request) (string, error) {
+	headers := r.Header.Values("Authorization")
+	query, inQuery := r.URL.Query()["access_token"]
+	if len(headers) > 0 {
+		switch {
+		case inQuery:
+			return "", withMessage(ErrMissingToken, "Mixing Authorization headers and access_token query parameters.")
+		case len(headers) > 1:
+			return "", withMessage(ErrMissingToken, "Too many Authorization headers.")
+		}
+		parts := strings.Split(headers[0], " ")
+		if len(parts) != 2 || parts[0] != "Bearer" {
+			return "", withMessage(ErrMissingToken, "Invalid Authorization header.")
+		}
+		return parts[1], nil
+	}
+	if len(query) == 0 || query[0] == "" {
+		return "", ErrMissingToken
+	}
+	return query[0], nil
+}
+
+func (h *handler) healthz(w http.ResponseWriter, _ *http.Request, _ string) error {
+	writeText(w, http.StatusOK, "ok")
+	return nil
+}
+
+func (h *handler) readyz(w http.ResponseWriter, _ *http.Request, _ string) error {
+	if err := h.opts.Ready(); err != nil {
+		writeText(w, http.StatusServiceUnavailable, err.Error())
+		return nil
+	}
+	writeText(w, http.StatusOK, "ok")
+	return nil
+}
+
+// reader returns the read model once it is ready.
+func (h *handler) reader() (Reader, error) {
+	if !h.opts.Reader.Ready() {
+		return nil, ErrNotReady
+	}
+	return h.opts.Reader, nil
+}
+
+func writeText(w http.ResponseWriter, status int, text string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache, no-store, must-revalidate")
+	w.WriteHeader(status)
+	w.Write([]byte(text))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil { // only plain structs are written: a bug
+		status, body = http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache, no-store, must-revalidate")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+func (h *handler) writeError(w http.ResponseWriter, r *http.Request, dest string, err error) {
+	status, body, known := answer(err)
+	if !known {
+		h.opts.Log.Error("admin request failed", "method", r.Method, "path", r.URL.Path,
+			"destination", dest, "error", err)
+	}
+	if errors.Is(err, ErrNotReady) {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, body)
+}

@@ -1,0 +1,26 @@
+// Package admin is fedsender's HTTP admin listener: Synapse's federation admin
+// API (GET and reset of destinations, under
+// /_synapse/admin/v1/federation/destinations), so that operators' tools and the
+// synapse-admin web UI work unchanged, plus /healthz and /readyz for
+// Kubernetes probes.
+//
+// Reads are answered from a read model (any replica can answer; see
+// internal/projection); a reset is handed to the destination's owner through a
+// Resetter and answered at once, as Synapse does.
+//
+// Where this package follows Synapse rather than the letter of the brief it
+// says so; in short:
+//
+//   - Authentication is Synapse's: the access token comes from
+//     "Authorization: Bearer <token>" or from the deprecated access_token query
+//     parameter (not both); no token -> 401 M_MISSING_TOKEN, an unknown one ->
+//     401 M_UNKNOWN_TOKEN. Every configured token is an admin's, so the 403
+//     M_FORBIDDEN Synapse gives non-admins is given only when no token is
+//     configured at all (the admin API is then off).
+//   - Destination names in paths are percent-decoded one segment at a time
+//     (so %3A and a raw ':' are the same name). Synapse does not validate
+//     them: it looks the name up and answers 404 M_NOT_FOUND "Unknown
+//     destination". An invalid server name can never be known, so this package
+//     answers the same 404 for it, without a lookup.
+//   - Error texts are Synapse's, word for word.
+package admin
