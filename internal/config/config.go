@@ -110,6 +110,14 @@ type QueueConfig struct {
 	// IdleTimeout is how long a destination actor may stay idle before it
 	// is stopped.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ReadAhead is how many PDUs the reader may run ahead of the slowest
+	// healthy destination; the service uses at most max_pending/2.
+	ReadAhead int `yaml:"read_ahead"`
+	// SlowAfter: a destination without progress for this long stops pacing
+	// the reader (and overflows into catch-up instead of slowing others).
+	SlowAfter time.Duration `yaml:"slow_after"`
+	// CheckpointInterval is how often offsets and watermarks are persisted.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
 // Sizes in bytes.
@@ -146,11 +154,14 @@ func Default() Config {
 			CatchUpAfter: time.Hour,
 		},
 		Queue: QueueConfig{
-			Partitions:      64,
-			MaxPending:      10000,
-			Retention:       336 * time.Hour,
-			StartupWakeRate: 20,
-			IdleTimeout:     5 * time.Minute,
+			Partitions:         64,
+			MaxPending:         10000,
+			Retention:          336 * time.Hour,
+			StartupWakeRate:    20,
+			IdleTimeout:        5 * time.Minute,
+			ReadAhead:          2000,
+			SlowAfter:          5 * time.Second,
+			CheckpointInterval: time.Second,
 		},
 	}
 }

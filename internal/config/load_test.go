@@ -238,6 +238,9 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 		"FEDSENDER_QUEUE_RETENTION=72h",
 		"FEDSENDER_QUEUE_STARTUP_WAKE_RATE=5",
 		"FEDSENDER_QUEUE_IDLE_TIMEOUT=30s",
+		"FEDSENDER_QUEUE_READ_AHEAD=400",
+		"FEDSENDER_QUEUE_SLOW_AFTER=2s",
+		"FEDSENDER_QUEUE_CHECKPOINT_INTERVAL=250ms",
 	}
 	if got, want := len(environ)-1, len(loadSchema().settings); got != want {
 		t.Fatalf("test sets %d variables, but there are %d settings: cover the new ones", got, want)
@@ -274,11 +277,14 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 			CatchUpAfter: 2 * time.Hour,
 		},
 		Queue: QueueConfig{
-			Partitions:      128,
-			MaxPending:      500,
-			Retention:       72 * time.Hour,
-			StartupWakeRate: 5,
-			IdleTimeout:     30 * time.Second,
+			Partitions:         128,
+			MaxPending:         500,
+			Retention:          72 * time.Hour,
+			StartupWakeRate:    5,
+			IdleTimeout:        30 * time.Second,
+			ReadAhead:          400,
+			SlowAfter:          2 * time.Second,
+			CheckpointInterval: 250 * time.Millisecond,
 		},
 	}
 	if !reflect.DeepEqual(c, want) {

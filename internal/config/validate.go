@@ -111,6 +111,11 @@ func (q QueueConfig) validate(p *problems) {
 		p.addf("queue.startup_wake_rate", "must be positive, got %d", q.StartupWakeRate)
 	}
 	p.positive("queue.idle_timeout", q.IdleTimeout)
+	if q.ReadAhead < 1 {
+		p.addf("queue.read_ahead", "must be at least 1, got %d", q.ReadAhead)
+	}
+	p.positive("queue.slow_after", q.SlowAfter)
+	p.positive("queue.checkpoint_interval", q.CheckpointInterval)
 }
 
 // problems collects Validate's findings, each prefixed with the YAML path of
