@@ -1,0 +1,81 @@
+// Command fedsender delivers a Matrix homeserver's PDUs to the other servers
+// of its rooms. It only parses flags and wires packages together; the work
+// lives in internal/ and actors/.
+//
+//	fedsender keygen --server-name NAME --out FILE
+//	fedsender run --config FILE
+//	fedsender publish --config FILE [--file F]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `fedsender: an outbound Matrix federation sender on NATS JetStream
+
+Usage:
+  fedsender keygen --server-name NAME --out FILE   write a Synapse-format signing key
+  fedsender run --config FILE                      run the service
+  fedsender publish --config FILE [--file F]       publish JSON-lines PDU envelopes (stdin by default)
+
+Every configuration key can be overridden by FEDSENDER_<PATH>, e.g. FEDSENDER_ADMIN_TOKEN.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "keygen":
+		err = keygen(args[1:], stdout)
+	case "run":
+		err = runService(ctx, args[1:], stderr)
+	case "publish":
+		err = publish(ctx, args[1:], stdin, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "fedsender: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "fedsender %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("fedsender "+name, flag.ContinueOnError)
+	return fs
+}
+
+func newLogger(level, format string, w io.Writer) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level)) // validated by config
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,300 @@
+package service
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/anthdm/hollywood/actor"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+
+	"github.com/fedsender/fedsender/actors/destination"
+	"github.com/fedsender/fedsender/actors/partition"
+	"github.com/fedsender/fedsender/internal/admin"
+	"github.com/fedsender/fedsender/internal/backoff"
+	"github.com/fedsender/fedsender/internal/catchup"
+	"github.com/fedsender/fedsender/internal/config"
+	"github.com/fedsender/fedsender/internal/eventlog"
+	"github.com/fedsender/fedsender/internal/federation"
+	"github.com/fedsender/fedsender/internal/ingest"
+	"github.com/fedsender/fedsender/internal/netguard"
+	"github.com/fedsender/fedsender/internal/projection/memprojection"
+	"github.com/fedsender/fedsender/internal/resolve"
+	"github.com/fedsender/fedsender/internal/xmatrix"
+	"github.com/fedsender/fedsender/streams"
+)
+
+// Deps are what a caller may supply instead of the configured defaults
+// (tests point the resolver at a local DNS server, say).
+type Deps struct {
+	Log      *slog.Logger
+	Resolver *resolve.Resolver
+	RootCAs  *x509.CertPool
+	// Ready, when set, receives the service once it is serving.
+	Ready chan<- *Service
+}
+
+// Service is a running fedsender.
+type Service struct {
+	AdminAddr string // the admin listener's address, once serving
+	NATSURL   string // the embedded server's client URL, if it listens
+	reader    *ingest.Reader
+	proj      *memprojection.Projection
+}
+
+// LoadOrCreateKey reads the signing key; with signing_key_path unset it
+// generates <data_dir>/signing.key on first use.
+func LoadOrCreateKey(cfg config.Config, log *slog.Logger) (xmatrix.SigningKey, error) {
+	path := cfg.KeyPath()
+	key, err := xmatrix.LoadKeyFile(path)
+	if err == nil || cfg.SigningKeyPath != "" || !errors.Is(err, os.ErrNotExist) {
+		if err != nil {
+			return key, fmt.Errorf("signing_key_path: %w", err)
+		}
+		return key, nil
+	}
+	key, err = xmatrix.GenerateKey("a_" + strconv.FormatInt(time.Now().Unix()%1e6, 36))
+	if err != nil {
+		return key, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return key, fmt.Errorf("data_dir: %w", err)
+	}
+	if err := os.WriteFile(path, key.MarshalKeyFile(), 0o600); err != nil {
+		return key, fmt.Errorf("data_dir: write development signing key: %w", err)
+	}
+	log.Warn("generated a development signing key; point signing_key_path at your homeserver's key in production",
+		"path", path, "key_id", key.KeyID())
+	return key, nil
+}
+
+// Run runs fedsender until ctx ends.
+func Run(ctx context.Context, cfg config.Config, deps Deps) error {
+	log := deps.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	key, err := LoadOrCreateKey(cfg, log)
+	if err != nil {
+		return err
+	}
+	nc, natsURL, closeNATS, err := connect(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeNATS()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if err := streams.Ensure(ctx, js, streams.Options{Replicas: cfg.NATS.Replicas, Retention: cfg.Queue.Retention}); err != nil {
+		return err
+	}
+	store, err := eventlog.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	client, err := newFederationClient(cfg, key, deps)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+
+	pduStream, err := js.Stream(ctx, streams.PDUStream)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	epoch := strconv.FormatInt(pduStream.CachedInfo().Created.Unix(), 36)
+
+	loaded, err := store.LoadAll(ctx)
+	if err != nil {
+		return err
+	}
+	n := cfg.Queue.Partitions
+	byPartition := make([]map[string]*eventlog.Loaded, n)
+	for i := range byPartition {
+		byPartition[i] = map[string]*eventlog.Loaded{}
+	}
+	for name, l := range loaded {
+		byPartition[streams.Partition(name, n)][name] = l
+	}
+
+	engine, err := actor.NewEngine(actor.NewEngineConfig())
+	if err != nil {
+		return fmt.Errorf("actor engine: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	host, _ := os.Hostname()
+	gate := partition.NewGate(n, uint64(max(1, min(cfg.Queue.ReadAhead, cfg.Queue.MaxPending/2))))
+	pcfg := &partition.Config{
+		Destination: &destination.Config{
+			Origin:  cfg.ServerName,
+			Epoch:   epoch,
+			Sender:  client,
+			Scanner: catchup.New(js),
+			Policy: backoff.Policy{Min: cfg.Backoff.MinInterval, Max: cfg.Backoff.MaxInterval,
+				Multiplier: cfg.Backoff.Multiplier, CatchUpAfter: cfg.Backoff.CatchUpAfter},
+			MaxPending: cfg.Queue.MaxPending,
+			Now:        time.Now,
+			Log:        log,
+		},
+		Store:       store,
+		Gate:        gate,
+		WakeLimiter: rate.NewLimiter(rate.Limit(cfg.Queue.StartupWakeRate), 1),
+		IdleTimeout: cfg.Queue.IdleTimeout,
+		Checkpoint:  cfg.Queue.CheckpointInterval,
+		SlowAfter:   cfg.Queue.SlowAfter,
+		Owner:       host,
+		Log:         log,
+		Context:     runCtx,
+	}
+	pids := make([]*actor.PID, n)
+	start := uint64(0)
+	for p := range n {
+		wm, rev, err := store.LoadWatermark(ctx, p)
+		if err != nil {
+			return err
+		}
+		if p == 0 || wm.Seq < start {
+			start = wm.Seq
+		}
+		pids[p] = engine.Spawn(partition.New(pcfg, p, byPartition[p], wm, rev), "partition",
+			actor.WithID(strconv.Itoa(p)), actor.WithInboxSize(4096))
+	}
+	log.Info("fedsender starting", "server_name", cfg.ServerName, "key_id", key.KeyID(),
+		"destinations_known", len(loaded), "partitions", n, "resume_after_sequence", start)
+
+	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Gate: gate, Start: start + 1, Log: log})
+	proj := memprojection.New(js)
+	svc := &Service{reader: reader, proj: proj, NATSURL: natsURL}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil && runCtx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	run("reader", reader.Run)
+	run("projection", proj.Run)
+
+	if cfg.Admin.Listen != "" {
+		var tokens []string
+		if cfg.Admin.Token != "" {
+			tokens = []string{cfg.Admin.Token}
+		} else {
+			log.Warn("admin.token is empty: the admin API refuses every request")
+		}
+		ln, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+		svc.AdminAddr = ln.Addr().String()
+		srv := &http.Server{
+			Handler: admin.New(admin.Options{Tokens: tokens, Reader: proj,
+				Resetter: resetter{engine: engine, pids: pids}, Ready: svc.ready, Log: log}),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		run("admin", func(ctx context.Context) error {
+			go func() {
+				<-ctx.Done()
+				shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				srv.Shutdown(shutdown)
+			}()
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		log.Info("admin API listening", "address", svc.AdminAddr)
+	}
+	if deps.Ready != nil {
+		deps.Ready <- svc
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		log.Error("stopping", "error", runErr)
+	}
+	cancel()
+	wg.Wait()
+	for _, pid := range pids {
+		<-engine.Poison(pid).Done()
+	}
+	log.Info("fedsender stopped")
+	return runErr
+}
+
+func (s *Service) ready() error {
+	switch {
+	case !s.reader.Running():
+		return errors.New("the PDU reader is not running")
+	case !s.proj.Ready():
+		return errors.New("the read model is still loading")
+	}
+	return nil
+}
+
+// resetter hands an admin reset to the destination's partition supervisor.
+type resetter struct {
+	engine *actor.Engine
+	pids   []*actor.PID
+}
+
+func (r resetter) Reset(_ context.Context, dest string) error {
+	r.engine.Send(r.pids[streams.Partition(dest, len(r.pids))], partition.Reset{Destination: dest})
+	return nil
+}
+
+func newFederationClient(cfg config.Config, key xmatrix.SigningKey, deps Deps) (*federation.Client, error) {
+	deny := cfg.Federation.IPRangeDenylist
+	if len(deny) == 0 {
+		deny = netguard.DefaultDenylist()
+	}
+	guard := netguard.New(deny, cfg.Federation.IPRangeAllowlist)
+	roots := deps.RootCAs
+	if cfg.Federation.CAFile != "" {
+		pem, err := os.ReadFile(cfg.Federation.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("federation.ca_file: %w", err)
+		}
+		if roots == nil {
+			if roots, err = x509.SystemCertPool(); err != nil {
+				roots = x509.NewCertPool()
+			}
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("federation.ca_file: no PEM certificates in %s", cfg.Federation.CAFile)
+		}
+	}
+	res := deps.Resolver
+	if res == nil {
+		res = resolve.New(resolve.Options{
+			HTTPClient: federation.NewWellKnownClient(federation.WellKnownClientOptions{
+				Guard: guard, RootCAs: roots, InsecureSkipVerify: cfg.Federation.TLSInsecureSkipVerify,
+			}),
+		})
+	}
+	return federation.New(federation.Options{
+		Origin: cfg.ServerName, Key: key, Resolver: res, Guard: guard, RootCAs: roots,
+		InsecureSkipVerify: cfg.Federation.TLSInsecureSkipVerify, RequestTimeout: cfg.Federation.RequestTimeout,
+	})
+}

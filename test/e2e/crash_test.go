@@ -1,0 +1,213 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/internal/xmatrix"
+	"github.com/fedsender/fedsender/streams"
+	"github.com/fedsender/fedsender/test/pki"
+	"github.com/fedsender/fedsender/test/receiver"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds cmd/fedsender once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "fedsender-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "fedsender")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/fedsender/fedsender/cmd/fedsender").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// process is a real `fedsender run`.
+type process struct {
+	t    *testing.T
+	bin  string
+	conf string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+func (p *process) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.bin, "run", "--config", p.conf)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *process) kill9() {
+	p.t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.cmd.Wait()
+}
+
+func TestKill9UnderLoadLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binary")
+	}
+	dir := t.TempDir()
+	key, err := xmatrix.GenerateKey("crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := pki.MustCA(t)
+	keyPath, caPath := filepath.Join(dir, "signing.key"), filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(keyPath, key.MarshalKeyFile(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caPath, ca.PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natsPort := freePort(t)
+	conf := filepath.Join(dir, "fedsender.yaml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`server_name: %s
+signing_key_path: %s
+data_dir: %s
+log: {level: warn}
+nats: {listen: "127.0.0.1:%d", max_store: 1GiB, max_memory: 64MiB}
+admin: {listen: "127.0.0.1:0", token: t}
+federation:
+  ca_file: %s
+  ip_range_allowlist: [127.0.0.0/8]
+  request_timeout: 5s
+queue: {partitions: 8, checkpoint_interval: 100ms}
+`, origin, keyPath, filepath.Join(dir, "data"), natsPort, caPath)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "fedsender.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			data, _ := os.ReadFile(logf.Name())
+			t.Logf("fedsender log:\n%s", data)
+		}
+	}()
+	p := &process{t: t, bin: binary(t), conf: conf, log: logf}
+
+	var rs []*receiver.Receiver
+	var dests []string
+	for range 3 {
+		r := receiver.Start(t, receiver.Options{Origin: origin, OriginKey: key.Public(), OriginKeyID: key.KeyID(),
+			Cert: ca.MustLeaf(t, "127.0.0.1")})
+		rs = append(rs, r)
+		dests = append(dests, r.ServerName())
+	}
+
+	p.start()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.kill9()
+		}
+	})
+	nc := connectWithin(t, fmt.Sprintf("nats://127.0.0.1:%d", natsPort), 60*time.Second)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := streams.NewPublisher(js)
+
+	const total = 3000
+	want := map[string][]string{}
+	for i := range total {
+		room := fmt.Sprintf("!room%d:origin.test", i%10)
+		id := fmt.Sprintf("$crash-%d", i)
+		want[room] = append(want[room], id)
+		env, _ := json.Marshal(streams.Envelope{RoomID: room, EventID: id, Destinations: dests,
+			PDU: json.RawMessage(fmt.Sprintf(`{"event_id":%q,"room_id":%q,"n":%d}`, id, room, i))})
+		if _, err := pub.PublishAsync(env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publishing did not complete")
+	}
+
+	// Kill mid-delivery, with transactions in flight.
+	eventually(t, 60*time.Second, func() bool { return rs[0].PDUCount() >= total/5 }, "no progress before the kill: %d", rs[0].PDUCount())
+	p.kill9()
+	atKill := []int{rs[0].PDUCount(), rs[1].PDUCount(), rs[2].PDUCount()}
+	t.Logf("delivered at the kill: %v of %d each", atKill, total)
+	if atKill[0] >= total && atKill[1] >= total && atKill[2] >= total {
+		t.Fatal("everything was delivered before the kill: the test proves nothing; publish more")
+	}
+	nc.Close()
+
+	p.start()
+	for _, r := range rs {
+		eventually(t, 90*time.Second, func() bool { return uniqueCount(r) >= total }, "%s: %d of %d PDUs after kill -9 and restart", r.ServerName(), uniqueCount(r), total)
+		inOrder(t, r, want)
+	}
+	t.Logf("redelivered after the crash: %d, %d, %d", rs[0].RedeliveredPDUs(), rs[1].RedeliveredPDUs(), rs[2].RedeliveredPDUs())
+}
+
+func connectWithin(t *testing.T, url string, within time.Duration) *nats.Conn {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		nc, err := nats.Connect(url)
+		if err == nil {
+			// Wait until fedsender has created its streams.
+			js, _ := jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err = js.Stream(ctx, streams.PDUStream)
+			cancel()
+			if err == nil {
+				return nc
+			}
+			nc.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fedsender's NATS server at %s not ready within %v: %v", url, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

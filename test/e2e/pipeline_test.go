@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/internal/config"
+	"github.com/fedsender/fedsender/streams"
+	"github.com/fedsender/fedsender/test/receiver"
+)
+
+func TestDeliversEveryPDUInOrderToEveryDestination(t *testing.T) {
+	h := newHarness(t, nil)
+	rs := []*receiver.Receiver{h.receiver(nil), h.receiver(nil), h.receiver(nil)}
+	dests := []string{rs[0].ServerName(), rs[1].ServerName(), rs[2].ServerName()}
+	want := map[string][]string{}
+	for i := range 150 {
+		room := fmt.Sprintf("!room%d:origin.test", i%5)
+		want[room] = append(want[room], h.publish(room, i, dests...))
+	}
+	for _, r := range rs {
+		eventually(t, 20*time.Second, func() bool { return r.PDUCount() >= 150 }, "%s got %d of 150 PDUs", r.ServerName(), r.PDUCount())
+		inOrder(t, r, want)
+		if r.RedeliveredPDUs() != 0 {
+			t.Errorf("%s got %d PDUs twice without any failure", r.ServerName(), r.RedeliveredPDUs())
+		}
+		for _, tx := range r.Transactions() {
+			if tx.PDUs > 50 {
+				t.Errorf("transaction %s carried %d PDUs", tx.TxnID, tx.PDUs)
+			}
+		}
+	}
+	// The admin API shows each destination's stream ordering (the sequence
+	// of the last PDU it acknowledged) and no failure.
+	for _, d := range dests {
+		eventually(t, 5*time.Second, func() bool {
+			info := h.destination(d)
+			return info.LastSuccessfulStreamOrdering != nil && *info.LastSuccessfulStreamOrdering == 150
+		}, "admin API: %s last_successful_stream_ordering = %+v, want 150", d, h.destination(d))
+		if info := h.destination(d); info.RetryLastTS != 0 || info.FailureTS != nil || info.RetryInterval != 0 {
+			t.Errorf("admin API shows a healthy destination as failing: %+v", info)
+		}
+	}
+}
+
+func TestDeadDestinationDoesNotDelayOthers(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.Federation.RequestTimeout = time.Minute })
+	dead := h.receiver(nil)
+	dead.SetFault(receiver.Fault{Hang: true})
+	live := []*receiver.Receiver{h.receiver(nil), h.receiver(nil)}
+	want := map[string][]string{}
+	for i := range 300 {
+		room := fmt.Sprintf("!r%d:origin.test", i%3)
+		want[room] = append(want[room], h.publish(room, i, dead.ServerName(), live[0].ServerName(), live[1].ServerName()))
+	}
+	// The dead server holds its first transaction for a minute; the others
+	// must be served long before that.
+	for _, r := range live {
+		eventually(t, 15*time.Second, func() bool { return r.PDUCount() >= 300 }, "%s got %d of 300 PDUs while another destination hangs", r.ServerName(), r.PDUCount())
+		inOrder(t, r, want)
+	}
+	if dead.PDUCount() != 0 {
+		t.Fatalf("the hanging receiver accepted %d PDUs", dead.PDUCount())
+	}
+}
+
+func TestBackoffThenAdminResetDelivers(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	d := r.ServerName()
+	r.SetFault(receiver.Fault{Status: http.StatusInternalServerError})
+	first := h.publish("!a:origin.test", 1, d)
+	eventually(t, 10*time.Second, func() bool { return h.destination(d).RetryLastTS != 0 }, "admin API never showed %s failing", d)
+	info := h.destination(d)
+	if info.RetryInterval != (10*time.Minute).Milliseconds() || info.FailureTS == nil || *info.FailureTS != info.RetryLastTS {
+		t.Fatalf("after one failure: %+v; want retry_interval 600000 and failure_ts = retry_last_ts", info)
+	}
+	if info.LastSuccessfulStreamOrdering != nil {
+		t.Fatalf("last_successful_stream_ordering = %d before any success, want null", *info.LastSuccessfulStreamOrdering)
+	}
+	r.SetFault(receiver.Fault{})
+	second := h.publish("!a:origin.test", 2, d)
+	// Backing off for ten minutes: nothing may be sent before the reset.
+	requests := r.Requests()
+	if code := h.admin("POST", "/_synapse/admin/v1/federation/destinations/"+d+"/reset_connection", nil); code != http.StatusOK {
+		t.Fatalf("reset_connection answered %d", code)
+	}
+	eventually(t, 10*time.Second, func() bool { return r.PDUCount() >= 2 }, "after reset, %s got %d of 2 PDUs", d, r.PDUCount())
+	if r.Requests() < requests+1 {
+		t.Fatal("no request after reset")
+	}
+	inOrder(t, r, map[string][]string{"!a:origin.test": {first, second}})
+	eventually(t, 5*time.Second, func() bool {
+		i := h.destination(d)
+		return i.RetryLastTS == 0 && i.RetryInterval == 0 && i.FailureTS == nil
+	}, "timings not cleared after success: %+v", h.destination(d))
+	if code := h.admin("POST", "/_synapse/admin/v1/federation/destinations/"+d+"/reset_connection", nil); code != http.StatusBadRequest {
+		t.Fatalf("reset of a healthy destination answered %d, want 400", code)
+	}
+}
+
+func TestRateLimitHonoursRetryAfter(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	r.SetFault(receiver.Fault{Status: http.StatusTooManyRequests, RetryAfter: "1", Times: 1})
+	start := time.Now()
+	id := h.publish("!a:origin.test", 1, r.ServerName())
+	eventually(t, 10*time.Second, func() bool { return r.PDUCount() >= 1 }, "PDU not delivered after a 429 with Retry-After: 1")
+	if waited := time.Since(start); waited < time.Second {
+		t.Fatalf("retried after %v, before Retry-After", waited)
+	}
+	inOrder(t, r, map[string][]string{"!a:origin.test": {id}})
+}
+
+func TestCatchUpSendsNewestPDUOfEachRoomManyRoomsPerTransaction(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.Backoff.MinInterval = 100 * time.Millisecond
+		c.Backoff.MaxInterval = 500 * time.Millisecond
+		c.Backoff.CatchUpAfter = 150 * time.Millisecond
+		c.Queue.MaxPending = 4
+		c.Queue.ReadAhead = 2
+	})
+	r := h.receiver(nil)
+	d := r.ServerName()
+	r.Stop()
+	h.publish("!first:origin.test", 0, d)
+	// Failures double the interval until it passes catch_up_after.
+	eventually(t, 10*time.Second, func() bool { return h.destination(d).RetryInterval > 150 }, "backoff never passed catch_up_after: %+v", h.destination(d))
+	newest := map[string]string{}
+	for i := 1; i <= 30; i++ {
+		room := fmt.Sprintf("!room%d:origin.test", i%3)
+		newest[room] = h.publish(room, i, d)
+	}
+	if err := r.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool {
+		got := map[string]bool{}
+		for _, p := range r.PDUs() {
+			got[p.EventID] = true
+		}
+		for _, id := range newest {
+			if !got[id] {
+				return false
+			}
+		}
+		return true
+	}, "catch-up did not deliver the newest PDU of every room")
+	if n := r.PDUCount(); n >= 31 {
+		t.Fatalf("catch-up sent all %d PDUs; want only the newest of each room", n)
+	}
+	multi := false
+	for _, tx := range r.Transactions() {
+		if tx.PDUs > 1 {
+			multi = true
+		}
+	}
+	if !multi {
+		t.Fatal("catch-up sent one room per transaction")
+	}
+	// Live again: the next PDU is sent at once.
+	next := h.publish("!room1:origin.test", 31, d)
+	eventually(t, 10*time.Second, func() bool {
+		for _, p := range r.PDUs() {
+			if p.EventID == next {
+				return true
+			}
+		}
+		return false
+	}, "PDU after catch-up not delivered")
+	if v := r.Violations(); len(v) > 0 {
+		t.Fatalf("violations: %v", v)
+	}
+}
+
+func TestRestartResumesWithoutCatchUp(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	d := r.ServerName()
+	want := map[string][]string{}
+	for i := range 40 {
+		room := fmt.Sprintf("!r%d:origin.test", i%2)
+		want[room] = append(want[room], h.publish(room, i, d))
+	}
+	eventually(t, 10*time.Second, func() bool { return r.PDUCount() >= 40 }, "got %d of 40 before restart", r.PDUCount())
+	h.shutdown()
+	// PDUs published while fedsender is down wait in the stream.
+	h.start()
+	for i := 40; i < 100; i++ {
+		room := fmt.Sprintf("!r%d:origin.test", i%2)
+		want[room] = append(want[room], h.publish(room, i, d))
+	}
+	eventually(t, 10*time.Second, func() bool { return uniqueCount(r) >= 100 }, "got %d of 100 after restart", uniqueCount(r))
+	inOrder(t, r, want)
+}
+
+func uniqueCount(r *receiver.Receiver) int {
+	seen := map[string]bool{}
+	for _, p := range r.PDUs() {
+		seen[p.EventID] = true
+	}
+	return len(seen)
+}
+
+func TestInvalidEnvelopesAreDeadLetteredAndValidOnesStillSent(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	bad := map[string]string{
+		`not json`: "not a JSON envelope",
+		`{"room_id":"!a:o","event_id":"$x","pdu":{}}`:                                 "destinations",
+		`{"room_id":"!a:o","event_id":"$y","pdu":{},"destinations":["bad name!"]}`:    "destinations[0]",
+		`{"room_id":"!a:o","event_id":"$z","pdu":{"n":1.5},"destinations":["a.org"]}`: "pdu",
+	}
+	for data := range bad {
+		// Published without fedsender's client, as a homeserver might.
+		if _, err := h.js.Publish(context.Background(), streams.PDUSubject, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := h.publish("!a:origin.test", 1, r.ServerName())
+	eventually(t, 10*time.Second, func() bool { return r.PDUCount() >= 1 }, "valid PDU after invalid ones not delivered")
+	inOrder(t, r, map[string][]string{"!a:origin.test": {id}})
+
+	cons, err := h.js.OrderedConsumer(context.Background(), streams.DeadLetterStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for range bad {
+		msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			t.Fatalf("dead letters: got %d of %d: %v", len(got), len(bad), err)
+		}
+		got[string(msg.Data())] = msg.Headers().Get(streams.HeaderReason)
+	}
+	for data, reason := range bad {
+		if r, ok := got[data]; !ok || !strings.Contains(r, reason) {
+			t.Errorf("dead letter for %s: reason %q, want one naming %q", data, r, reason)
+		}
+	}
+}
+
+func TestOverflowOfAHealthyDestinationCatchesUpAtOnce(t *testing.T) {
+	// One reader batch larger than max_pending overflows a destination that
+	// is not failing: it must catch up without waiting for any timer.
+	h := newHarness(t, func(c *config.Config) {
+		c.Queue.MaxPending = 5
+		c.Queue.ReadAhead = 2
+	})
+	r := h.receiver(nil)
+	d := r.ServerName()
+	r.SetFault(receiver.Fault{Hang: true})
+	h.publish("!hold:origin.test", 0, d) // in flight, hanging
+	eventually(t, 10*time.Second, func() bool { return r.InFlight() == 1 }, "first transaction never arrived")
+	newest := map[string]string{}
+	for i := 1; i <= 40; i++ {
+		room := fmt.Sprintf("!o%d:origin.test", i%4)
+		newest[room] = h.publish(room, i, d)
+	}
+	r.SetFault(receiver.Fault{}) // the hanging transaction now succeeds
+	eventually(t, 10*time.Second, func() bool {
+		got := map[string]bool{}
+		for _, p := range r.PDUs() {
+			got[p.EventID] = true
+		}
+		for _, id := range newest {
+			if !got[id] {
+				return false
+			}
+		}
+		return true
+	}, "an overflowed healthy destination never caught up: got %d PDUs", r.PDUCount())
+	if v := r.Violations(); len(v) > 0 {
+		t.Fatalf("violations: %v", v)
+	}
+}
