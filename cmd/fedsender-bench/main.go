@@ -1,0 +1,206 @@
+// Command fedsender-bench measures fedsender end to end on this machine and
+// prints a table, then, as its last line, one JSON object of the figures.
+//
+// It runs four parts, each on its own fedsender instance (service.Run
+// in-process, on the embedded NATS server, in a temporary data directory)
+// and its own HTTPS receivers (package test/receiver) in the same process:
+//
+//   - pipeline: the sustained rate of (PDU, destination) deliveries that
+//     receivers acknowledge, 200 destinations, 20 rooms, every PDU to every
+//     destination, PDUs of about 1 KiB, the publisher kept at most about
+//     2000 PDUs ahead of what every receiver has acknowledged; then the
+//     publish-to-receiver latency at 20% of that rate.
+//   - baseline: the machine's practical limit for the same work without
+//     fedsender: one consumer of a stream of its own reads each PDU once,
+//     canonicalises it once, batches 50, and for each receiver builds, signs
+//     and PUTs one transaction over HTTPS keep-alive on a small worker pool.
+//   - rss: the resident memory an idle known destination costs, from two
+//     child processes (this binary re-executed) that start fedsender on
+//     0 and on 100,000 preloaded healthy destinations.
+//   - catchup: the time a destination back from an outage needs to receive
+//     the newest PDU of each of 10,000 rooms, after an admin reset.
+//
+// Flags: -short runs smaller sizes for a quick check; -only runs the named
+// parts (comma separated: pipeline, baseline, rss, catchup; latency is part
+// of pipeline). Run it with `go tool task bench` (or go run
+// ./cmd/fedsender-bench). It exits non-zero, after printing what it could
+// measure, if any part fails.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// params are the sizes of a run.
+type params struct {
+	short      bool
+	dests      int           // receivers of the throughput parts
+	rooms      int           // rooms the throughput PDUs rotate over
+	pduSize    int           // target size of a PDU's JSON, bytes
+	lead       int64         // how far the publisher may run ahead, in PDUs
+	warmup     time.Duration // before the measured windows
+	windows    int           // measured sub-windows
+	window     time.Duration // length of each
+	latencyFor time.Duration // the latency phase's publishing time
+	latencyPct float64       // its rate, as a fraction of the sustained rate
+	workers    int           // the baseline's PUT worker pool
+	idleDests  int           // known idle destinations of the rss part
+	cuRooms    int           // rooms pending for the catch-up part
+	cuPending  int           // queue.max_pending of the catch-up part
+	verifySigs bool          // receivers verify the ed25519 signatures
+}
+
+func defaultParams(short, verify bool) params {
+	p := params{
+		short:      short,
+		dests:      200,
+		rooms:      20,
+		pduSize:    1024,
+		lead:       2000,
+		warmup:     4 * time.Second,
+		windows:    4,
+		window:     5 * time.Second,
+		latencyFor: 10 * time.Second,
+		latencyPct: 0.20,
+		workers:    8,
+		idleDests:  100_000,
+		cuRooms:    10_000,
+		cuPending:  1000,
+		verifySigs: verify,
+	}
+	if short {
+		p.dests = 20
+		p.rooms = 5
+		p.lead = 500
+		p.warmup = time.Second
+		p.windows = 2
+		p.window = 2 * time.Second
+		p.latencyFor = 3 * time.Second
+		p.idleDests = 10_000
+		p.cuRooms = 2000
+		p.cuPending = 200
+	}
+	return p
+}
+
+var allParts = []string{"pipeline", "baseline", "catchup", "rss"}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	fs := flag.NewFlagSet("fedsender-bench", flag.ContinueOnError)
+	short := fs.Bool("short", false, "smaller sizes, for a quick check (about 40 s)")
+	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), baseline, rss, catchup")
+	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
+	childDir := fs.String("child-rss", "", "internal: run fedsender on this data directory for the rss part")
+	childKey := fs.String("child-key", "", "internal: the signing key of -child-rss")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: fedsender-bench [-short] [-only parts] [-verify-signatures]\n\n")
+		fs.VisitAll(func(f *flag.Flag) {
+			if !strings.HasPrefix(f.Name, "child-") {
+				fmt.Fprintf(fs.Output(), "  -%s\n    \t%s\n", f.Name, f.Usage)
+			}
+		})
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "fedsender-bench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	// hollywood and other libraries log through the default logger.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	if *childDir != "" {
+		return childRSS(*childDir, *childKey)
+	}
+
+	parts := allParts
+	if *only != "" {
+		parts = nil
+		for _, name := range strings.Split(*only, ",") {
+			name = strings.TrimSpace(name)
+			if name == "latency" {
+				name = "pipeline"
+			}
+			if !slices.Contains(allParts, name) {
+				fmt.Fprintf(os.Stderr, "fedsender-bench: -only: unknown part %q (want %s)\n", name, strings.Join(allParts, ", "))
+				return 2
+			}
+			if !slices.Contains(parts, name) {
+				parts = append(parts, name)
+			}
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	p := defaultParams(*short, *verify)
+	e, err := newEnv(p)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fedsender-bench: setup: %v\n", err)
+		return 1
+	}
+	defer e.close()
+
+	res := &results{params: p, parts: parts, started: time.Now()}
+	progress := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "[%5.1fs] %s\n", time.Since(res.started).Seconds(), fmt.Sprintf(format, args...))
+	}
+	e.progress = progress
+	for _, part := range parts {
+		if ctx.Err() != nil {
+			res.fail(part, ctx.Err())
+			continue
+		}
+		progress("%s: starting", part)
+		var err error
+		switch part {
+		case "pipeline":
+			res.pipeline, res.latency, err = runPipeline(ctx, e)
+		case "baseline":
+			res.baseline, err = runBaseline(ctx, e)
+		case "rss":
+			res.rss, err = runRSS(ctx, e)
+		case "catchup":
+			res.catchup, err = runCatchup(ctx, e)
+		}
+		if err != nil {
+			progress("%s: FAILED: %v", part, err)
+			res.fail(part, err)
+		} else {
+			progress("%s: done", part)
+		}
+	}
+	res.elapsed = time.Since(res.started)
+	res.print(os.Stdout)
+	if len(res.errors) > 0 {
+		for _, msg := range res.errors {
+			fmt.Fprintf(os.Stderr, "fedsender-bench: %s\n", msg)
+		}
+		return 1
+	}
+	return 0
+}
+
+// discardLogger is for components whose logs would only be noise here.
+var discardLogger = slog.New(slog.DiscardHandler)
+
+// errLogger logs errors to stderr; the services under test use it.
+var errLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// results collects every part's outcome.
+type results struct {
+	params   params
+	parts    []string
+	started  time.Time
+	elapsed  time.Duration
+	pipeline *throughput
+	latency  *latency
+	baseline *throughput
+	rss      *rssResult
+	catchup  *catchupResult
+	errors   []string
+}
+
+func (r *results) fail(part string, err error) {
+	r.errors = append(r.errors, part+": "+err.Error())
+}
+
+// summary is the last line of the output.
+type summary struct {
+	Deliveries         *float64 `json:"deliveries_per_sec"`
+	Baseline           *float64 `json:"baseline_deliveries_per_sec"`
+	P50                *float64 `json:"p50_ms"`
+	P99                *float64 `json:"p99_ms"`
+	RSSPerDestination  *float64 `json:"rss_bytes_per_idle_destination"`
+	CatchupSeconds     *float64 `json:"catchup_seconds"`
+	DeliveriesMin      *float64 `json:"deliveries_per_sec_min"`
+	DeliveriesMax      *float64 `json:"deliveries_per_sec_max"`
+	BaselineMin        *float64 `json:"baseline_deliveries_per_sec_min"`
+	BaselineMax        *float64 `json:"baseline_deliveries_per_sec_max"`
+	PipelineOfBaseline *float64 `json:"pipeline_of_baseline"`
+	LatencyPDURate     *float64 `json:"latency_pdus_per_sec"`
+	NumCPU             int      `json:"num_cpu"`
+	GOMAXPROCS         int      `json:"gomaxprocs"`
+	GoVersion          string   `json:"go_version"`
+	Destinations       int      `json:"destinations"`
+	Rooms              int      `json:"rooms"`
+	Short              bool     `json:"short"`
+	Parts              []string `json:"parts"`
+	Seconds            float64  `json:"seconds"`
+	Errors             []string `json:"errors,omitempty"`
+}
+
+func ptr(v float64) *float64 {
+	v = math.Round(v*1000) / 1000
+	return &v
+}
+
+func (r *results) summary() summary {
+	s := summary{
+		NumCPU:       runtime.NumCPU(),
+		GOMAXPROCS:   runtime.GOMAXPROCS(0),
+		GoVersion:    runtime.Version(),
+		Destinations: r.params.dests,
+		Rooms:        r.params.rooms,
+		Short:        r.params.short,
+		Parts:        r.parts,
+		Seconds:      math.Round(r.elapsed.Seconds()*10) / 10,
+		Errors:       r.errors,
+	}
+	if t := r.pipeline; t != nil {
+		s.Deliveries, s.DeliveriesMin, s.DeliveriesMax = ptr(t.Rates.Mean), ptr(t.Rates.Min), ptr(t.Rates.Max)
+	}
+	if t := r.baseline; t != nil {
+		s.Baseline, s.BaselineMin, s.BaselineMax = ptr(t.Rates.Mean), ptr(t.Rates.Min), ptr(t.Rates.Max)
+	}
+	if r.pipeline != nil && r.baseline != nil && r.baseline.Rates.Mean > 0 {
+		s.PipelineOfBaseline = ptr(r.pipeline.Rates.Mean / r.baseline.Rates.Mean)
+	}
+	if l := r.latency; l != nil && l.Deliveries > 0 {
+		s.P50, s.P99, s.LatencyPDURate = ptr(l.P50), ptr(l.P99), ptr(l.PDURate)
+	}
+	if m := r.rss; m != nil {
+		s.RSSPerDestination = ptr(m.PerDest)
+	}
+	if c := r.catchup; c != nil {
+		s.CatchupSeconds = ptr(c.Seconds)
+	}
+	return s
+}
+
+func (r *results) print(out io.Writer) {
+	p := r.params
+	mode := "full"
+	if p.short {
+		mode = "short"
+	}
+	fmt.Fprintf(out, "\nfedsender-bench (%s run, %.0fs)  %s %s/%s  NumCPU=%d GOMAXPROCS=%d\n",
+		mode, r.elapsed.Seconds(), runtime.Version(), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	sig := "signature check skipped (receivers still parse and check the X-Matrix header)"
+	if p.verifySigs {
+		sig = "ed25519 signatures verified"
+	}
+	fmt.Fprintf(out, "receivers: HTTPS on 127.0.0.1 in this process, %s; PDUs of about %d bytes in %d rooms\n\n", sig, p.pduSize, p.rooms)
+
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "measurement\tvalue\tmin\tmax\tsetup")
+	row := func(name, value, lo, hi, setup string) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, value, lo, hi, setup)
+	}
+	windows := fmt.Sprintf("%d × %v after %v warm-up", p.windows, p.window, p.warmup)
+	if t := r.pipeline; t != nil {
+		row("pipeline deliveries/s", f0(t.Rates.Mean), f0(t.Rates.Min), f0(t.Rates.Max),
+			fmt.Sprintf("fedsender (service.Run), %d destinations, every PDU to all; lead ≤ %d PDUs; %s", p.dests, p.lead, windows))
+		row("  windows", joinF0(t.Rates.Windows), "", "",
+			fmt.Sprintf("%d PDUs published (envelope %d B); drained %.1fs after publishing stopped", t.Published, t.EnvBytes, t.Drain.Seconds()))
+		row("  receiver checks", checkText(t.Checks), "", "", "violations / PDUs delivered again / requests")
+	} else {
+		row("pipeline deliveries/s", "-", "", "", skipped(r, "pipeline"))
+	}
+	if t := r.baseline; t != nil {
+		row("baseline deliveries/s", f0(t.Rates.Mean), f0(t.Rates.Min), f0(t.Rates.Max),
+			fmt.Sprintf("no fedsender: 1 ordered consumer, canonicalise once, batch 50, build+sign+PUT per destination on %d workers, batch by batch; %s", p.workers, windows))
+		row("  windows", joinF0(t.Rates.Windows), "", "", fmt.Sprintf("%d PDUs published (envelope %d B)", t.Published, t.EnvBytes))
+		row("  receiver checks", checkText(t.Checks), "", "", "violations / PDUs delivered again / requests")
+	} else {
+		row("baseline deliveries/s", "-", "", "", skipped(r, "baseline"))
+	}
+	if r.pipeline != nil && r.baseline != nil && r.baseline.Rates.Mean > 0 {
+		row("pipeline / baseline", fmt.Sprintf("%.0f%%", 100*r.pipeline.Rates.Mean/r.baseline.Rates.Mean), "", "", "")
+	}
+	if l := r.latency; l != nil && l.Deliveries > 0 {
+		row("latency p50 ms", f1(l.P50), "", "", fmt.Sprintf("publish → receiver, %.1f PDUs/s (%.0f%% of sustained) for %v, %d deliveries",
+			l.PDURate, 100*p.latencyPct, p.latencyFor, l.Deliveries))
+		row("latency p99 ms", f1(l.P99), "", "", fmt.Sprintf("p90 %.1f ms, max %.1f ms; %d missing", l.P90, l.Max, l.Missing))
+		row("  receiver checks", checkText(l.Checks), "", "", fmt.Sprintf("%.1f PDUs per request", float64(l.Deliveries)/float64(max(1, l.Checks.Requests))))
+	} else {
+		row("latency p50/p99 ms", "-", "", "", skipped(r, "pipeline"))
+	}
+	if m := r.rss; m != nil {
+		row("RSS bytes / idle destination", f0(m.PerDest), "", "", fmt.Sprintf("(VmRSS with %d − without) / %d, child processes after GC; target ≤ 4096", m.Destinations, m.Destinations))
+		row("  VmRSS without / with", mib(m.Without.RSS)+" / "+mib(m.With.RSS), "", "",
+			fmt.Sprintf("Go heap in use %s / %s; goroutines %d / %d; ready after %.1fs / %.1fs; %s listed",
+				mib(m.Without.HeapInuse), mib(m.With.HeapInuse), m.Without.Goroutines, m.With.Goroutines,
+				m.Without.Startup, m.With.Startup, listed(m.With.Known)))
+	} else {
+		row("RSS bytes / idle destination", "-", "", "", skipped(r, "rss"))
+	}
+	if c := r.catchup; c != nil {
+		row("catch-up seconds", f2(c.Seconds), "", "", fmt.Sprintf("%d rooms pending (max_pending %d): receiver restart + admin reset → all held; target < 2", c.Rooms, c.MaxPending))
+		row("  receiver checks", checkText(c.Checks), "", "", fmt.Sprintf("%d transactions accepted", c.Transactions))
+	} else {
+		row("catch-up seconds", "-", "", "", skipped(r, "catchup"))
+	}
+	tw.Flush()
+	for _, c := range r.allChecks() {
+		for _, v := range c.Examples {
+			fmt.Fprintf(out, "receiver violation: %s\n", v)
+		}
+	}
+	for _, msg := range r.errors {
+		fmt.Fprintf(out, "FAILED %s\n", msg)
+	}
+	line, err := json.Marshal(r.summary())
+	if err != nil {
+		line = []byte(fmt.Sprintf(`{"errors":[%q]}`, err.Error()))
+	}
+	fmt.Fprintf(out, "\n%s\n", line)
+}
+
+func skipped(r *results, part string) string {
+	for _, e := range r.errors {
+		if strings.HasPrefix(e, part+":") {
+			return "failed (below)"
+		}
+	}
+	return "not run"
+}
+
+func listed(n int) string {
+	if n < 0 {
+		return "admin list unavailable,"
+	}
+	return fmt.Sprintf("%d", n)
+}
+
+func checkText(c checks) string {
+	return fmt.Sprintf("%d / %d / %d", c.Violations, c.Redelivered, c.Requests)
+}
+
+func f0(v float64) string { return fmt.Sprintf("%.0f", v) }
+func f1(v float64) string { return fmt.Sprintf("%.1f", v) }
+func f2(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+func joinF0(vs []float64) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = f0(v)
+	}
+	return strings.Join(s, " ")
+}
+
+// allChecks returns the receiver checks of every part that ran.
+func (r *results) allChecks() []checks {
+	var out []checks
+	if r.pipeline != nil {
+		out = append(out, r.pipeline.Checks)
+	}
+	if r.latency != nil {
+		out = append(out, r.latency.Checks)
+	}
+	if r.baseline != nil {
+		out = append(out, r.baseline.Checks)
+	}
+	if r.catchup != nil {
+		out = append(out, r.catchup.Checks)
+	}
+	return out
+}
