@@ -59,6 +59,7 @@ type Actor struct {
 	rooms        []streams.Item // catch-up: newest PDU per room, still to send
 	awaitingLive bool           // reported a scan; waiting for GoLive or Rescan
 	dropInflight bool           // catch-up began while a send was running
+	held         bool           // waiting for the supervisor's rate-limited Wake after a start
 
 	ctx    context.Context
 	engine *actor.Engine
@@ -87,8 +88,10 @@ type scanDone struct {
 }
 
 // New returns the producer of a destination's actor, starting from the state
-// its log holds; through is the highest sequence already accounted for.
-func New(cfg *Config, state dstate.State, through uint64) actor.Producer {
+// its log holds; through is the highest sequence already accounted for. A
+// held actor queues PDUs but sends nothing until it gets Wake (or
+// ResetConnection): after a start, the supervisor spaces those out.
+func New(cfg *Config, state dstate.State, through uint64, held bool) actor.Producer {
 	return func() actor.Receiver {
 		return &Actor{
 			cfg:      cfg,
@@ -96,6 +99,7 @@ func New(cfg *Config, state dstate.State, through uint64) actor.Producer {
 			state:    state,
 			through:  max(through, state.Offset),
 			catching: state.CatchingUp,
+			held:     held,
 			log:      cfg.Log.With("destination", state.Destination),
 		}
 	}
@@ -109,8 +113,10 @@ func (a *Actor) Receive(c *actor.Context) {
 	case Enqueue:
 		a.enqueue(m)
 	case Wake:
+		a.held = false
 		a.trySend()
 	case ResetConnection:
+		a.held = false
 		a.record(dstate.Event{Type: dstate.Reset})
 		a.trySend()
 	case sendDone:
@@ -150,7 +156,7 @@ func (a *Actor) enqueue(m Enqueue) {
 // trySend starts the next transaction if none is in flight and the backoff
 // allows it.
 func (a *Actor) trySend() {
-	if a.sending {
+	if a.sending || a.held {
 		return
 	}
 	if a.state.Failing() && a.cfg.Now().Before(a.state.RetryAt()) {

@@ -69,6 +69,7 @@ type entry struct {
 	skip           uint64 // catch-up already covered PDUs at or below
 	catching       bool
 	catchPersisted bool
+	held           bool // a start-up wake is pending: the actor must wait for it
 	progressAt     time.Time
 	activeAt       time.Time
 	timer          *time.Timer
@@ -160,8 +161,11 @@ func (s *Supervisor) started(c *actor.Context) {
 	for name, e := range s.entries {
 		switch {
 		case e.state.Failing():
-			s.schedule(name, e, e.state.RetryAt().Sub(now))
+			d := e.state.RetryAt().Sub(now)
+			e.held = d <= 0 // due now: wait for the limiter, even if PDUs arrive first
+			s.schedule(name, e, d)
 		case e.catching:
+			e.held = true
 			s.schedule(name, e, 0)
 		}
 	}
@@ -198,7 +202,7 @@ func (s *Supervisor) entry(name string) *entry {
 func (s *Supervisor) spawn(name string, e *entry) *actor.PID {
 	if e.pid == nil {
 		e.incarnation++
-		e.pid = s.c.SpawnChild(destination.New(s.cfg.Destination, e.state, e.done), "dest",
+		e.pid = s.c.SpawnChild(destination.New(s.cfg.Destination, e.state, e.done, e.held), "dest",
 			actor.WithID(name+"#"+strconv.Itoa(e.incarnation)),
 			actor.WithInboxSize(64),
 			actor.WithMiddleware(destination.Recover),
@@ -297,6 +301,7 @@ func (s *Supervisor) wake(name string) {
 		return
 	}
 	e.timer = nil
+	e.held = false
 	s.engine.Send(s.spawn(name, e), destination.Wake{})
 }
 
@@ -309,6 +314,7 @@ func (s *Supervisor) reset(name string) {
 		e.timer.Stop()
 		e.timer = nil
 	}
+	e.held = false
 	s.engine.Send(s.spawn(name, e), destination.ResetConnection{})
 }
 

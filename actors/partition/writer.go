@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/anthdm/hollywood/actor"
 	"github.com/nats-io/nats.go/jetstream"
@@ -90,84 +91,138 @@ func (w *writer) putWatermark(wm eventlog.Watermark) {
 }
 
 func (w *writer) run(ctx context.Context) {
+	retry := time.Duration(0)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.signal:
+		case <-after(retry):
 		}
 		w.mu.Lock()
 		events, offsets, wm := w.events, w.offsets, w.wm
 		w.events, w.offsets, w.wm = nil, map[string]uint64{}, nil
 		w.mu.Unlock()
-		if len(events) > 0 {
-			w.writeEvents(ctx, events)
-			w.engine.Send(w.super, persisted{events: events})
+
+		done, failedEvents := w.writeEvents(ctx, events)
+		if len(done) > 0 {
+			w.engine.Send(w.super, persisted{events: done})
 		}
-		for dest, off := range offsets {
-			rev, err := w.store.PutOffset(ctx, w.partition, dest, off, w.offsetRev[dest])
-			if err != nil {
-				w.fail(ctx, "offset", dest, err)
-				continue
+		failedOffsets := map[string]uint64{}
+		if len(failedEvents) == 0 {
+			for dest, off := range offsets {
+				rev, err := w.store.PutOffset(ctx, w.partition, dest, off, w.offsetRev[dest])
+				if err != nil {
+					if w.fail(ctx, "offset", dest, err) {
+						failedOffsets[dest] = off
+					}
+					continue
+				}
+				w.offsetRev[dest] = rev
 			}
-			w.offsetRev[dest] = rev
+		} else {
+			failedOffsets = offsets
 		}
-		if wm != nil {
+		// The watermark waits for everything before it.
+		if wm != nil && len(failedEvents) == 0 && len(failedOffsets) == 0 {
 			rev, err := w.store.PutWatermark(ctx, w.partition, *wm, w.wmRev)
-			if err != nil {
-				w.fail(ctx, "watermark", "", err)
-				continue
+			if err == nil {
+				w.wmRev = rev
+				wm = nil
+			} else if !w.fail(ctx, "watermark", "", err) {
+				wm = nil
 			}
-			w.wmRev = rev
 		}
+		if len(failedEvents) == 0 && len(failedOffsets) == 0 && wm == nil {
+			retry = 0
+			continue
+		}
+		// Put back what failed, in front of anything newer, and try again.
+		w.mu.Lock()
+		w.events = append(failedEvents, w.events...)
+		for dest, off := range failedOffsets {
+			w.offsets[dest] = max(w.offsets[dest], off)
+		}
+		if wm != nil && w.wm == nil {
+			w.wm = wm
+		}
+		w.mu.Unlock()
+		retry = min(max(2*retry, 100*time.Millisecond), 5*time.Second)
 	}
+}
+
+// after returns a channel that fires after d, or never when d is 0.
+func after(d time.Duration) <-chan time.Time {
+	if d == 0 {
+		return nil
+	}
+	return time.After(d)
 }
 
 // writeEvents publishes the events, pipelined across destinations and in
 // order within one (a destination's next event waits for the previous ack).
-func (w *writer) writeEvents(ctx context.Context, events []dstate.Event) {
+// It returns the events written, and those to try again: a destination's
+// failed event and every later event of that destination.
+func (w *writer) writeEvents(ctx context.Context, events []dstate.Event) (done, failed []dstate.Event) {
+	blocked := map[string]bool{}
 	for len(events) > 0 {
 		seen := map[string]bool{}
 		var rest []dstate.Event
 		type pending struct {
-			name string
-			f    jetstream.PubAckFuture
+			ev dstate.Event
+			f  jetstream.PubAckFuture
 		}
 		var round []pending
 		for _, ev := range events {
 			name := ev.State.Destination
-			if seen[name] {
+			switch {
+			case blocked[name]:
+				failed = append(failed, ev)
+				continue
+			case seen[name]:
 				rest = append(rest, ev)
 				continue
 			}
 			seen[name] = true
 			f, err := w.store.AppendAsync(w.partition, ev, w.eventSeq[name])
 			if err != nil {
-				w.fail(ctx, "event", name, err)
+				if w.fail(ctx, "event", name, err) {
+					blocked[name] = true
+					failed = append(failed, ev)
+				}
 				continue
 			}
-			round = append(round, pending{name, f})
+			round = append(round, pending{ev, f})
 		}
 		for _, p := range round {
+			name := p.ev.State.Destination
 			seq, err := eventlog.AckResult(ctx, p.f)
 			if err != nil {
-				w.fail(ctx, "event", p.name, err)
+				if w.fail(ctx, "event", name, err) {
+					blocked[name] = true
+					failed = append(failed, p.ev)
+				}
 				continue
 			}
-			w.eventSeq[p.name] = seq
+			w.eventSeq[name] = seq
+			done = append(done, p.ev)
 		}
 		events = rest
 	}
+	return done, failed
 }
 
-func (w *writer) fail(ctx context.Context, what, dest string, err error) {
+// fail logs a write that failed and reports whether to try it again: not
+// after a conflict (another writer owns the log now) nor when stopping.
+func (w *writer) fail(ctx context.Context, what, dest string, err error) bool {
 	if ctx.Err() != nil {
-		return
+		return false
 	}
 	if errors.Is(err, eventlog.ErrConflict) {
 		w.log.Error("another replica wrote this partition: is a second fedsender using the same streams?",
 			"partition", w.partition, "what", what, "destination", dest, "error", err)
-		return
+		return false
 	}
-	w.log.Error("could not persist", "partition", w.partition, "what", what, "destination", dest, "error", err)
+	w.log.Warn("could not persist; will retry", "partition", w.partition, "what", what, "destination", dest, "error", err)
+	return true
 }

@@ -140,7 +140,7 @@ func (s *Store) loadEvents(ctx context.Context, out map[string]*Loaded) error {
 	defer s.events.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name)
 	remaining := cons.CachedInfo().NumPending
 	for remaining > 0 {
-		batch, err := cons.FetchNoWait(int(min(remaining, 1000)))
+		batch, err := cons.Fetch(int(min(remaining, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return fmt.Errorf("eventlog: read %s: %w", streams.EventStream, err)
 		}
@@ -161,10 +161,7 @@ func (s *Store) loadEvents(ctx context.Context, out map[string]*Loaded) error {
 			return fmt.Errorf("eventlog: read %s: %w", streams.EventStream, err)
 		}
 		if n == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			continue
+			return fmt.Errorf("eventlog: read %s: no events for 5s with %d still pending", streams.EventStream, remaining)
 		}
 		remaining -= uint64(n)
 	}

@@ -93,7 +93,9 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		return err
 	}
 	defer closeNATS()
-	js, err := jetstream.New(nc)
+	// Without a timeout an async publish whose ack is lost would never
+	// resolve, and the event-log writer would wait for ever.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}

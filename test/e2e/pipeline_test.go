@@ -280,3 +280,74 @@ func TestOverflowOfAHealthyDestinationCatchesUpAtOnce(t *testing.T) {
 		t.Fatalf("violations: %v", v)
 	}
 }
+
+func TestBackoffSurvivesRestart(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	d := r.ServerName()
+	r.SetFault(receiver.Fault{Status: http.StatusServiceUnavailable})
+	h.publish("!a:origin.test", 1, d)
+	eventually(t, 10*time.Second, func() bool { return h.destination(d).RetryLastTS != 0 }, "never failed")
+	before := h.destination(d)
+	r.SetFault(receiver.Fault{})
+	requests := r.Requests()
+
+	h.restart()
+	eventually(t, 10*time.Second, func() bool { return h.destination(d).RetryLastTS != 0 }, "after restart the admin API lost the backoff: %+v", h.destination(d))
+	after := h.destination(d)
+	if after.RetryLastTS != before.RetryLastTS || after.RetryInterval != before.RetryInterval || *after.FailureTS != *before.FailureTS {
+		t.Fatalf("backoff changed across a restart: before %+v, after %+v", before, after)
+	}
+	// Still backing off for ten minutes: a PDU published now must wait.
+	h.publish("!a:origin.test", 2, d)
+	barrier := h.receiver(nil)
+	h.publish("!b:origin.test", 3, barrier.ServerName())
+	eventually(t, 10*time.Second, func() bool { return barrier.PDUCount() == 1 }, "a healthy destination got nothing after the restart")
+	if got := r.Requests(); got != requests {
+		t.Fatalf("the backing-off destination got %d requests after the restart", got-requests)
+	}
+}
+
+func TestWakeUpsAfterStartAreRateLimited(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.Backoff.MinInterval = 300 * time.Millisecond
+		c.Queue.StartupWakeRate = 2
+	})
+	var rs []*receiver.Receiver
+	for i := range 6 {
+		r := h.receiver(nil)
+		r.SetFault(receiver.Fault{Status: http.StatusServiceUnavailable})
+		h.publish("!a:origin.test", i, r.ServerName())
+		rs = append(rs, r)
+	}
+	var due time.Time
+	for _, r := range rs {
+		eventually(t, 10*time.Second, func() bool { return h.destination(r.ServerName()).RetryLastTS != 0 }, "%s never failed", r.ServerName())
+		info := h.destination(r.ServerName())
+		if at := time.UnixMilli(info.RetryLastTS + info.RetryInterval); at.After(due) {
+			due = at
+		}
+	}
+	h.shutdown()
+	for _, r := range rs {
+		r.SetFault(receiver.Fault{})
+	}
+	// Start once every retry time has passed, so all six are due at once.
+	time.Sleep(time.Until(due))
+	h.start()
+	var first, last time.Time
+	for _, r := range rs {
+		eventually(t, 15*time.Second, func() bool { return r.PDUCount() == 1 }, "%s not retried after the restart", r.ServerName())
+		at := r.PDUs()[0].Received
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	// Two a second: the six wake-ups spread over about 2.5 s, not a herd.
+	if spread := last.Sub(first); spread < 2*time.Second {
+		t.Fatalf("six due destinations were retried within %v at a wake rate of 2/s", spread)
+	}
+}
