@@ -104,6 +104,8 @@ func run() int {
 	short := fs.Bool("short", false, "smaller sizes, for a quick check (about 40 s)")
 	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), baseline, rss, catchup")
 	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
+	latencyFraction := fs.Float64("latency-fraction", 0.20, "the latency phase's rate, as a fraction of the sustained rate")
+	fs.StringVar(&latencyProfile, "latency-cpuprofile", "", "write a CPU profile of the latency phase to this file")
 	childDir := fs.String("child-rss", "", "internal: run fedsender on this data directory for the rss part")
 	childKey := fs.String("child-key", "", "internal: the signing key of -child-rss")
 	fs.Usage = func() {
@@ -152,6 +154,11 @@ func run() int {
 	defer stop()
 
 	p := defaultParams(*short, *verify)
+	if *latencyFraction <= 0 || *latencyFraction > 1 {
+		fmt.Fprintf(os.Stderr, "fedsender-bench: -latency-fraction must be in (0, 1], got %v\n", *latencyFraction)
+		return 2
+	}
+	p.latencyPct = *latencyFraction
 	e, err := newEnv(p)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fedsender-bench: setup: %v\n", err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -132,6 +134,19 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 	before := f.checks()
 	e.progress("latency: %d PDUs at %.1f PDUs/s (%.0f%% of the sustained rate) to %d destinations", lat.PDUs, lat.PDURate, 100*p.latencyPct, p.dests)
 	acks = newAckChecker()
+	if latencyProfile != "" {
+		pf, err := os.Create(latencyProfile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("latency profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return nil, nil, fmt.Errorf("latency profile: %w", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			pf.Close()
+		}()
+	}
 	interval := time.Duration(float64(time.Second) / lat.PDURate)
 	start := time.Now()
 	for i := range lat.PDUs {
@@ -183,6 +198,9 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 	}
 	return res, lat, nil
 }
+
+// latencyProfile, when set, is where the latency phase's CPU profile goes.
+var latencyProfile string
 
 // pipelineState describes where the receivers are, for error messages.
 func pipelineState(f *fleet, published int64) string {
