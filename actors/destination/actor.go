@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http/httptrace"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/anthdm/hollywood/actor"
@@ -37,8 +39,18 @@ type Config struct {
 	Scanner    Scanner
 	Policy     backoff.Policy
 	MaxPending int
-	Now        func() time.Time
-	Log        *slog.Logger
+	// Slots admits transactions to the CPU: a send takes a slot to build,
+	// sign and write its request, and frees it once the request is written
+	// (at most SlotHold later). A destination waiting for a slot keeps
+	// queueing, and builds its transaction only when admitted, so batches
+	// grow when the machine is busy and nothing waits when it is not. nil:
+	// no limit. The slot is not held over the network round trip: against
+	// remote servers that would cap the whole sender at Slots/RTT
+	// transactions a second, and let hung servers stall the others.
+	Slots    chan struct{}
+	SlotHold time.Duration
+	Now      func() time.Time
+	Log      *slog.Logger
 }
 
 // Actor is one destination's actor.
@@ -60,6 +72,7 @@ type Actor struct {
 	awaitingLive bool           // reported a scan; waiting for GoLive or Rescan
 	dropInflight bool           // catch-up began while a send was running
 	held         bool           // waiting for the supervisor's rate-limited Wake after a start
+	admitting    bool           // waiting for a send slot
 
 	ctx    context.Context
 	engine *actor.Engine
@@ -81,6 +94,8 @@ type sendDone struct {
 	res federation.TransactionResult
 	err error
 }
+
+type admitted struct{ release func() }
 
 type scanDone struct {
 	res catchup.Result
@@ -119,6 +134,9 @@ func (a *Actor) Receive(c *actor.Context) {
 		a.held = false
 		a.record(dstate.Event{Type: dstate.Reset})
 		a.trySend()
+	case admitted:
+		a.admitting = false
+		a.launch(m.release)
 	case sendDone:
 		a.sent(m)
 	case scanDone:
@@ -156,30 +174,61 @@ func (a *Actor) enqueue(m Enqueue) {
 // trySend starts the next transaction if none is in flight and the backoff
 // allows it.
 func (a *Actor) trySend() {
-	if a.sending || a.held {
+	if a.sending || a.held || a.admitting {
 		return
 	}
 	if a.state.Failing() && a.cfg.Now().Before(a.state.RetryAt()) {
 		return // the supervisor's timer wakes us
 	}
+	if a.inflight == nil && len(a.queue) == 0 && !(a.catching && len(a.rooms) > 0) {
+		if a.catching && !a.scanning && !a.awaitingLive {
+			a.startScan()
+		}
+		return
+	}
+	if a.cfg.Slots == nil {
+		a.launch(func() {})
+		return
+	}
+	a.admitting = true
+	slots, engine, self, ctx, hold := a.cfg.Slots, a.engine, a.self, a.ctx, a.cfg.SlotHold
+	go func() {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		var once sync.Once
+		release := func() { once.Do(func() { <-slots }) }
+		time.AfterFunc(hold, release)
+		engine.Send(self, admitted{release: release})
+	}()
+}
+
+// launch builds the transaction (late, so that it carries what queued while
+// waiting for admission) unless a retry is pending, and sends it.
+func (a *Actor) launch(release func()) {
 	if a.inflight == nil {
 		switch {
 		case len(a.queue) > 0:
 			a.inflight = a.build(a.queue, false)
 		case a.catching && len(a.rooms) > 0:
 			a.inflight = a.build(a.rooms, true)
-		case a.catching && !a.scanning && !a.awaitingLive:
-			a.startScan()
-			return
 		default:
+			release()
+			a.trySend()
 			return
 		}
 	}
 	a.inflight.attempt++
 	a.sending = true
-	t, sender, engine, self, ctx, dest := a.inflight, a.cfg.Sender, a.engine, a.self, a.ctx, a.name
+	t, sender, engine, self, dest := a.inflight, a.cfg.Sender, a.engine, a.self, a.name
+	ctx := httptrace.WithClientTrace(a.ctx, &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) { release() },
+	})
 	go func() {
 		res, err := sender.SendTransaction(ctx, dest, t.id, t.body, t.canonical)
+		release()
 		engine.Send(self, sendDone{t: t, res: res, err: err})
 	}()
 }

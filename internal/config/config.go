@@ -79,6 +79,10 @@ type FederationConfig struct {
 	IPRangeDenylist []netip.Prefix `yaml:"ip_range_denylist"`
 	// RequestTimeout bounds one federation request.
 	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// SendSlots bounds the transactions being built, signed and written at
+	// once across all destinations (0: 4 per CPU). Waiting destinations
+	// keep queueing and send bigger transactions.
+	SendSlots int `yaml:"send_slots"`
 }
 
 // BackoffConfig is the retry schedule of a failing destination: the wait

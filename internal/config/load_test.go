@@ -229,6 +229,7 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 		"FEDSENDER_FEDERATION_IP_RANGE_ALLOWLIST=10.1.0.0/16, fd00::/8",
 		"FEDSENDER_FEDERATION_IP_RANGE_DENYLIST=10.0.0.0/8",
 		"FEDSENDER_FEDERATION_REQUEST_TIMEOUT=15s",
+		"FEDSENDER_FEDERATION_SEND_SLOTS=12",
 		"FEDSENDER_BACKOFF_MIN_INTERVAL=1m",
 		"FEDSENDER_BACKOFF_MULTIPLIER=3.5",
 		"FEDSENDER_BACKOFF_MAX_INTERVAL=24h",
@@ -269,6 +270,7 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 			},
 			IPRangeDenylist: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 			RequestTimeout:  15 * time.Second,
+			SendSlots:       12,
 		},
 		Backoff: BackoffConfig{
 			MinInterval:  time.Minute,

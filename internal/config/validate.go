@@ -86,6 +86,9 @@ func (f FederationConfig) validate(p *problems) {
 		p.add("federation.ca_file", checkFile(f.CAFile))
 	}
 	p.positive("federation.request_timeout", f.RequestTimeout)
+	if f.SendSlots < 0 {
+		p.addf("federation.send_slots", "must be 0 (4 per CPU) or more, got %d", f.SendSlots)
+	}
 }
 
 func (b BackoffConfig) validate(p *problems) {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -148,6 +149,8 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 			Policy: backoff.Policy{Min: cfg.Backoff.MinInterval, Max: cfg.Backoff.MaxInterval,
 				Multiplier: cfg.Backoff.Multiplier, CatchUpAfter: cfg.Backoff.CatchUpAfter},
 			MaxPending: cfg.Queue.MaxPending,
+			Slots:      make(chan struct{}, sendSlots(cfg)),
+			SlotHold:   50 * time.Millisecond,
 			Now:        time.Now,
 			Log:        log,
 		},
@@ -299,4 +302,12 @@ func newFederationClient(cfg config.Config, key xmatrix.SigningKey, deps Deps) (
 		Origin: cfg.ServerName, Key: key, Resolver: res, Guard: guard, RootCAs: roots,
 		InsecureSkipVerify: cfg.Federation.TLSInsecureSkipVerify, RequestTimeout: cfg.Federation.RequestTimeout,
 	})
+}
+
+// sendSlots is federation.send_slots, 0 meaning 4 per CPU.
+func sendSlots(cfg config.Config) int {
+	if cfg.Federation.SendSlots > 0 {
+		return cfg.Federation.SendSlots
+	}
+	return 4 * runtime.GOMAXPROCS(0)
 }
