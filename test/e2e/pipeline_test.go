@@ -50,7 +50,11 @@ func TestDeliversEveryPDUInOrderToEveryDestination(t *testing.T) {
 }
 
 func TestDeadDestinationDoesNotDelayOthers(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.Federation.RequestTimeout = time.Minute })
+	// One send slot: the hanging transaction must not keep it.
+	h := newHarness(t, func(c *config.Config) {
+		c.Federation.RequestTimeout = time.Minute
+		c.Federation.SendSlots = 1
+	})
 	dead := h.receiver(nil)
 	dead.SetFault(receiver.Fault{Hang: true})
 	live := []*receiver.Receiver{h.receiver(nil), h.receiver(nil)}
