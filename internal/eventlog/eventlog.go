@@ -203,20 +203,24 @@ func (s *Store) loadOffsets(ctx context.Context, out map[string]*Loaded) error {
 	}
 }
 
-// PutOffsetAsync moves a destination's offset with compare-and-swap against
+// PutOffset moves a destination's offset with compare-and-swap against
 // rev (0: the key must not exist). The value is the decimal sequence, so
 // `nats kv get fedsender-offsets <key>` reads it as is.
 func (s *Store) PutOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error) {
-	key := streams.OffsetKey(partition, dest)
-	val := []byte(strconv.FormatUint(offset, 10))
+	return put(ctx, s.offsets, streams.OffsetKey(partition, dest), []byte(strconv.FormatUint(offset, 10)), rev)
+}
+
+// put creates key (rev 0) or moves it from revision rev: compare-and-swap
+// either way.
+func put(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, rev uint64) (uint64, error) {
 	var (
 		n   uint64
 		err error
 	)
 	if rev == 0 {
-		n, err = s.offsets.Create(ctx, key, val)
+		n, err = kv.Create(ctx, key, val)
 	} else {
-		n, err = s.offsets.Update(ctx, key, val, rev)
+		n, err = kv.Update(ctx, key, val, rev)
 	}
 	if err != nil {
 		return 0, classify(err)
@@ -254,15 +258,5 @@ func (s *Store) PutWatermark(ctx context.Context, partition int, w Watermark, re
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: encode watermark: %w", err)
 	}
-	key := streams.PartitionKey(partition)
-	var n uint64
-	if rev == 0 {
-		n, err = s.partitions.Create(ctx, key, data)
-	} else {
-		n, err = s.partitions.Update(ctx, key, data, rev)
-	}
-	if err != nil {
-		return 0, classify(err)
-	}
-	return n, nil
+	return put(ctx, s.partitions, streams.PartitionKey(partition), data, rev)
 }

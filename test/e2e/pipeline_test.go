@@ -144,18 +144,7 @@ func TestCatchUpSendsNewestPDUOfEachRoomManyRoomsPerTransaction(t *testing.T) {
 	if err := r.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() bool {
-		got := map[string]bool{}
-		for _, p := range r.PDUs() {
-			got[p.EventID] = true
-		}
-		for _, id := range newest {
-			if !got[id] {
-				return false
-			}
-		}
-		return true
-	}, "catch-up did not deliver the newest PDU of every room")
+	eventually(t, 10*time.Second, func() bool { return holds(r, newest) }, "catch-up did not deliver the newest PDU of every room")
 	if n := r.PDUCount(); n >= 31 {
 		t.Fatalf("catch-up sent all %d PDUs; want only the newest of each room", n)
 	}
@@ -170,14 +159,7 @@ func TestCatchUpSendsNewestPDUOfEachRoomManyRoomsPerTransaction(t *testing.T) {
 	}
 	// Live again: the next PDU is sent at once.
 	next := h.publish("!room1:origin.test", 31, d)
-	eventually(t, 10*time.Second, func() bool {
-		for _, p := range r.PDUs() {
-			if p.EventID == next {
-				return true
-			}
-		}
-		return false
-	}, "PDU after catch-up not delivered")
+	eventually(t, 10*time.Second, func() bool { return holds(r, map[string]string{"": next}) }, "PDU after catch-up not delivered")
 	if v := r.Violations(); len(v) > 0 {
 		t.Fatalf("violations: %v", v)
 	}
@@ -202,6 +184,20 @@ func TestRestartResumesWithoutCatchUp(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, func() bool { return uniqueCount(r) >= 100 }, "got %d of 100 after restart", uniqueCount(r))
 	inOrder(t, r, want)
+}
+
+// holds reports whether the receiver has accepted every event id in ids.
+func holds(r *receiver.Receiver, ids map[string]string) bool {
+	got := map[string]bool{}
+	for _, p := range r.PDUs() {
+		got[p.EventID] = true
+	}
+	for _, id := range ids {
+		if !got[id] {
+			return false
+		}
+	}
+	return true
 }
 
 func uniqueCount(r *receiver.Receiver) int {
@@ -268,18 +264,8 @@ func TestOverflowOfAHealthyDestinationCatchesUpAtOnce(t *testing.T) {
 		newest[room] = h.publish(room, i, d)
 	}
 	r.SetFault(receiver.Fault{}) // the hanging transaction now succeeds
-	eventually(t, 10*time.Second, func() bool {
-		got := map[string]bool{}
-		for _, p := range r.PDUs() {
-			got[p.EventID] = true
-		}
-		for _, id := range newest {
-			if !got[id] {
-				return false
-			}
-		}
-		return true
-	}, "an overflowed healthy destination never caught up: got %d PDUs", r.PDUCount())
+	eventually(t, 10*time.Second, func() bool { return holds(r, newest) },
+		"an overflowed healthy destination never caught up: got %d PDUs", r.PDUCount())
 	if v := r.Violations(); len(v) > 0 {
 		t.Fatalf("violations: %v", v)
 	}
