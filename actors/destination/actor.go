@@ -16,6 +16,7 @@ import (
 	"github.com/fedsender/fedsender/internal/catchup"
 	dstate "github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/federation"
+	"github.com/fedsender/fedsender/internal/queuebudget"
 	"github.com/fedsender/fedsender/internal/transaction"
 	"github.com/fedsender/fedsender/streams"
 )
@@ -28,7 +29,7 @@ type Sender interface {
 // Scanner finds the PDUs a catching-up destination missed; *catchup.Scanner
 // is one.
 type Scanner interface {
-	Scan(ctx context.Context, dest string, from uint64, limit int) (catchup.Result, error)
+	Scan(ctx context.Context, dest string, from uint64, limit int, newest bool) (catchup.Result, error)
 }
 
 // Config is shared by every destination actor of a process.
@@ -39,6 +40,9 @@ type Config struct {
 	Scanner    Scanner
 	Policy     backoff.Policy
 	MaxPending int
+	// Budget counts the entries of healthy destinations' queues; the reader
+	// charged it for every PDU handed over.
+	Budget *queuebudget.Budget
 	// Slots admits transactions to the CPU: a send takes a slot to build,
 	// sign and write its request, and frees it once the request is written
 	// (at most SlotHold later). A destination waiting for a slot keeps
@@ -72,6 +76,7 @@ type Actor struct {
 	awaitingLive bool           // reported a scan; waiting for GoLive or Rescan
 	dropInflight bool           // catch-up began while a send was running
 	held         bool           // waiting for the supervisor's rate-limited Wake after a start
+	budgeted     int            // entries of queue counted in the budget
 	admitting    bool           // waiting for a send slot
 
 	ctx    context.Context
@@ -155,12 +160,22 @@ func (a *Actor) Receive(c *actor.Context) {
 func (a *Actor) enqueue(m Enqueue) {
 	a.through = max(a.through, m.Through)
 	if a.catching {
+		a.cfg.Budget.Release(int64(len(m.Items)))
 		return // the catch-up scan finds these in the stream
 	}
+	kept := 0
 	for _, it := range m.Items {
 		if it.Seq > a.state.Offset {
 			a.queue = append(a.queue, it)
+			kept++
 		}
+	}
+	// A failing destination holds no budget: it must not hold the reader back.
+	if a.state.Failing() {
+		a.cfg.Budget.Release(int64(len(m.Items)))
+	} else {
+		a.budgeted += kept
+		a.cfg.Budget.Release(int64(len(m.Items) - kept))
 	}
 	if len(a.queue) > a.cfg.MaxPending {
 		a.log.Warn("queue overflowed: catching up", "pending", len(a.queue), "max_pending", a.cfg.MaxPending)
@@ -273,6 +288,7 @@ func (a *Actor) succeeded(t *txn, res federation.TransactionResult, dropped bool
 			a.rooms = a.rooms[len(t.seqs):]
 		} else {
 			a.queue = a.queue[len(t.seqs):]
+			a.unbudget(len(t.seqs))
 		}
 		if len(a.queue) == 0 {
 			a.queue = nil
@@ -310,6 +326,7 @@ func (a *Actor) failed(t *txn, err error, dropped bool) {
 	}
 	a.record(dstate.Event{Type: dstate.Failed, Interval: interval.Milliseconds(), CatchUp: startCatchUp,
 		Status: status, Reason: err.Error()})
+	a.unbudget(a.budgeted)
 	if startCatchUp {
 		a.dropQueue()
 	}
@@ -323,6 +340,7 @@ func (a *Actor) startCatchUp(reason string) {
 }
 
 func (a *Actor) dropQueue() {
+	a.unbudget(a.budgeted)
 	a.catching = true
 	a.queue, a.rooms, a.scanFrom, a.awaitingLive = nil, nil, 0, false
 	if a.sending {
@@ -335,9 +353,9 @@ func (a *Actor) dropQueue() {
 func (a *Actor) startScan() {
 	from := max(a.scanFrom, a.state.Offset+1)
 	a.scanning = true
-	scanner, engine, self, ctx, dest, limit := a.cfg.Scanner, a.engine, a.self, a.ctx, a.name, a.cfg.MaxPending
+	scanner, engine, self, ctx, dest, limit, newest := a.cfg.Scanner, a.engine, a.self, a.ctx, a.name, a.cfg.MaxPending, a.state.CatchUpNewest
 	go func() {
-		res, err := scanner.Scan(ctx, dest, from, limit)
+		res, err := scanner.Scan(ctx, dest, from, limit, newest)
 		engine.Send(self, scanDone{res: res, err: err})
 	}()
 }
@@ -353,15 +371,27 @@ func (a *Actor) scanned(m scanDone) {
 		return
 	}
 	a.scanFrom = m.res.Through + 1
-	if m.res.Exact {
+	a.through = max(a.through, m.res.Through)
+	switch {
+	case m.res.Exact:
 		a.queue = append(a.queue, m.res.Items...)
 		a.awaitingLive = true
 		a.engine.Send(a.parent, CatchUpScanned{Destination: a.name, Through: m.res.Through})
-	} else {
+	case m.res.Newest:
 		a.log.Info("catching up: newest PDU of each room", "rooms", len(m.res.Items), "through", m.res.Through)
 		a.rooms = m.res.Items
+	default:
+		// A page of every PDU, in order; the next page is read once it is sent.
+		a.queue = append(a.queue, m.res.Items...)
 	}
 	a.trySend()
+}
+
+// unbudget releases up to n of the queue's budgeted entries.
+func (a *Actor) unbudget(n int) {
+	n = min(n, a.budgeted)
+	a.budgeted -= n
+	a.cfg.Budget.Release(int64(n))
 }
 
 // record applies an event and reports it for the destination's log.
@@ -393,6 +423,7 @@ func Recover(next actor.ReceiveFunc) actor.ReceiveFunc {
 				name := ""
 				if a, ok := c.Receiver().(*Actor); ok {
 					name = a.name
+					a.unbudget(a.budgeted) // the queue dies with the actor
 				}
 				slog.Error("destination actor panicked", "destination", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				if p := c.Parent(); p != nil {

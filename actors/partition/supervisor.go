@@ -3,7 +3,6 @@ package partition
 import (
 	"context"
 	"log/slog"
-	"math"
 	"strconv"
 	"time"
 
@@ -20,18 +19,14 @@ import (
 type Config struct {
 	Destination *destination.Config
 	Store       Store
-	Gate        *Gate
 	// WakeLimiter spaces out the destinations woken after a start.
 	WakeLimiter *rate.Limiter
 	// IdleTimeout: an actor with nothing to do is stopped after it.
 	IdleTimeout time.Duration
 	// Checkpoint is how often offsets and the watermark are persisted.
 	Checkpoint time.Duration
-	// SlowAfter: a destination that made no progress for this long stops
-	// pacing the reader.
-	SlowAfter time.Duration
-	Owner     string
-	Log       *slog.Logger
+	Owner      string
+	Log        *slog.Logger
 	// Context bounds the supervisor's background work.
 	Context context.Context
 }
@@ -70,7 +65,6 @@ type entry struct {
 	catching       bool
 	catchPersisted bool
 	held           bool // a start-up wake is pending: the actor must wait for it
-	progressAt     time.Time
 	activeAt       time.Time
 	timer          *time.Timer
 	offsetSaved    uint64
@@ -150,7 +144,6 @@ func (s *Supervisor) Receive(c *actor.Context) {
 			}
 		}
 	}
-	s.updateGate()
 }
 
 func (s *Supervisor) started(c *actor.Context) {
@@ -214,21 +207,25 @@ func (s *Supervisor) spawn(name string, e *entry) *actor.PID {
 
 func (s *Supervisor) dispatch(m Dispatch) {
 	groups := map[string][]streams.Item{}
+	skipped := 0
 	for _, p := range m.Pairs {
 		if p.Item.Seq <= s.wm.Seq {
-			continue // done before the last restart
+			skipped++ // done before the last restart
+			continue
 		}
 		e := s.entry(p.Destination)
 		if e.catching || p.Item.Seq <= e.state.Offset || p.Item.Seq <= e.skip {
+			skipped++
 			continue
 		}
 		groups[p.Destination] = append(groups[p.Destination], p.Item)
 	}
-	now := time.Now()
+	// The reader charged the budget for every pair; the destination actors
+	// release what they queue.
+	s.cfg.Destination.Budget.Release(int64(skipped))
 	for name, items := range groups {
 		e := s.entries[name]
 		if !e.busy() {
-			e.progressAt = now
 			e.done = max(e.done, items[0].Seq-1)
 		}
 		e.lastSent = items[len(items)-1].Seq
@@ -243,10 +240,7 @@ func (s *Supervisor) progress(m destination.Progress) {
 	if e == nil {
 		return
 	}
-	if m.DoneThrough > e.done {
-		e.done = m.DoneThrough
-		e.progressAt = time.Now()
-	}
+	e.done = max(e.done, m.DoneThrough)
 	e.state.Offset = max(e.state.Offset, m.Offset)
 	e.activeAt = time.Now()
 	if !e.busy() {
@@ -288,7 +282,6 @@ func (s *Supervisor) scanned(m destination.CatchUpScanned) {
 	e.skip = m.Through
 	e.lastSent = max(e.lastSent, m.Through)
 	e.done = e.state.Offset
-	e.progressAt = time.Now()
 	if e.busy() {
 		s.busy[m.Destination] = e
 	}
@@ -366,18 +359,4 @@ func (s *Supervisor) checkpoint(now time.Time) {
 		s.wmSaved = wm
 		s.w.putWatermark(eventlog.Watermark{Seq: wm, Owner: s.cfg.Owner, At: now.UnixMilli()})
 	}
-}
-
-// updateGate publishes the lowest done-through of the destinations that are
-// sending and making progress.
-func (s *Supervisor) updateGate() {
-	floor := uint64(math.MaxUint64)
-	now := time.Now()
-	for _, e := range s.busy {
-		if e.state.Failing() || now.Sub(e.progressAt) > s.cfg.SlowAfter {
-			continue
-		}
-		floor = min(floor, e.done)
-	}
-	s.cfg.Gate.set(s.id, floor)
 }

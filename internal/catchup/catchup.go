@@ -18,12 +18,17 @@ import (
 
 // Result is what a scan found.
 type Result struct {
-	// Through is the last stream sequence the scan read.
+	// Through is the last stream sequence the scan covered: every PDU for
+	// the destination up to it is in Items (or superseded, with Newest).
 	Through uint64
-	// Exact: Items holds every pending PDU, in stream order. Otherwise it
-	// holds the newest PDU of each room, oldest first.
-	Exact bool
-	Items []streams.Item
+	// Exact: Items holds every pending PDU up to the stream's end, in order.
+	// Otherwise there were more than the limit: with Newest, Items holds the
+	// newest PDU of each room, oldest first; without, Items holds the first
+	// limit PDUs in order and Through is the last of them (read on from
+	// there).
+	Exact  bool
+	Newest bool
+	Items  []streams.Item
 }
 
 // Scanner reads the PDU stream.
@@ -41,9 +46,9 @@ type destinationsOnly struct {
 }
 
 // Scan reads the stream from sequence from to its current end and returns the
-// PDUs pending for dest. When more than limit are pending, it returns only the
-// newest of each room.
-func (s *Scanner) Scan(ctx context.Context, dest string, from uint64, limit int) (Result, error) {
+// PDUs pending for dest. When more than limit are pending it returns, with
+// newest, only the newest of each room; without, the first limit PDUs.
+func (s *Scanner) Scan(ctx context.Context, dest string, from uint64, limit int, newest bool) (Result, error) {
 	stream, err := s.js.Stream(ctx, streams.PDUStream)
 	if err != nil {
 		return Result{}, fmt.Errorf("catchup: %w", err)
@@ -64,7 +69,7 @@ func (s *Scanner) Scan(ctx context.Context, dest string, from uint64, limit int)
 	if err != nil {
 		return Result{}, fmt.Errorf("catchup: %w", err)
 	}
-	newest := map[string]streams.Item{}
+	latest := map[string]streams.Item{}
 	iter, err := cons.Messages(jetstream.PullMaxMessages(1000))
 	if err != nil {
 		return Result{}, fmt.Errorf("catchup: %w", err)
@@ -80,17 +85,24 @@ func (s *Scanner) Scan(ctx context.Context, dest string, from uint64, limit int)
 			return Result{}, fmt.Errorf("catchup: %w", err)
 		}
 		seq := md.Sequence.Stream
-		if s.addIfFor(dest, msg.Data(), seq, md.Timestamp.UnixMilli(), &res, newest, limit) && len(res.Items) > limit {
+		if s.addIfFor(dest, msg.Data(), seq, md.Timestamp.UnixMilli(), &res, latest) && len(res.Items) > limit {
 			res.Exact = false
+			if !newest {
+				// A page of limit PDUs; the caller reads on after it.
+				res.Items = res.Items[:limit]
+				res.Through = res.Items[limit-1].Seq
+				return res, nil
+			}
+			res.Newest = true
 			res.Items = nil
 		}
 		if seq >= last {
 			break
 		}
 	}
-	if !res.Exact {
-		res.Items = make([]streams.Item, 0, len(newest))
-		for _, it := range newest {
+	if res.Newest {
+		res.Items = make([]streams.Item, 0, len(latest))
+		for _, it := range latest {
 			res.Items = append(res.Items, it)
 		}
 		slices.SortFunc(res.Items, func(a, b streams.Item) int { return cmpSeq(a.Seq, b.Seq) })
@@ -100,7 +112,7 @@ func (s *Scanner) Scan(ctx context.Context, dest string, from uint64, limit int)
 
 // addIfFor records the PDU if it is for dest; invalid envelopes (already
 // dead-lettered by the reader) are skipped.
-func (s *Scanner) addIfFor(dest string, data []byte, seq uint64, ts int64, res *Result, newest map[string]streams.Item, limit int) bool {
+func (s *Scanner) addIfFor(dest string, data []byte, seq uint64, ts int64, res *Result, latest map[string]streams.Item) bool {
 	var d destinationsOnly
 	if json.Unmarshal(data, &d) != nil || !slices.Contains(d.Destinations, dest) {
 		return false
@@ -110,8 +122,8 @@ func (s *Scanner) addIfFor(dest string, data []byte, seq uint64, ts int64, res *
 		return false
 	}
 	it := streams.Item{Seq: seq, TS: ts, PDU: pdu}
-	newest[pdu.RoomID] = it
-	if res.Exact {
+	latest[pdu.RoomID] = it
+	if !res.Newest {
 		res.Items = append(res.Items, it)
 	}
 	return true

@@ -114,12 +114,10 @@ type QueueConfig struct {
 	// IdleTimeout is how long a destination actor may stay idle before it
 	// is stopped.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	// ReadAhead is how many PDUs the reader may run ahead of the slowest
-	// healthy destination; the service uses at most max_pending/2.
-	ReadAhead int `yaml:"read_ahead"`
-	// SlowAfter: a destination without progress for this long stops pacing
-	// the reader (and overflows into catch-up instead of slowing others).
-	SlowAfter time.Duration `yaml:"slow_after"`
+	// MaxQueued bounds the PDU entries all healthy destinations hold in
+	// their queues together: the reader waits when it is reached. One slow
+	// server holds at most max_pending, so keep it well above max_pending.
+	MaxQueued int64 `yaml:"max_queued"`
 	// CheckpointInterval is how often offsets and watermarks are persisted.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
@@ -163,8 +161,7 @@ func Default() Config {
 			Retention:          336 * time.Hour,
 			StartupWakeRate:    20,
 			IdleTimeout:        5 * time.Minute,
-			ReadAhead:          2000,
-			SlowAfter:          5 * time.Second,
+			MaxQueued:          1_000_000,
 			CheckpointInterval: time.Second,
 		},
 	}

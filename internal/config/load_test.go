@@ -239,8 +239,7 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 		"FEDSENDER_QUEUE_RETENTION=72h",
 		"FEDSENDER_QUEUE_STARTUP_WAKE_RATE=5",
 		"FEDSENDER_QUEUE_IDLE_TIMEOUT=30s",
-		"FEDSENDER_QUEUE_READ_AHEAD=400",
-		"FEDSENDER_QUEUE_SLOW_AFTER=2s",
+		"FEDSENDER_QUEUE_MAX_QUEUED=40000",
 		"FEDSENDER_QUEUE_CHECKPOINT_INTERVAL=250ms",
 	}
 	if got, want := len(environ)-1, len(loadSchema().settings); got != want {
@@ -284,8 +283,7 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 			Retention:          72 * time.Hour,
 			StartupWakeRate:    5,
 			IdleTimeout:        30 * time.Second,
-			ReadAhead:          400,
-			SlowAfter:          2 * time.Second,
+			MaxQueued:          40000,
 			CheckpointInterval: 250 * time.Millisecond,
 		},
 	}

@@ -114,10 +114,9 @@ func (q QueueConfig) validate(p *problems) {
 		p.addf("queue.startup_wake_rate", "must be positive, got %d", q.StartupWakeRate)
 	}
 	p.positive("queue.idle_timeout", q.IdleTimeout)
-	if q.ReadAhead < 1 {
-		p.addf("queue.read_ahead", "must be at least 1, got %d", q.ReadAhead)
+	if q.MaxQueued < int64(q.MaxPending) {
+		p.addf("queue.max_queued", "must be at least queue.max_pending (%d), got %d", q.MaxPending, q.MaxQueued)
 	}
-	p.positive("queue.slow_after", q.SlowAfter)
 	p.positive("queue.checkpoint_interval", q.CheckpointInterval)
 }
 

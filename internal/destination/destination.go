@@ -23,6 +23,10 @@ type State struct {
 	// CatchingUp: the in-memory queue was dropped; pending PDUs are found by
 	// reading the PDU stream from Offset.
 	CatchingUp bool `json:"catching_up"`
+	// CatchUpNewest: the catch-up may send only the newest PDU of each room
+	// (the destination was down past catch_up_after, as Synapse does). When
+	// false (the queue overflowed, the actor failed) every PDU is sent.
+	CatchUpNewest bool `json:"catch_up_newest,omitempty"`
 }
 
 // Failing reports whether the destination is backing off.
@@ -87,14 +91,15 @@ func (s State) Apply(e Event) State {
 		s.RetryLastTS = e.At
 		s.RetryInterval = e.Interval
 		if e.CatchUp {
-			s.CatchingUp = true
+			s.CatchingUp, s.CatchUpNewest = true, true
 		}
 	case Recovered, Reset:
 		s.FailureTS, s.RetryLastTS, s.RetryInterval = 0, 0, 0
 	case CatchUpStarted:
 		s.CatchingUp = true
+		s.CatchUpNewest = s.CatchUpNewest || e.Reason == ReasonBackoff
 	case CatchUpFinished:
-		s.CatchingUp = false
+		s.CatchingUp, s.CatchUpNewest = false, false
 	}
 	return s
 }

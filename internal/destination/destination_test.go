@@ -14,15 +14,19 @@ func TestFold(t *testing.T) {
 		{Event{Type: Failed, At: 2000, Interval: 1200000},
 			State{Offset: 5, FailureTS: 1000, RetryLastTS: 2000, RetryInterval: 1200000}},
 		{Event{Type: Failed, At: 3000, Interval: 4000000, CatchUp: true},
-			State{Offset: 5, FailureTS: 1000, RetryLastTS: 3000, RetryInterval: 4000000, CatchingUp: true}},
+			State{Offset: 5, FailureTS: 1000, RetryLastTS: 3000, RetryInterval: 4000000, CatchingUp: true, CatchUpNewest: true}},
 		{Event{Type: Reset, At: 3500},
-			State{Offset: 5, CatchingUp: true}},
+			State{Offset: 5, CatchingUp: true, CatchUpNewest: true}},
 		{Event{Type: CatchUpFinished, At: 4000, Offset: 9},
 			State{Offset: 9}},
 		{Event{Type: CatchUpStarted, At: 5000, Offset: 3, Reason: ReasonOverflow},
 			State{Offset: 9, CatchingUp: true}},
 		{Event{Type: Recovered, At: 6000, Offset: 12},
 			State{Offset: 12, CatchingUp: true}},
+		{Event{Type: CatchUpFinished, At: 7000},
+			State{Offset: 12}},
+		{Event{Type: CatchUpStarted, At: 8000, Reason: ReasonBackoff},
+			State{Offset: 12, CatchingUp: true, CatchUpNewest: true}},
 	}
 	for i, st := range steps {
 		rec := s.Record(st.e)

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/actors/partition"
+	"github.com/fedsender/fedsender/internal/queuebudget"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -31,10 +32,21 @@ type Options struct {
 	Engine *actor.Engine
 	// Partitions are the supervisors, indexed by partition.
 	Partitions []*actor.PID
-	Gate       *partition.Gate
+	// Budget is charged for every (PDU, destination) pair handed over.
+	Budget *queuebudget.Budget
 	// Start is the first stream sequence to read.
 	Start uint64
 	Log   *slog.Logger
+	// Observer, if set, sees every valid PDU (e.g. the admin surfaces'
+	// rooms index).
+	Observer Observer
+}
+
+// Observer sees the valid PDUs the reader reads, once per batch, in stream
+// order, before they are dispatched. It must not block or keep the slice:
+// the reader waits for it.
+type Observer interface {
+	Observe(items []streams.Item)
 }
 
 // Reader is the one consumer of the PDU stream in a replica.
@@ -142,6 +154,7 @@ func (r *Reader) partitionOf(dest string) int {
 func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 	pairs := make(map[int][]partition.Pair)
 	var last uint64
+	var observed []streams.Item
 	for _, msg := range batch {
 		md, err := msg.Metadata()
 		if err != nil {
@@ -154,12 +167,22 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			continue
 		}
 		it := streams.Item{Seq: last, TS: md.Timestamp.UnixMilli(), PDU: pdu}
+		if r.opts.Observer != nil {
+			observed = append(observed, it)
+		}
 		for _, d := range pdu.Destinations {
 			p := r.partitionOf(d)
 			pairs[p] = append(pairs[p], partition.Pair{Destination: d, Item: it})
 		}
 	}
-	if err := r.opts.Gate.Wait(ctx, last); err != nil {
+	if len(observed) > 0 {
+		r.opts.Observer.Observe(observed)
+	}
+	total := 0
+	for _, ps := range pairs {
+		total += len(ps)
+	}
+	if err := r.opts.Budget.Acquire(ctx, int64(total)); err != nil {
 		return nil // shutting down
 	}
 	for p, ps := range pairs {

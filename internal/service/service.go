@@ -30,6 +30,7 @@ import (
 	"github.com/fedsender/fedsender/internal/ingest"
 	"github.com/fedsender/fedsender/internal/netguard"
 	"github.com/fedsender/fedsender/internal/projection/memprojection"
+	"github.com/fedsender/fedsender/internal/queuebudget"
 	"github.com/fedsender/fedsender/internal/resolve"
 	"github.com/fedsender/fedsender/internal/xmatrix"
 	"github.com/fedsender/fedsender/streams"
@@ -139,7 +140,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	host, _ := os.Hostname()
-	gate := partition.NewGate(n, uint64(max(1, min(cfg.Queue.ReadAhead, cfg.Queue.MaxPending/2))))
+	budget := queuebudget.New(cfg.Queue.MaxQueued)
 	pcfg := &partition.Config{
 		Destination: &destination.Config{
 			Origin:  cfg.ServerName,
@@ -149,17 +150,16 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 			Policy: backoff.Policy{Min: cfg.Backoff.MinInterval, Max: cfg.Backoff.MaxInterval,
 				Multiplier: cfg.Backoff.Multiplier, CatchUpAfter: cfg.Backoff.CatchUpAfter},
 			MaxPending: cfg.Queue.MaxPending,
+			Budget:     budget,
 			Slots:      make(chan struct{}, sendSlots(cfg)),
 			SlotHold:   50 * time.Millisecond,
 			Now:        time.Now,
 			Log:        log,
 		},
 		Store:       store,
-		Gate:        gate,
 		WakeLimiter: rate.NewLimiter(rate.Limit(cfg.Queue.StartupWakeRate), 1),
 		IdleTimeout: cfg.Queue.IdleTimeout,
 		Checkpoint:  cfg.Queue.CheckpointInterval,
-		SlowAfter:   cfg.Queue.SlowAfter,
 		Owner:       host,
 		Log:         log,
 		Context:     runCtx,
@@ -180,7 +180,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	log.Info("fedsender starting", "server_name", cfg.ServerName, "key_id", key.KeyID(),
 		"destinations_known", len(loaded), "partitions", n, "resume_after_sequence", start)
 
-	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Gate: gate, Start: start + 1, Log: log})
+	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Log: log})
 	proj := memprojection.New(js)
 	svc := &Service{reader: reader, proj: proj, NATSURL: natsURL}
 

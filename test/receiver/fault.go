@@ -3,6 +3,7 @@ package receiver
 import (
 	"maps"
 	"net/http"
+	"time"
 )
 
 // Fault changes how the receiver answers transactions. The zero Fault is
@@ -29,6 +30,9 @@ type Fault struct {
 	// is stopped or closed (it is then cut off). The transaction stays in
 	// flight meanwhile, as on a slow homeserver.
 	Hang bool
+	// Delay answers each request only after this long, then processes it
+	// normally: a homeserver that is slow but up.
+	Delay time.Duration
 	// Times limits the fault to the next Times requests; 0 keeps it until
 	// SetFault changes it.
 	Times int

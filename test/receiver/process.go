@@ -1,6 +1,9 @@
 package receiver
 
-import "net/http"
+import (
+	"net/http"
+	"time"
+)
 
 // flight is the transaction being processed. Synapse processes one
 // transaction per origin at a time and makes a retry of the same txnId wait
@@ -69,6 +72,13 @@ func (r *Receiver) run(g *generation, in *incoming, fault Fault, released <-chan
 		select {
 		case <-released:
 			fault = Fault{} // then processed normally, as by a slow server
+		case <-g.down:
+			return response{}, false
+		}
+	}
+	if fault.Delay > 0 {
+		select {
+		case <-time.After(fault.Delay):
 		case <-g.down:
 			return response{}, false
 		}
