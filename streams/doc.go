@@ -10,6 +10,9 @@
 //	fedsender.events.<p>.<dest>         FEDSENDER_DEST_EVENTS: each destination's event log
 //	KV fedsender-offsets  <p>.<dest>    last_successful_stream_ordering per destination
 //	KV fedsender-partitions  p<p>       each partition's resume watermark
+//	KV fedsender-destinations  <dest>   read model: one JSON document per destination
+//	fedsender.admin.destinations.*      the NATS micro service "fedsender" (list, show, rooms, reset)
+//	fedsender.control.<p>.reset         core NATS: reset commands to the owner of partition <p>
 //
 // <p> is the destination's partition (see Partition) and <dest> its token
 // (see EncodeToken).

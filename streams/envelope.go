@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fedsender/fedsender/internal/canonicaljson"
 	"github.com/fedsender/fedsender/internal/servername"
 )
@@ -38,6 +40,14 @@ type PDU struct {
 	Raw          []byte   // the PDU exactly as published
 	Canonical    []byte   // its canonical JSON, which signatures cover
 	Destinations []string // valid server names, without duplicates
+	// DuplicateDestinations counts the destinations the envelope named
+	// more than once; the duplicates were dropped.
+	DuplicateDestinations int
+	// Trace is the span context of the PDU's fan-out span, which the
+	// transactions carrying the PDU continue (or link to): actor messages
+	// carry it because hollywood's context is per actor. Zero when
+	// tracing is off.
+	Trace trace.SpanContext
 }
 
 // Item is a PDU read from the PDU stream: its sequence (Synapse's stream
@@ -99,7 +109,8 @@ func (env Envelope) validate() (*PDU, error) {
 		seen[d] = struct{}{}
 		dests = append(dests, d)
 	}
-	return &PDU{RoomID: env.RoomID, EventID: env.EventID, Raw: pdu, Canonical: canonical, Destinations: dests}, nil
+	return &PDU{RoomID: env.RoomID, EventID: env.EventID, Raw: pdu, Canonical: canonical, Destinations: dests,
+		DuplicateDestinations: len(env.Destinations) - len(dests)}, nil
 }
 
 func checkID(key, v string, sigil byte) error {

@@ -6,6 +6,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/internal/telemetry"
 )
 
 // Publisher is the client a homeserver (or `fedsender publish`) uses to hand
@@ -21,11 +23,13 @@ func NewPublisher(js jetstream.JetStream) *Publisher {
 }
 
 // Publish validates an envelope's JSON and publishes it unchanged, with
-// Nats-Msg-Id set to the event id so that a retry is not sent twice. It returns
-// the PDU's stream sequence (Synapse's stream ordering) and whether JetStream
-// recognised it as a duplicate.
+// Nats-Msg-Id set to the event id so that a retry is not sent twice, and the
+// W3C trace context of ctx (traceparent, tracestate) in the headers, so that
+// fedsender continues the caller's trace. It returns the PDU's stream
+// sequence (Synapse's stream ordering) and whether JetStream recognised it
+// as a duplicate.
 func (p *Publisher) Publish(ctx context.Context, envelope []byte) (seq uint64, duplicate bool, err error) {
-	msg, err := p.message(envelope)
+	msg, err := p.message(ctx, envelope)
 	if err != nil {
 		return 0, false, err
 	}
@@ -36,23 +40,33 @@ func (p *Publisher) Publish(ctx context.Context, envelope []byte) (seq uint64, d
 	return ack.Sequence, ack.Duplicate, nil
 }
 
-// PublishAsync is Publish without waiting for the acknowledgement; wait on the
-// returned future, or on the JetStream context's PublishAsyncComplete.
+// PublishAsync is Publish without waiting for the acknowledgement, and
+// outside any trace; wait on the returned future, or on the JetStream
+// context's PublishAsyncComplete.
 func (p *Publisher) PublishAsync(envelope []byte) (jetstream.PubAckFuture, error) {
-	msg, err := p.message(envelope)
+	// No caller context to continue: fedsender starts the PDU's trace.
+	return p.PublishAsyncContext(context.Background(), envelope)
+}
+
+// PublishAsyncContext is PublishAsync carrying the trace context of ctx, as
+// Publish does. ctx is not used for cancellation: the future resolves when
+// JetStream answers or the JetStream context's async timeout passes.
+func (p *Publisher) PublishAsyncContext(ctx context.Context, envelope []byte) (jetstream.PubAckFuture, error) {
+	msg, err := p.message(ctx, envelope)
 	if err != nil {
 		return nil, err
 	}
 	return p.js.PublishMsgAsync(msg)
 }
 
-func (p *Publisher) message(envelope []byte) (*nats.Msg, error) {
+func (p *Publisher) message(ctx context.Context, envelope []byte) (*nats.Msg, error) {
 	pdu, err := DecodePDU(envelope)
 	if err != nil {
 		return nil, err
 	}
 	msg := nats.NewMsg(PDUSubject)
 	msg.Header.Set(jetstream.MsgIDHeader, pdu.EventID)
+	telemetry.Inject(ctx, msg.Header)
 	msg.Data = envelope
 	return msg, nil
 }

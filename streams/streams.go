@@ -96,7 +96,7 @@ func KVConfigs(o Options) []jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
-	}}
+	}, destinationBucketConfig(o)}
 }
 
 // Ensure creates or updates every stream and KV bucket.

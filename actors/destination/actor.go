@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/anthdm/hollywood/actor"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fedsender/fedsender/internal/backoff"
 	"github.com/fedsender/fedsender/internal/catchup"
 	dstate "github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/federation"
 	"github.com/fedsender/fedsender/internal/queuebudget"
+	"github.com/fedsender/fedsender/internal/telemetry"
 	"github.com/fedsender/fedsender/internal/transaction"
 	"github.com/fedsender/fedsender/streams"
 )
@@ -55,6 +57,10 @@ type Config struct {
 	SlotHold time.Duration
 	Now      func() time.Time
 	Log      *slog.Logger
+	// Tracer records transaction and catch-up spans (zero: tracing off).
+	Tracer telemetry.Tracer
+	// Metrics counts deliveries and failures (nil: none).
+	Metrics *telemetry.Metrics
 }
 
 // Actor is one destination's actor.
@@ -79,6 +85,11 @@ type Actor struct {
 	budgeted     int            // entries of queue counted in the budget
 	admitting    bool           // waiting for a send slot
 
+	met        *telemetry.Destination // nil without metrics
+	gauge      *telemetry.QueueGauge  // the supervisor's view of the queue; nil: none
+	scanSpan   trace.Span             // the catch-up scan running, when traced
+	catchTrace trace.SpanContext      // the last catch-up scan's, parent of its transactions
+
 	ctx    context.Context
 	engine *actor.Engine
 	self   *actor.PID
@@ -92,6 +103,7 @@ type txn struct {
 	eventIDs        []string
 	fromRooms       bool
 	attempt         int
+	span            trace.Span // this attempt's, when traced
 }
 
 type sendDone struct {
@@ -110,10 +122,15 @@ type scanDone struct {
 // New returns the producer of a destination's actor, starting from the state
 // its log holds; through is the highest sequence already accounted for. A
 // held actor queues PDUs but sends nothing until it gets Wake (or
-// ResetConnection): after a start, the supervisor spaces those out.
-func New(cfg *Config, state dstate.State, through uint64, held bool) actor.Producer {
+// ResetConnection): after a start, the supervisor spaces those out. gauge,
+// if not nil, is where the actor publishes its queue for the partition's
+// gauges.
+func New(cfg *Config, state dstate.State, through uint64, held bool, gauge *telemetry.QueueGauge) actor.Producer {
 	return func() actor.Receiver {
+		gauge.Set(0, 0)
 		return &Actor{
+			met:      cfg.Metrics.Destination(state.Destination),
+			gauge:    gauge,
 			cfg:      cfg,
 			name:     state.Destination,
 			state:    state,
@@ -137,6 +154,7 @@ func (a *Actor) Receive(c *actor.Context) {
 		a.trySend()
 	case ResetConnection:
 		a.held = false
+		a.met.Reset(a.ctx)
 		a.record(dstate.Event{Type: dstate.Reset})
 		a.trySend()
 	case admitted:
@@ -155,6 +173,7 @@ func (a *Actor) Receive(c *actor.Context) {
 		a.awaitingLive = false
 		a.trySend()
 	}
+	a.observeQueue()
 }
 
 func (a *Actor) enqueue(m Enqueue) {
@@ -238,7 +257,7 @@ func (a *Actor) launch(release func()) {
 	a.inflight.attempt++
 	a.sending = true
 	t, sender, engine, self, dest := a.inflight, a.cfg.Sender, a.engine, a.self, a.name
-	ctx := httptrace.WithClientTrace(a.ctx, &httptrace.ClientTrace{
+	ctx := httptrace.WithClientTrace(a.startAttempt(t), &httptrace.ClientTrace{
 		WroteRequest: func(httptrace.WroteRequestInfo) { release() },
 	})
 	go func() {
@@ -271,11 +290,13 @@ func (a *Actor) sent(m sendDone) {
 	t := m.t
 	drop := a.dropInflight
 	a.dropInflight = false
+	a.observeSent(t, m, drop)
 	if m.err == nil {
 		a.succeeded(t, m.res, drop)
 	} else {
 		a.failed(t, m.err, drop)
 	}
+	a.endAttempt(t, m)
 	a.trySend()
 }
 
@@ -295,10 +316,10 @@ func (a *Actor) succeeded(t *txn, res federation.TransactionResult, dropped bool
 		}
 	}
 	for id, reason := range res.PDUErrors {
-		a.log.Warn("destination refused a PDU", "event_id", id, "error", reason, "txn_id", t.id)
+		a.log.WarnContext(a.spanContext(t), "destination refused a PDU", "event_id", id, "error", reason, "txn_id", t.id)
 	}
 	if a.state.Failing() {
-		a.log.Info("destination is back", "txn_id", t.id)
+		a.log.InfoContext(a.spanContext(t), "destination is back", "txn_id", t.id)
 		a.record(dstate.Event{Type: dstate.Recovered})
 	}
 	a.progress()
@@ -320,9 +341,9 @@ func (a *Actor) failed(t *txn, err error, dropped bool) {
 	startCatchUp := !a.catching && a.cfg.Policy.CatchUp(interval)
 	attrs := []any{"txn_id", t.id, "attempt", t.attempt, "retry_in", interval, "error", err}
 	if se != nil && se.Class == federation.ClassUnauthorized {
-		a.log.Error("destination refused our signature or denied us; backing off", attrs...)
+		a.log.ErrorContext(a.spanContext(t), "destination refused our signature or denied us; backing off", attrs...)
 	} else {
-		a.log.Warn("transaction failed; backing off", attrs...)
+		a.log.WarnContext(a.spanContext(t), "transaction failed; backing off", attrs...)
 	}
 	a.record(dstate.Event{Type: dstate.Failed, Interval: interval.Milliseconds(), CatchUp: startCatchUp,
 		Status: status, Reason: err.Error()})
@@ -353,7 +374,7 @@ func (a *Actor) dropQueue() {
 func (a *Actor) startScan() {
 	from := max(a.scanFrom, a.state.Offset+1)
 	a.scanning = true
-	scanner, engine, self, ctx, dest, limit, newest := a.cfg.Scanner, a.engine, a.self, a.ctx, a.name, a.cfg.MaxPending, a.state.CatchUpNewest
+	scanner, engine, self, ctx, dest, limit, newest := a.cfg.Scanner, a.engine, a.self, a.scanContext(from), a.name, a.cfg.MaxPending, a.state.CatchUpNewest
 	go func() {
 		res, err := scanner.Scan(ctx, dest, from, limit, newest)
 		engine.Send(self, scanDone{res: res, err: err})
@@ -362,11 +383,12 @@ func (a *Actor) startScan() {
 
 func (a *Actor) scanned(m scanDone) {
 	a.scanning = false
+	sctx := a.endScan(m)
 	if !a.catching {
 		return
 	}
 	if m.err != nil {
-		a.log.Error("catch-up scan failed", "error", m.err)
+		a.log.ErrorContext(sctx, "catch-up scan failed", "error", m.err)
 		a.record(dstate.Event{Type: dstate.Failed, Interval: a.cfg.Policy.Min.Milliseconds(), Reason: m.err.Error()})
 		return
 	}
@@ -378,7 +400,7 @@ func (a *Actor) scanned(m scanDone) {
 		a.awaitingLive = true
 		a.engine.Send(a.parent, CatchUpScanned{Destination: a.name, Through: m.res.Through})
 	case m.res.Newest:
-		a.log.Info("catching up: newest PDU of each room", "rooms", len(m.res.Items), "through", m.res.Through)
+		a.log.InfoContext(sctx, "catching up: newest PDU of each room", "rooms", len(m.res.Items), "through", m.res.Through)
 		a.rooms = m.res.Items
 	default:
 		// A page of every PDU, in order; the next page is read once it is sent.

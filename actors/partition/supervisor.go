@@ -12,6 +12,7 @@ import (
 	"github.com/fedsender/fedsender/actors/destination"
 	dstate "github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/eventlog"
+	"github.com/fedsender/fedsender/internal/telemetry"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -68,6 +69,7 @@ type entry struct {
 	activeAt       time.Time
 	timer          *time.Timer
 	offsetSaved    uint64
+	queue          telemetry.QueueGauge // the actor's queue, for the gauges
 }
 
 func (e *entry) busy() bool { return !e.catching && e.done < e.lastSent }
@@ -195,7 +197,7 @@ func (s *Supervisor) entry(name string) *entry {
 func (s *Supervisor) spawn(name string, e *entry) *actor.PID {
 	if e.pid == nil {
 		e.incarnation++
-		e.pid = s.c.SpawnChild(destination.New(s.cfg.Destination, e.state, e.done, e.held), "dest",
+		e.pid = s.c.SpawnChild(destination.New(s.cfg.Destination, e.state, e.done, e.held, &e.queue), "dest",
 			actor.WithID(name+"#"+strconv.Itoa(e.incarnation)),
 			actor.WithInboxSize(64),
 			actor.WithMiddleware(destination.Recover),
@@ -338,6 +340,7 @@ func (s *Supervisor) tick() {
 
 // checkpoint persists moved offsets and the watermark, and stops idle actors.
 func (s *Supervisor) checkpoint(now time.Time) {
+	s.publishGauges()
 	wm := s.readerPos
 	for name, e := range s.entries {
 		if e.state.Offset > e.offsetSaved {

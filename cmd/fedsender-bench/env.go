@@ -80,6 +80,7 @@ func baseConfig(dataDir, keyPath string) config.Config {
 	cfg.NATS.MaxMemory = 64 << 20
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Admin.Token = adminToken
+	cfg.Metrics.Listen = "127.0.0.1:0" // on, as in production
 	cfg.Federation.IPRangeAllowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	cfg.Queue.Partitions = 64
 	cfg.Log.Level = "error"
@@ -111,11 +112,17 @@ type instance struct {
 
 // startService runs fedsender as the e2e harness does.
 func (e *env) startService(cfg config.Config) (*instance, error) {
+	return e.startServiceDeps(cfg, service.Deps{})
+}
+
+// startServiceDeps is startService with deps' tracer and meter providers.
+func (e *env) startServiceDeps(cfg config.Config, deps service.Deps) (*instance, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *service.Service, 1)
 	done := make(chan error, 1)
+	deps.Log, deps.RootCAs, deps.Ready = errLogger, e.ca.Pool, ready
 	go func() {
-		done <- service.Run(ctx, cfg, service.Deps{Log: errLogger, RootCAs: e.ca.Pool, Ready: ready})
+		done <- service.Run(ctx, cfg, deps)
 	}()
 	in := &instance{cancel: cancel, done: done}
 	select {

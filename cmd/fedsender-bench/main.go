@@ -1,7 +1,7 @@
 // Command fedsender-bench measures fedsender end to end on this machine and
 // prints a table, then, as its last line, one JSON object of the figures.
 //
-// It runs four parts, each on its own fedsender instance (service.Run
+// It runs five parts, each on its own fedsender instance (service.Run
 // in-process, on the embedded NATS server, in a temporary data directory)
 // and its own HTTPS receivers (package test/receiver) in the same process:
 //
@@ -19,9 +19,16 @@
 //     0 and on 100,000 preloaded healthy destinations.
 //   - catchup: the time a destination back from an outage needs to receive
 //     the newest PDU of each of 10,000 rooms, after an admin reset.
+//   - admin: the latency of the admin API's destinations list at 100,000
+//     destinations (a quarter failing), pages of 100 at random offsets, for
+//     every order_by in both directions and for substring searches (p50,
+//     p99, max), and how long a new state takes to show.
+//   - tracing (only when -only names it): the pipeline's sustained rate with
+//     tracing off (the default) and on (every span sampled and exported to
+//     an in-memory exporter), alternating, and the overhead.
 //
 // Flags: -short runs smaller sizes for a quick check; -only runs the named
-// parts (comma separated: pipeline, baseline, rss, catchup; latency is part
+// parts (comma separated: pipeline, baseline, rss, catchup, admin; latency is part
 // of pipeline). Run it with `go tool task bench` (or go run
 // ./cmd/fedsender-bench). It exits non-zero, after printing what it could
 // measure, if any part fails.
@@ -58,6 +65,9 @@ type params struct {
 	cuRooms    int           // rooms pending for the catch-up part
 	cuPending  int           // queue.max_pending of the catch-up part
 	verifySigs bool          // receivers verify the ed25519 signatures
+	// admin part: destinations listed, list requests per order_by, samples
+	// of a new state's visibility
+	adminDests, adminRequests, adminVisible int
 }
 
 func defaultParams(short, verify bool) params {
@@ -77,6 +87,10 @@ func defaultParams(short, verify bool) params {
 		cuRooms:    10_000,
 		cuPending:  1000,
 		verifySigs: verify,
+
+		adminDests:    100_000,
+		adminRequests: 400,
+		adminVisible:  20,
 	}
 	if short {
 		p.dests = 20
@@ -89,11 +103,14 @@ func defaultParams(short, verify bool) params {
 		p.idleDests = 10_000
 		p.cuRooms = 2000
 		p.cuPending = 200
+		p.adminDests = 10_000
+		p.adminRequests = 100
+		p.adminVisible = 5
 	}
 	return p
 }
 
-var allParts = []string{"pipeline", "baseline", "catchup", "rss"}
+var allParts = []string{"pipeline", "baseline", "catchup", "rss", "admin"}
 
 func main() {
 	os.Exit(run())
@@ -102,7 +119,7 @@ func main() {
 func run() int {
 	fs := flag.NewFlagSet("fedsender-bench", flag.ContinueOnError)
 	short := fs.Bool("short", false, "smaller sizes, for a quick check (about 40 s)")
-	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), baseline, rss, catchup")
+	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), baseline, rss, catchup, admin; and tracing (off vs on), only when named")
 	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
 	latencyFraction := fs.Float64("latency-fraction", 0.20, "the latency phase's rate, as a fraction of the sustained rate")
 	fs.StringVar(&latencyProfile, "latency-cpuprofile", "", "write a CPU profile of the latency phase to this file")
@@ -140,7 +157,7 @@ func run() int {
 			if name == "latency" {
 				name = "pipeline"
 			}
-			if !slices.Contains(allParts, name) {
+			if !slices.Contains(allParts, name) && !slices.Contains(optionalParts, name) {
 				fmt.Fprintf(os.Stderr, "fedsender-bench: -only: unknown part %q (want %s)\n", name, strings.Join(allParts, ", "))
 				return 2
 			}
@@ -187,6 +204,10 @@ func run() int {
 			res.rss, err = runRSS(ctx, e)
 		case "catchup":
 			res.catchup, err = runCatchup(ctx, e)
+		case "tracing":
+			res.tracing, err = runTracing(ctx, e)
+		case "admin":
+			res.admin, err = runAdmin(ctx, e)
 		}
 		if err != nil {
 			progress("%s: FAILED: %v", part, err)

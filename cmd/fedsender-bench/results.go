@@ -22,6 +22,8 @@ type results struct {
 	baseline *throughput
 	rss      *rssResult
 	catchup  *catchupResult
+	tracing  *tracingResult
+	admin    *adminResult
 	errors   []string
 }
 
@@ -37,6 +39,8 @@ type summary struct {
 	P99                *float64 `json:"p99_ms"`
 	RSSPerDestination  *float64 `json:"rss_bytes_per_idle_destination"`
 	CatchupSeconds     *float64 `json:"catchup_seconds"`
+	AdminListP99       *float64 `json:"admin_list_p99_ms"`
+	AdminVisibleP99    *float64 `json:"admin_visible_p99_ms"`
 	DeliveriesMin      *float64 `json:"deliveries_per_sec_min"`
 	DeliveriesMax      *float64 `json:"deliveries_per_sec_max"`
 	BaselineMin        *float64 `json:"baseline_deliveries_per_sec_min"`
@@ -52,6 +56,9 @@ type summary struct {
 	Parts              []string `json:"parts"`
 	Seconds            float64  `json:"seconds"`
 	Errors             []string `json:"errors,omitempty"`
+	TracingOff         *float64 `json:"tracing_off_deliveries_per_sec,omitempty"`
+	TracingOn          *float64 `json:"tracing_on_deliveries_per_sec,omitempty"`
+	TracingOverhead    *float64 `json:"tracing_overhead,omitempty"`
 }
 
 func ptr(v float64) *float64 {
@@ -89,6 +96,10 @@ func (r *results) summary() summary {
 	if c := r.catchup; c != nil {
 		s.CatchupSeconds = ptr(c.Seconds)
 	}
+	if a := r.admin; a != nil {
+		s.AdminListP99, s.AdminVisibleP99 = ptr(a.WorstP99), ptr(a.Visible.P99)
+	}
+	r.tracingSummary(&s)
 	return s
 }
 
@@ -155,6 +166,8 @@ func (r *results) print(out io.Writer) {
 	} else {
 		row("catch-up seconds", "-", "", "", skipped(r, "catchup"))
 	}
+	r.printAdmin(row)
+	r.tracingRows(row)
 	tw.Flush()
 	for _, c := range r.allChecks() {
 		for _, v := range c.Examples {

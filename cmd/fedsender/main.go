@@ -5,6 +5,7 @@
 //	fedsender keygen --server-name NAME --out FILE
 //	fedsender run --config FILE
 //	fedsender publish --config FILE [--file F]
+//	fedsender destinations list|show|rooms|reset [...]
 package main
 
 import (
@@ -17,6 +18,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/fedsender/fedsender/internal/telemetry"
 )
 
 const usage = `fedsender: an outbound Matrix federation sender on NATS JetStream
@@ -25,6 +28,7 @@ Usage:
   fedsender keygen --server-name NAME --out FILE   write a Synapse-format signing key
   fedsender run --config FILE                      run the service
   fedsender publish --config FILE [--file F]       publish JSON-lines PDU envelopes (stdin by default)
+  fedsender destinations list|show|rooms|reset     the federation admin API over NATS (see: fedsender destinations help)
 
 Every configuration key can be overridden by FEDSENDER_<PATH>, e.g. FEDSENDER_ADMIN_TOKEN.
 `
@@ -48,6 +52,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = runService(ctx, args[1:], stderr)
 	case "publish":
 		err = publish(ctx, args[1:], stdin, stdout)
+	case "destinations":
+		err = destinations(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -74,8 +80,10 @@ func newLogger(level, format string, w io.Writer) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by config
 	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	// Records logged inside a span carry its trace_id and span_id.
+	return slog.New(telemetry.NewLogHandler(h))
 }

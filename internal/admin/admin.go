@@ -13,14 +13,30 @@ import (
 	"time"
 
 	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/projection"
 )
 
-// Reader is the read model the admin API answers from.
+// Reader is the read model of the destinations the admin surfaces answer
+// from. It answers pages itself, rather than handing over every destination
+// to be sorted per request, so that an index can serve any order and page
+// of 100,000 destinations in milliseconds.
 type Reader interface {
 	Get(name string) (destination.State, bool)
-	List() []destination.State
+	// Page returns one page of the list and the number of destinations that
+	// match, ordered as projection.Compare says.
+	Page(q projection.Query) projection.Page
 	// Ready reports whether the read model has loaded; until then every
 	// admin call is answered 503.
+	Ready() bool
+}
+
+// Rooms is the read model of Synapse's destination_rooms.
+type Rooms interface {
+	// Rooms returns a page of a destination's rooms; known reports whether
+	// any PDU for the destination was seen (Synapse then has a row for it).
+	Rooms(destination string, q projection.RoomQuery) (page projection.RoomPage, known bool)
+	// Ready reports whether the rooms have been loaded; until then /rooms
+	// is answered 503.
 	Ready() bool
 }
 
@@ -34,8 +50,10 @@ type Resetter interface {
 type Options struct {
 	// Tokens are the accepted bearer tokens; with none, every admin call is
 	// refused with 403. Empty strings are ignored.
-	Tokens   []string
-	Reader   Reader
+	Tokens []string
+	Reader Reader
+	// Rooms answers /rooms; nil: every known destination has no rooms.
+	Rooms    Rooms
 	Resetter Resetter
 	// Ready is /readyz: nil error means ready, otherwise the error's text is
 	// the reason. nil means ready when Reader is.
@@ -67,20 +85,20 @@ func (o *Options) setDefaults() {
 // noReader stands in for a missing Reader: never ready.
 type noReader struct{}
 
-func (noReader) Get(string) (destination.State, bool) { return destination.State{}, false }
-func (noReader) List() []destination.State            { return nil }
-func (noReader) Ready() bool                          { return false }
+func (noReader) Get(string) (destination.State, bool)  { return destination.State{}, false }
+func (noReader) Page(projection.Query) projection.Page { return projection.Page{} }
+func (noReader) Ready() bool                           { return false }
 
 // handler serves the admin listener.
 type handler struct {
-	opts   Options
+	api
 	tokens [][sha256.Size]byte // digests, so comparing takes the same time for any length
 }
 
 // New returns the admin listener's handler.
 func New(opts Options) http.Handler {
 	opts.setDefaults()
-	h := &handler{opts: opts}
+	h := &handler{api: api{opts: opts}}
 	for _, t := range opts.Tokens {
 		if t != "" {
 			h.tokens = append(h.tokens, sha256.Sum256([]byte(t)))
@@ -100,10 +118,10 @@ type endpoint struct {
 var (
 	epHealth  = endpoint{http.MethodGet, false, (*handler).healthz}
 	epReady   = endpoint{http.MethodGet, false, (*handler).readyz}
-	epList    = endpoint{http.MethodGet, true, (*handler).list}
-	epDetails = endpoint{http.MethodGet, true, (*handler).details}
-	epRooms   = endpoint{http.MethodGet, true, (*handler).rooms}
-	epReset   = endpoint{http.MethodPost, true, (*handler).reset}
+	epList    = endpoint{http.MethodGet, true, (*handler).httpList}
+	epDetails = endpoint{http.MethodGet, true, (*handler).httpDetails}
+	epRooms   = endpoint{http.MethodGet, true, (*handler).httpRooms}
+	epReset   = endpoint{http.MethodPost, true, (*handler).httpReset}
 )
 
 // destinationsPath is the root of Synapse's federation admin API.
@@ -254,12 +272,45 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request, _ string) error
 	return nil
 }
 
-// reader returns the read model once it is ready.
-func (h *handler) reader() (Reader, error) {
-	if !h.opts.Reader.Ready() {
-		return nil, ErrNotReady
+// httpList is GET /destinations.
+func (h *handler) httpList(w http.ResponseWriter, r *http.Request, _ string) error {
+	out, err := h.list(r.URL.Query())
+	if err != nil {
+		return err
 	}
-	return h.opts.Reader, nil
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// httpDetails is GET /destinations/{destination}.
+func (h *handler) httpDetails(w http.ResponseWriter, _ *http.Request, dest string) error {
+	out, err := h.show(dest)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// httpRooms is GET /destinations/{destination}/rooms.
+func (h *handler) httpRooms(w http.ResponseWriter, r *http.Request, dest string) error {
+	out, err := h.rooms(dest, r.URL.Query())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// httpReset is POST /destinations/{destination}/reset_connection. The body
+// is not read (Synapse ignores it too): synapse-admin sends none, with no
+// Content-Type.
+func (h *handler) httpReset(w http.ResponseWriter, r *http.Request, dest string) error {
+	if err := h.reset(r.Context(), dest); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+	return nil
 }
 
 func writeText(w http.ResponseWriter, status int, text string) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fedsender/fedsender/internal/admin"
 	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/projection"
 )
 
 const (
@@ -36,8 +37,10 @@ func (f *fakeReader) Get(name string) (destination.State, bool) {
 	return destination.State{}, false
 }
 
-func (f *fakeReader) List() []destination.State { return slices.Clone(f.states) }
-func (f *fakeReader) Ready() bool               { return !f.notReady }
+func (f *fakeReader) Page(q projection.Query) projection.Page {
+	return projection.Select(slices.Clone(f.states), q)
+}
+func (f *fakeReader) Ready() bool { return !f.notReady }
 
 // fakeResetter records the resets handed to it.
 type fakeResetter struct {

@@ -1,12 +1,16 @@
-// Package admin is fedsender's HTTP admin listener: Synapse's federation admin
-// API (GET and reset of destinations, under
-// /_synapse/admin/v1/federation/destinations), so that operators' tools and the
-// synapse-admin web UI work unchanged, plus /healthz and /readyz for
-// Kubernetes probes.
+// Package admin is fedsender's admin surfaces: Synapse's federation admin
+// API (list, details, rooms and reset of destinations, under
+// /_synapse/admin/v1/federation/destinations) over HTTP, so that operators'
+// tools and the synapse-admin web UI work unchanged, plus /healthz and
+// /readyz for Kubernetes probes; and the same four calls as the NATS micro
+// service "fedsender" (ServeMicro), taking the HTTP API's parameters as a
+// JSON object and answering the same JSON.
 //
-// Reads are answered from a read model (any replica can answer; see
-// internal/projection); a reset is handed to the destination's owner through a
-// Resetter and answered at once, as Synapse does.
+// Both surfaces run the same operations with the same parameter parsing and
+// one error table (errors.go). Reads are answered from read models (any
+// replica can answer; see internal/projection): a Reader that pages the
+// destinations itself, and Rooms; a reset is handed to the destination's
+// owner through a Resetter and answered at once, as Synapse does.
 //
 // Where this package follows Synapse rather than the letter of the brief it
 // says so; in short:

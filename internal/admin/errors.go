@@ -26,6 +26,10 @@ var (
 	ErrResetNotNeeded = errors.New("admin: reset not needed")
 	// ErrNotReady: the read model has not finished loading.
 	ErrNotReady = errors.New("admin: read model is not ready")
+	// ErrNotJSON: a micro request's body is not a JSON object.
+	ErrNotJSON = errors.New("admin: request is not a JSON object")
+	// ErrMissingParam: a micro request lacks a required parameter.
+	ErrMissingParam = errors.New("admin: missing parameter")
 
 	errUnrecognized     = errors.New("admin: unrecognized request")
 	errMethodNotAllowed = errors.New("admin: method not allowed")
@@ -37,13 +41,18 @@ const (
 	codeUnknownToken = "M_UNKNOWN_TOKEN"
 	codeForbidden    = "M_FORBIDDEN"
 	codeInvalidParam = "M_INVALID_PARAM"
+	codeMissingParam = "M_MISSING_PARAM"
+	codeNotJSON      = "M_NOT_JSON"
 	codeNotFound     = "M_NOT_FOUND"
 	codeUnrecognized = "M_UNRECOGNIZED"
 	codeUnknown      = "M_UNKNOWN"
 )
 
-// errorTable maps each sentinel to its answer. message is the default text;
-// an error made by withMessage brings its own.
+// errorTable maps each sentinel to its answer, on both surfaces: the HTTP
+// status and Matrix error body, and for the NATS micro service the same body
+// with the status as the micro error code (Nats-Service-Error-Code) and the
+// message as its description (Nats-Service-Error). message is the default
+// text; an error made by withMessage brings its own.
 var errorTable = []struct {
 	err     error
 	status  int
@@ -58,6 +67,8 @@ var errorTable = []struct {
 	{ErrUnknownDestination, http.StatusNotFound, codeNotFound, "Unknown destination"},
 	{ErrResetNotNeeded, http.StatusBadRequest, codeUnknown, "The retry timing does not need to be reset for this destination."},
 	{ErrNotReady, http.StatusServiceUnavailable, codeUnknown, "read model is not ready"},
+	{ErrNotJSON, http.StatusBadRequest, codeNotJSON, "Content not JSON."},
+	{ErrMissingParam, http.StatusBadRequest, codeMissingParam, "Missing parameter"},
 	{errUnrecognized, http.StatusNotFound, codeUnrecognized, "Unrecognized request"},
 	{errMethodNotAllowed, http.StatusMethodNotAllowed, codeUnrecognized, "Unrecognized request"},
 }

@@ -1,9 +1,12 @@
 package admin
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -84,17 +87,81 @@ func dirParam(q url.Values) (backwards bool, err error) {
 	return dir == "b", err
 }
 
-// window returns the bounds of the page in a list of total items, and the
-// next page's token ("" when from+limit reaches total: Synapse's rule).
-func (p page) window(total int) (start, end int, next string) {
+// next returns the next page's token in a list of total items: from plus
+// the page's length, and "" when from+limit reaches total (Synapse's rule).
+func (p page) next(total int) string {
 	t := int64(total)
-	s := min(p.from, t)
-	e := t
-	if p.limit < t-s {
-		e = s + p.limit
-	}
 	if p.from < t && p.limit < t-p.from {
-		next = strconv.FormatInt(p.from+(e-s), 10)
+		return strconv.FormatInt(p.from+p.limit, 10)
 	}
-	return int(s), int(e), next
+	return ""
+}
+
+// maxRequestBody bounds a micro request's JSON.
+const maxRequestBody = 64 << 10
+
+// jsonParams reads a micro request's body, a JSON object of the HTTP API's
+// parameters, into query values, so that both surfaces check them with the
+// same code and answer the same errors. A string is taken as is and a
+// number as its digits (so {"from": -5} and {"from": "-5"} both get
+// Synapse's "must be a positive integer"); null is absent. An empty body
+// is an empty object. Keys the endpoint does not take are refused, so a
+// typo is not silently ignored.
+func jsonParams(data []byte, allowed ...string) (url.Values, error) {
+	q := url.Values{}
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return q, nil
+	}
+	if len(data) > maxRequestBody {
+		return nil, withMessage(ErrNotJSON, fmt.Sprintf("Content not JSON: the request is over %d bytes", maxRequestBody))
+	}
+	var obj map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&obj); err != nil || dec.More() {
+		reason := "trailing data after the object"
+		if err != nil {
+			reason = err.Error()
+		}
+		return nil, withMessage(ErrNotJSON, "Content not JSON: expected an object such as {\"destination\": \"matrix.org\"}: "+reason)
+	}
+	if obj == nil {
+		return nil, withMessage(ErrNotJSON, "Content not JSON: expected an object, got null")
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if !slices.Contains(allowed, k) {
+			return nil, withMessage(ErrInvalidParam, fmt.Sprintf("Unknown parameter '%s': this endpoint takes %s", k, strings.Join(allowed, ", ")))
+		}
+		raw := bytes.TrimSpace(obj[k])
+		switch {
+		case string(raw) == "null":
+			continue
+		case raw[0] == '"':
+			var v string
+			if err := json.Unmarshal(raw, &v); err != nil {
+				return nil, withMessage(ErrNotJSON, fmt.Sprintf("Content not JSON: parameter '%s': %v", k, err))
+			}
+			q.Set(k, v)
+		case raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9':
+			q.Set(k, string(raw))
+		default:
+			return nil, withMessage(ErrInvalidParam, fmt.Sprintf("Parameter '%s' must be a string or a number", k))
+		}
+	}
+	return q, nil
+}
+
+// requiredName returns the destination a micro request names.
+func requiredName(q url.Values) (string, error) {
+	vs, ok := q["destination"]
+	if !ok {
+		return "", withMessage(ErrMissingParam, "Missing string parameter 'destination'")
+	}
+	return vs[0], nil
 }

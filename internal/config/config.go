@@ -25,6 +25,7 @@ type Config struct {
 	Federation FederationConfig `yaml:"federation"`
 	Backoff    BackoffConfig    `yaml:"backoff"`
 	Queue      QueueConfig      `yaml:"queue"`
+	Metrics    MetricsConfig    `yaml:"metrics"`
 }
 
 // LogConfig configures the process's slog handler.
@@ -83,6 +84,18 @@ type FederationConfig struct {
 	// once across all destinations (0: 4 per CPU). Waiting destinations
 	// keep queueing and send bigger transactions.
 	SendSlots int `yaml:"send_slots"`
+}
+
+// MetricsConfig configures the Prometheus endpoint. Traces and other
+// exporters are configured by the standard OTEL_* environment variables.
+type MetricsConfig struct {
+	// Listen is the host:port serving /metrics in the Prometheus text
+	// format, or empty to disable metrics.
+	Listen string `yaml:"listen"`
+	// PerDestinationLabels adds a destination label to the per-destination
+	// counters and histograms: one series per remote server, which a large
+	// deployment's Prometheus may not afford. Off by default.
+	PerDestinationLabels bool `yaml:"per_destination_labels"`
 }
 
 // BackoffConfig is the retry schedule of a failing destination: the wait
@@ -163,6 +176,9 @@ func Default() Config {
 			IdleTimeout:        5 * time.Minute,
 			MaxQueued:          1_000_000,
 			CheckpointInterval: time.Second,
+		},
+		Metrics: MetricsConfig{
+			Listen: "127.0.0.1:9464",
 		},
 	}
 }

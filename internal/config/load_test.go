@@ -241,6 +241,8 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 		"FEDSENDER_QUEUE_IDLE_TIMEOUT=30s",
 		"FEDSENDER_QUEUE_MAX_QUEUED=40000",
 		"FEDSENDER_QUEUE_CHECKPOINT_INTERVAL=250ms",
+		"FEDSENDER_METRICS_LISTEN=0.0.0.0:9100",
+		"FEDSENDER_METRICS_PER_DESTINATION_LABELS=true",
 	}
 	if got, want := len(environ)-1, len(loadSchema().settings); got != want {
 		t.Fatalf("test sets %d variables, but there are %d settings: cover the new ones", got, want)
@@ -286,6 +288,7 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 			MaxQueued:          40000,
 			CheckpointInterval: 250 * time.Millisecond,
 		},
+		Metrics: MetricsConfig{Listen: "0.0.0.0:9100", PerDestinationLabels: true},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse:\n got %+v\nwant %+v", c, want)

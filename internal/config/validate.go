@@ -48,6 +48,7 @@ func (c Config) Validate() error {
 	c.Federation.validate(&p)
 	c.Backoff.validate(&p)
 	c.Queue.validate(&p)
+	c.Metrics.validate(&p)
 	return errors.Join(p...)
 }
 
@@ -78,6 +79,12 @@ func (n NATSConfig) validate(p *problems) {
 func (a AdminConfig) validate(p *problems) {
 	if a.Listen != "" {
 		p.add("admin.listen", checkListen(a.Listen))
+	}
+}
+
+func (m MetricsConfig) validate(p *problems) {
+	if m.Listen != "" {
+		p.add("metrics.listen", checkListen(m.Listen))
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fedsender/fedsender/internal/netguard"
 	"github.com/fedsender/fedsender/internal/resolve"
 	"github.com/fedsender/fedsender/internal/servername"
@@ -56,6 +58,10 @@ type Options struct {
 	MaxIdleConns int
 	// UserAgent is sent as User-Agent. "" = "fedsender".
 	UserAgent string
+	// TracerProvider, when tracing is on, gives every request a client
+	// span (otelhttp) under the caller's span. Trace headers are never
+	// sent to remote servers. nil or no-op: requests are not instrumented.
+	TracerProvider trace.TracerProvider
 }
 
 func (o *Options) setDefaults() {
@@ -95,6 +101,7 @@ func (o *Options) Validate() error {
 type Client struct {
 	opts      Options
 	transport *http.Transport
+	rt        http.RoundTripper // transport, instrumented when tracing is on
 	dialer    *net.Dialer
 	tlsConfig *tls.Config // cloned per connection with the destination's ServerName
 	closed    atomic.Bool
@@ -132,6 +139,7 @@ func New(opts Options) (*Client, error) {
 		MaxResponseHeaderBytes: maxResponseHeaders,
 		DisableCompression:     true, // no Accept-Encoding: send only what Matrix needs
 	}
+	c.rt = instrument(c.transport, opts.TracerProvider)
 	return c, nil
 }
 
@@ -190,6 +198,7 @@ func (c *Client) dialTLS(ctx context.Context, _, addr string) (net.Conn, error) 
 	for _, candidate := range target.Addrs {
 		conn, err := c.dialOne(ctx, candidate, target.TLSServerName)
 		if err == nil {
+			annotateDial(ctx, candidate)
 			return conn, nil
 		}
 		errs = append(errs, err)

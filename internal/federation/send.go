@@ -60,7 +60,7 @@ func (c *Client) SendTransaction(ctx context.Context, destination, txnID string,
 		"Content-Type":  {"application/json"},
 		"User-Agent":    {c.opts.UserAgent},
 	}
-	resp, err := c.transport.RoundTrip(req)
+	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
 		return TransactionResult{}, classify(ctx, attemptCtx, destination, err)
 	}

@@ -18,8 +18,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fedsender/fedsender/actors/partition"
 	"github.com/fedsender/fedsender/internal/queuebudget"
+	"github.com/fedsender/fedsender/internal/telemetry"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -37,6 +40,10 @@ type Options struct {
 	// Start is the first stream sequence to read.
 	Start uint64
 	Log   *slog.Logger
+	// Tracer records the ingest and fan-out spans (zero: tracing off).
+	Tracer telemetry.Tracer
+	// Metrics counts queued PDUs and dead letters (nil: none).
+	Metrics *telemetry.Metrics
 	// Observer, if set, sees every valid PDU (e.g. the admin surfaces'
 	// rooms index).
 	Observer Observer
@@ -155,6 +162,9 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 	pairs := make(map[int][]partition.Pair)
 	var last uint64
 	var observed []streams.Item
+	var fanOuts []trace.Span // only when tracing
+	defer func() { endFanOuts(fanOuts) }()
+	valid, deliveries := 0, 0
 	for _, msg := range batch {
 		md, err := msg.Metadata()
 		if err != nil {
@@ -162,10 +172,15 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 		}
 		last = md.Sequence.Stream
 		pdu, err := streams.DecodePDU(msg.Data())
+		sctx := ctx
+		if r.opts.Tracer.Enabled() {
+			sctx, fanOuts = r.traceIngest(ctx, msg, last, pdu, err, fanOuts)
+		}
 		if err != nil {
-			r.deadLetter(msg, last, err)
+			r.deadLetter(sctx, msg, last, err)
 			continue
 		}
+		valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
 		it := streams.Item{Seq: last, TS: md.Timestamp.UnixMilli(), PDU: pdu}
 		if r.opts.Observer != nil {
 			observed = append(observed, it)
@@ -189,6 +204,7 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 		r.opts.Engine.Send(r.opts.Partitions[p], partition.Dispatch{Pairs: ps, Through: last})
 	}
 	r.through.Store(last)
+	r.opts.Metrics.Queued(ctx, valid, deliveries)
 	return nil
 }
 
@@ -201,9 +217,10 @@ func (r *Reader) advance() {
 	}
 }
 
-func (r *Reader) deadLetter(msg jetstream.Msg, seq uint64, reason error) {
+func (r *Reader) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, reason error) {
 	r.deadLetters.Add(1)
-	r.opts.Log.Warn("refused an envelope: moved to the dead-letter subject",
+	r.opts.Metrics.DeadLetter(ctx)
+	r.opts.Log.WarnContext(ctx, "refused an envelope: moved to the dead-letter subject",
 		"sequence", seq, "subject", streams.DeadLetterPDU, "reason", reason)
 	dl := nats.NewMsg(streams.DeadLetterPDU)
 	dl.Data = msg.Data()

@@ -12,7 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fedsender/fedsender/internal/servername"
+	"github.com/fedsender/fedsender/internal/telemetry"
 )
 
 // Target is where and how to reach a destination.
@@ -65,6 +69,10 @@ type Options struct {
 	// Logger receives debug records about .well-known failures. nil =
 	// slog.Default().
 	Logger *slog.Logger
+	// Tracer records a span per resolution (zero: tracing off).
+	Tracer telemetry.Tracer
+	// Metrics counts failed lookups (nil: none).
+	Metrics *telemetry.Metrics
 }
 
 func (o *Options) setDefaults() {
@@ -145,15 +153,36 @@ func New(opts Options) *Resolver {
 // ErrServiceUnavailable when DNS says there is nothing to connect to, the
 // DNS error itself for other failures, or ctx's error.
 func (r *Resolver) Resolve(ctx context.Context, serverName string) (Target, error) {
+	if !r.opts.Tracer.Enabled() {
+		t, _, err := r.resolve(ctx, serverName)
+		return t, err
+	}
+	ctx, span := r.opts.Tracer.Start(ctx, telemetry.SpanResolve,
+		trace.WithAttributes(telemetry.KeyDestination.String(serverName)))
+	defer span.End()
+	t, cache, err := r.resolve(ctx, serverName)
+	span.SetAttributes(telemetry.KeyResolveCache.String(cache))
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return t, err
+	}
+	span.SetAttributes(telemetry.KeyServerAddress.String(t.Host), telemetry.KeyResolveAddresses.StringSlice(t.Addrs))
+	return t, nil
+}
+
+// resolve is Resolve; cache says how the answer was found: ip_literal,
+// hit (the Target cache), or miss (a lookup, possibly shared with
+// concurrent callers).
+func (r *Resolver) resolve(ctx context.Context, serverName string) (t Target, cache string, err error) {
 	host, port, err := servername.Split(serverName)
 	if err != nil {
-		return Target{}, err
+		return Target{}, "", err
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
-		return r.ipTarget(serverName, serverName, ip, port), nil
+		return r.ipTarget(serverName, serverName, ip, port), "ip_literal", nil
 	}
 	if e, ok := r.targets.get(serverName); ok && r.opts.Now().Before(e.expires) {
-		return e.target.clone(), nil
+		return e.target.clone(), "hit", nil
 	}
 	// The lookup outlives this caller if it gives up (others may share it),
 	// so it gets its own deadline instead of ctx's cancellation.
@@ -166,11 +195,11 @@ func (r *Resolver) Resolve(ctx context.Context, serverName string) (Target, erro
 	select {
 	case <-c.done:
 		if c.err != nil {
-			return Target{}, c.err
+			return Target{}, "miss", c.err
 		}
-		return c.target.clone(), nil
+		return c.target.clone(), "miss", nil
 	case <-ctx.Done():
-		return Target{}, fmt.Errorf("resolve %s: %w", serverName, context.Cause(ctx))
+		return Target{}, "miss", fmt.Errorf("resolve %s: %w", serverName, context.Cause(ctx))
 	}
 }
 
@@ -183,6 +212,7 @@ func (r *Resolver) lookupAndCache(ctx context.Context, serverName, host string, 
 			r.opts.Logger.DebugContext(ctx, "resolve: using stale result", "destination", serverName, "err", err)
 			return stale.target, nil
 		}
+		r.opts.Metrics.ResolveFailure(ctx)
 		return Target{}, fmt.Errorf("resolve %s: %w", serverName, err)
 	}
 	r.targets.put(serverName, targetEntry{target: t, expires: expires})

@@ -17,6 +17,8 @@ import (
 
 	"github.com/anthdm/hollywood/actor"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/fedsender/fedsender/actors/destination"
@@ -29,7 +31,6 @@ import (
 	"github.com/fedsender/fedsender/internal/federation"
 	"github.com/fedsender/fedsender/internal/ingest"
 	"github.com/fedsender/fedsender/internal/netguard"
-	"github.com/fedsender/fedsender/internal/projection/memprojection"
 	"github.com/fedsender/fedsender/internal/queuebudget"
 	"github.com/fedsender/fedsender/internal/resolve"
 	"github.com/fedsender/fedsender/internal/xmatrix"
@@ -44,14 +45,20 @@ type Deps struct {
 	RootCAs  *x509.CertPool
 	// Ready, when set, receives the service once it is serving.
 	Ready chan<- *Service
+	// TracerProvider and MeterProvider replace the ones built from the
+	// OTEL_* environment and metrics.listen (tests record spans and read
+	// metrics with them); see telemetry.go.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 }
 
 // Service is a running fedsender.
 type Service struct {
-	AdminAddr string // the admin listener's address, once serving
-	NATSURL   string // the embedded server's client URL, if it listens
-	reader    *ingest.Reader
-	proj      *memprojection.Projection
+	AdminAddr   string // the admin listener's address, once serving
+	MetricsAddr string // the /metrics listener's address, if it listens
+	NATSURL     string // the embedded server's client URL, if it listens
+	reader      *ingest.Reader
+	proj        *readModel
 }
 
 // LoadOrCreateKey reads the signing key; with signing_key_path unset it
@@ -90,6 +97,11 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
+	obs, err := newObservability(ctx, cfg, deps, log)
+	if err != nil {
+		return err
+	}
+	defer obs.close()
 	nc, natsURL, closeNATS, err := connect(cfg)
 	if err != nil {
 		return err
@@ -108,7 +120,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
-	client, err := newFederationClient(cfg, key, deps)
+	client, err := newFederationClient(cfg, key, deps, obs)
 	if err != nil {
 		return err
 	}
@@ -155,6 +167,8 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 			SlotHold:   50 * time.Millisecond,
 			Now:        time.Now,
 			Log:        log,
+			Tracer:     obs.tracer,
+			Metrics:    obs.metrics,
 		},
 		Store:       store,
 		WakeLimiter: rate.NewLimiter(rate.Limit(cfg.Queue.StartupWakeRate), 1),
@@ -180,12 +194,13 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	log.Info("fedsender starting", "server_name", cfg.ServerName, "key_id", key.KeyID(),
 		"destinations_known", len(loaded), "partitions", n, "resume_after_sequence", start)
 
-	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Log: log})
-	proj := memprojection.New(js)
+	proj := newReadModel(js, cfg, start, log)
+	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Log: log,
+		Observer: proj.rooms, Tracer: obs.tracer, Metrics: obs.metrics})
 	svc := &Service{reader: reader, proj: proj, NATSURL: natsURL}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 16)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -196,7 +211,14 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		}()
 	}
 	run("reader", reader.Run)
-	run("projection", proj.Run)
+	proj.start(run)
+	if svc.MetricsAddr, err = obs.serveMetrics(cfg, run); err != nil {
+		return err
+	}
+	if err := obs.observeProjectionLag(js, proj.index.Revision); err != nil {
+		return err
+	}
+	resets := startCommands(run, nc, n, resetter{engine: engine, pids: pids}, proj, log)
 
 	if cfg.Admin.Listen != "" {
 		var tokens []string
@@ -211,8 +233,8 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		}
 		svc.AdminAddr = ln.Addr().String()
 		srv := &http.Server{
-			Handler: admin.New(admin.Options{Tokens: tokens, Reader: proj,
-				Resetter: resetter{engine: engine, pids: pids}, Ready: svc.ready, Log: log}),
+			Handler: admin.New(admin.Options{Tokens: tokens, Reader: proj, Rooms: proj.rooms,
+				Resetter: resets, Ready: svc.ready, Log: log}),
 			ReadHeaderTimeout: 10 * time.Second,
 		}
 		run("admin", func(ctx context.Context) error {
@@ -253,7 +275,7 @@ func (s *Service) ready() error {
 	case !s.reader.Running():
 		return errors.New("the PDU reader is not running")
 	case !s.proj.Ready():
-		return errors.New("the read model is still loading")
+		return errReadModelLoading
 	}
 	return nil
 }
@@ -269,7 +291,7 @@ func (r resetter) Reset(_ context.Context, dest string) error {
 	return nil
 }
 
-func newFederationClient(cfg config.Config, key xmatrix.SigningKey, deps Deps) (*federation.Client, error) {
+func newFederationClient(cfg config.Config, key xmatrix.SigningKey, deps Deps, obs *observability) (*federation.Client, error) {
 	deny := cfg.Federation.IPRangeDenylist
 	if len(deny) == 0 {
 		deny = netguard.DefaultDenylist()
@@ -296,11 +318,13 @@ func newFederationClient(cfg config.Config, key xmatrix.SigningKey, deps Deps) (
 			HTTPClient: federation.NewWellKnownClient(federation.WellKnownClientOptions{
 				Guard: guard, RootCAs: roots, InsecureSkipVerify: cfg.Federation.TLSInsecureSkipVerify,
 			}),
+			Tracer: obs.tracer, Metrics: obs.metrics,
 		})
 	}
 	return federation.New(federation.Options{
 		Origin: cfg.ServerName, Key: key, Resolver: res, Guard: guard, RootCAs: roots,
 		InsecureSkipVerify: cfg.Federation.TLSInsecureSkipVerify, RequestTimeout: cfg.Federation.RequestTimeout,
+		TracerProvider: obs.tp,
 	})
 }
 

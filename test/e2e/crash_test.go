@@ -110,6 +110,7 @@ data_dir: %s
 log: {level: warn}
 nats: {listen: "127.0.0.1:%d", max_store: 1GiB, max_memory: 64MiB}
 admin: {listen: "127.0.0.1:0", token: t}
+metrics: {listen: "127.0.0.1:0"}
 federation:
   ca_file: %s
   ip_range_allowlist: [127.0.0.0/8]

@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fedsender/fedsender/internal/config"
 	"github.com/fedsender/fedsender/internal/service"
@@ -41,9 +43,18 @@ type harness struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	pub  *streams.Publisher
+	tp   trace.TracerProvider
+	mp   metric.MeterProvider
 }
 
 func newHarness(t *testing.T, mutate func(*config.Config)) *harness {
+	t.Helper()
+	return newObservedHarness(t, mutate, nil, nil)
+}
+
+// newObservedHarness is newHarness with fedsender's tracer and meter
+// providers replaced (nil: as configured).
+func newObservedHarness(t *testing.T, mutate func(*config.Config), tp trace.TracerProvider, mp metric.MeterProvider) *harness {
 	t.Helper()
 	key, err := xmatrix.GenerateKey("e2e")
 	if err != nil {
@@ -63,6 +74,7 @@ func newHarness(t *testing.T, mutate func(*config.Config)) *harness {
 	cfg.NATS.MaxMemory = 64 << 20
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Admin.Token = adminToken
+	cfg.Metrics.Listen = "127.0.0.1:0"
 	cfg.Federation.IPRangeAllowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	cfg.Federation.RequestTimeout = 5 * time.Second
 	cfg.Queue.Partitions = 8
@@ -74,7 +86,7 @@ func newHarness(t *testing.T, mutate func(*config.Config)) *harness {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test configuration: %v", err)
 	}
-	h := &harness{t: t, cfg: cfg, key: key, ca: pki.MustCA(t)}
+	h := &harness{t: t, cfg: cfg, key: key, ca: pki.MustCA(t), tp: tp, mp: mp}
 	h.start()
 	t.Cleanup(h.shutdown)
 	return h
@@ -89,7 +101,8 @@ func (h *harness) start() {
 	// where t.Log would panic: log errors to stderr instead.
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	go func() {
-		done <- service.Run(ctx, h.cfg, service.Deps{Log: log, RootCAs: h.ca.Pool, Ready: ready})
+		done <- service.Run(ctx, h.cfg, service.Deps{Log: log, RootCAs: h.ca.Pool, Ready: ready,
+			TracerProvider: h.tp, MeterProvider: h.mp})
 	}()
 	select {
 	case h.svc = <-ready:
@@ -155,6 +168,12 @@ func (h *harness) receiver(mutate func(*receiver.Options)) *receiver.Receiver {
 // publish sends one PDU to the destinations and returns its event id.
 func (h *harness) publish(room string, n int, dests ...string) string {
 	h.t.Helper()
+	return h.publishContext(context.Background(), room, n, dests...)
+}
+
+// publishContext is publish carrying the trace context of ctx.
+func (h *harness) publishContext(ctx context.Context, room string, n int, dests ...string) string {
+	h.t.Helper()
 	id := fmt.Sprintf("$%s-%d", strings.TrimPrefix(room, "!"), n)
 	env, err := json.Marshal(streams.Envelope{
 		RoomID:       room,
@@ -165,7 +184,7 @@ func (h *harness) publish(room string, n int, dests ...string) string {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if _, _, err := h.pub.Publish(context.Background(), env); err != nil {
+	if _, _, err := h.pub.Publish(ctx, env); err != nil {
 		h.t.Fatalf("publish %s: %v", id, err)
 	}
 	return id

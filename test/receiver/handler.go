@@ -51,6 +51,9 @@ func (r *Receiver) handleSend(g *generation, req *http.Request, rawTxnID string)
 		return errorResponse(http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Unrecognized request"), true
 	}
 	r.requests.Add(1)
+	if r.opts.KeepHeaders {
+		r.keepHeaders(req.Header)
+	}
 	r.bump()
 	txnID, resp, ok := r.txnID(req, rawTxnID)
 	if ok {

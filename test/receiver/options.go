@@ -41,6 +41,10 @@ type Options struct {
 	// KeepBodies keeps the raw body of every accepted transaction, for
 	// Transactions. Off by default: only a hash of each body is kept.
 	KeepBodies bool
+	// KeepHeaders keeps the headers of every PUT /send request, faulted
+	// and refused ones included, for RequestHeaders (tests check that no
+	// trace context leaks to remote servers). Off by default.
+	KeepHeaders bool
 	// SkipSignatureCheck parses the Authorization header and checks its
 	// origin, destination and key id but does not verify the ed25519
 	// signature. For benchmarks whose receivers share the CPU with the

@@ -39,6 +39,7 @@ type Receiver struct {
 	fault   faultState
 	flight  *flight // the transaction being processed; one origin, so one slot
 	store   store
+	headers []http.Header // with Options.KeepHeaders
 	dups    int
 	viol    violations
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/projection"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -240,4 +241,11 @@ func (p *Projection) entry(name string) *entry {
 		p.entries[name] = e
 	}
 	return e
+}
+
+// Page answers a query of the destinations list by sorting a copy of every
+// state (projection.Select): fine for thousands of destinations; the admin
+// surfaces use kvprojection's Index, which keeps the orders.
+func (p *Projection) Page(q projection.Query) projection.Page {
+	return projection.Select(p.List(), q)
 }

@@ -1,0 +1,98 @@
+package control_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedsender/fedsender/internal/control"
+	"github.com/fedsender/fedsender/internal/projection/projectiontest"
+	"github.com/fedsender/fedsender/streams"
+)
+
+type resets struct {
+	mu   sync.Mutex
+	got  []string
+	fail error
+}
+
+func (r *resets) reset(_ context.Context, dest string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, dest)
+	return r.fail
+}
+
+func (r *resets) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+func TestReset(t *testing.T) {
+	nc, _, _ := projectiontest.JetStream(t)
+	const n = 8
+	r := &resets{}
+	// This replica owns every partition but the one of "orphan.example".
+	orphan := streams.Partition("orphan.example", n)
+	var owned []int
+	for p := range n {
+		if p != orphan {
+			owned = append(owned, p)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- control.Serve(ctx, control.ServerOptions{NC: nc, Owned: owned, Partitions: n, Reset: r.reset})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	c := control.NewClient(nc, n)
+	call := func(dest string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		return c.Reset(ctx, dest)
+	}
+	// The subscriptions are in place once a command is answered.
+	projectiontest.Eventually(t, 5*time.Second, func() bool { return call("matrix.org") == nil }, "no owner answered")
+	if err := call("[::1]:8448"); err != nil {
+		t.Errorf("reset [::1]:8448: %v", err)
+	}
+	if err := call("orphan.example"); !errors.Is(err, control.ErrNoOwner) {
+		t.Errorf("reset of an unowned partition = %v, want ErrNoOwner", err)
+	}
+	for _, bad := range []string{"*", ">", "a b", "matrix.org.>", "", string(make([]byte, 300))} {
+		if err := call(bad); err == nil {
+			t.Errorf("reset %q accepted", bad)
+		}
+	}
+	r.mu.Lock()
+	r.fail = errors.New("supervisor gone")
+	r.mu.Unlock()
+	if err := call("example.com"); !errors.Is(err, control.ErrRefused) {
+		t.Errorf("a failing owner = %v, want ErrRefused", err)
+	}
+	// A command sent straight to a partition's subject for a destination
+	// of another partition is refused.
+	other := (streams.Partition("matrix.org", n) + 1) % n
+	msg, err := nc.Request(streams.ControlResetSubject(other), []byte(`{"destination":"matrix.org"}`), 5*time.Second)
+	if err != nil || string(msg.Data) == "{}" {
+		t.Errorf("misrouted command answered %q, %v; want a refusal", msg.Data, err)
+	}
+	msg, err = nc.Request(streams.ControlResetSubject(other), []byte(`not json`), 5*time.Second)
+	if err != nil || string(msg.Data) == "{}" {
+		t.Errorf("malformed command answered %q, %v; want a refusal", msg.Data, err)
+	}
+	got := r.list()
+	if len(got) == 0 || !slices.Contains(got, "[::1]:8448") || slices.ContainsFunc(got, func(d string) bool { return d != "matrix.org" && d != "[::1]:8448" && d != "example.com" }) {
+		t.Errorf("resets performed = %v", got)
+	}
+}

@@ -1,0 +1,87 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/internal/admin"
+	"github.com/fedsender/fedsender/internal/config"
+	"github.com/fedsender/fedsender/internal/control"
+	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/projection"
+	"github.com/fedsender/fedsender/internal/projection/kvprojection"
+	"github.com/fedsender/fedsender/internal/projection/roomindex"
+	"github.com/fedsender/fedsender/streams"
+)
+
+// readModel is the admin surfaces' read model: the projector that keeps the
+// fedsender-destinations bucket, this replica's index of it, and the rooms
+// of each destination. Every replica runs all three (the projector's writes
+// are compare-and-swap merges).
+type readModel struct {
+	index *kvprojection.Index
+	proj  *kvprojection.Projector
+	rooms *roomindex.Index
+}
+
+// newReadModel returns the read model; the PDU reader resumes after
+// sequence readerFrom, and the rooms index reads what comes before.
+func newReadModel(js jetstream.JetStream, cfg config.Config, readerFrom uint64, log *slog.Logger) *readModel {
+	idx := kvprojection.NewIndex(js, log)
+	return &readModel{
+		index: idx,
+		rooms: roomindex.New(roomindex.Options{JS: js, Through: readerFrom, Log: log}),
+		proj: kvprojection.NewProjector(kvprojection.ProjectorOptions{
+			JS: js, Index: idx, Log: log,
+			Bucket: streams.DestinationBucketConfig(streams.Options{Replicas: cfg.NATS.Replicas}),
+		}),
+	}
+}
+
+// start runs the read model's parts with the service's runner.
+func (m *readModel) start(run func(name string, f func(context.Context) error)) {
+	run("read model index", m.index.Run)
+	run("read model projector", m.proj.Run)
+	run("rooms index", m.rooms.Run)
+}
+
+// Get is admin.Reader's: one destination from the index.
+func (m *readModel) Get(name string) (destination.State, bool) { return m.index.Get(name) }
+
+// Page is admin.Reader's: one page of the list from the index.
+func (m *readModel) Page(q projection.Query) projection.Page { return m.index.Page(q) }
+
+// Ready reports whether the index shows at least everything the projector
+// found at start.
+func (m *readModel) Ready() bool {
+	synced, rev := m.proj.Synced()
+	return synced && m.index.Ready() && m.index.Revision() >= rev
+}
+
+// errReadModelLoading is /readyz's reason while the read model loads.
+var errReadModelLoading = errors.New("the read model is still loading")
+
+// startCommands runs the owner's listener for reset commands and the NATS
+// micro service, and returns the Resetter the HTTP admin API uses: both
+// surfaces send resets to the partition's owner over NATS. This replica
+// owns every partition today; with partition ownership, Owned becomes the
+// partitions it holds.
+func startCommands(run func(string, func(context.Context) error), nc *nats.Conn, partitions int,
+	local resetter, proj *readModel, log *slog.Logger) admin.Resetter {
+	owned := make([]int, partitions)
+	for p := range owned {
+		owned[p] = p
+	}
+	run("control", func(ctx context.Context) error {
+		return control.Serve(ctx, control.ServerOptions{NC: nc, Owned: owned, Partitions: partitions, Reset: local.Reset, Log: log})
+	})
+	client := control.NewClient(nc, partitions)
+	run("admin micro service", func(ctx context.Context) error {
+		return admin.ServeMicro(ctx, nc, admin.Options{Reader: proj, Rooms: proj.rooms, Resetter: client, Log: log})
+	})
+	return client
+}
