@@ -16,4 +16,9 @@
 //
 // <p> is the destination's partition (see Partition) and <dest> its token
 // (see EncodeToken).
+//
+// Headers of a PDU message: Nats-Msg-Id, the event id (JetStream drops a
+// republish within the duplicate window), and optionally the W3C trace
+// context, traceparent and tracestate with lower-case keys, which fedsender
+// continues (Publisher injects its context's).
 package streams

@@ -234,3 +234,39 @@ func BenchmarkDeliveredShared(b *testing.B) {
 		d.Delivered(ctx, time.Millisecond)
 	}
 }
+
+func TestPerDestinationLabels(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	m, err := NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)), MetricsOptions{Partitions: 1, PerDestination: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a, b := m.Destination("a.example"), m.Destination("b.example")
+	a.Sent(ctx, 2, 0, 0)
+	b.Sent(ctx, 3, 0, 0)
+	b.Failed(ctx, "timeout", time.Minute)
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			if sum, ok := mt.Data.(metricdata.Sum[int64]); ok {
+				for _, dp := range sum.DataPoints {
+					got[mt.Name+label(dp.Attributes)] = dp.Value
+				}
+			}
+		}
+	}
+	for k, want := range map[string]int64{
+		MetricSentPDUs + "{a.example}":                   2,
+		MetricSentPDUs + "{b.example}":                   3,
+		MetricFailedTransactions + "{timeout,b.example}": 1,
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %d, want %d (all: %v)", k, got[k], want, got)
+		}
+	}
+}
