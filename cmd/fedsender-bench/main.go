@@ -26,6 +26,10 @@
 //   - tracing (only when -only names it): the pipeline's sustained rate with
 //     tracing off (the default) and on (every span sampled and exported to
 //     an in-memory exporter), alternating, and the overhead.
+//   - postgres (only when -only names it): the PostgreSQL read model's
+//     projector events/s into an empty schema, and its list p99 per order,
+//     at the admin part's 100,000 destinations (FEDSENDER_BENCH_POSTGRES_URL,
+//     or a throwaway server from the installed binaries).
 //
 // Flags: -short runs smaller sizes for a quick check; -only runs the named
 // parts (comma separated: pipeline, baseline, rss, catchup, admin; latency is part
@@ -119,7 +123,7 @@ func main() {
 func run() int {
 	fs := flag.NewFlagSet("fedsender-bench", flag.ContinueOnError)
 	short := fs.Bool("short", false, "smaller sizes, for a quick check (about 40 s)")
-	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), baseline, rss, catchup, admin; and tracing (off vs on), only when named")
+	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), baseline, rss, catchup, admin; and tracing (off vs on) and postgres, only when named")
 	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
 	latencyFraction := fs.Float64("latency-fraction", 0.20, "the latency phase's rate, as a fraction of the sustained rate")
 	fs.StringVar(&latencyProfile, "latency-cpuprofile", "", "write a CPU profile of the latency phase to this file")
@@ -208,6 +212,8 @@ func run() int {
 			res.tracing, err = runTracing(ctx, e)
 		case "admin":
 			res.admin, err = runAdmin(ctx, e)
+		case "postgres":
+			res.postgres, err = runPostgres(ctx, e)
 		}
 		if err != nil {
 			progress("%s: FAILED: %v", part, err)

@@ -24,6 +24,7 @@ type results struct {
 	catchup  *catchupResult
 	tracing  *tracingResult
 	admin    *adminResult
+	postgres *postgresResult
 	errors   []string
 }
 
@@ -59,6 +60,8 @@ type summary struct {
 	TracingOff         *float64 `json:"tracing_off_deliveries_per_sec,omitempty"`
 	TracingOn          *float64 `json:"tracing_on_deliveries_per_sec,omitempty"`
 	TracingOverhead    *float64 `json:"tracing_overhead,omitempty"`
+	PostgresEventsPS   *float64 `json:"postgres_projector_events_per_sec,omitempty"`
+	PostgresListP99    *float64 `json:"postgres_list_p99_ms,omitempty"`
 }
 
 func ptr(v float64) *float64 {
@@ -100,6 +103,9 @@ func (r *results) summary() summary {
 		s.AdminListP99, s.AdminVisibleP99 = ptr(a.WorstP99), ptr(a.Visible.P99)
 	}
 	r.tracingSummary(&s)
+	if pg := r.postgres; pg != nil {
+		s.PostgresEventsPS, s.PostgresListP99 = ptr(pg.EventsPerSec), ptr(pg.WorstP99)
+	}
 	return s
 }
 
@@ -168,6 +174,7 @@ func (r *results) print(out io.Writer) {
 	}
 	r.printAdmin(row)
 	r.tracingRows(row)
+	r.postgresRows(row)
 	tw.Flush()
 	for _, c := range r.allChecks() {
 		for _, v := range c.Examples {

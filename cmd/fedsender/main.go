@@ -6,6 +6,8 @@
 //	fedsender run --config FILE
 //	fedsender publish --config FILE [--file F]
 //	fedsender destinations list|show|rooms|reset [...]
+//	fedsender migrate --config FILE
+//	fedsender projection rebuild --config FILE
 package main
 
 import (
@@ -29,6 +31,8 @@ Usage:
   fedsender run --config FILE                      run the service
   fedsender publish --config FILE [--file F]       publish JSON-lines PDU envelopes (stdin by default)
   fedsender destinations list|show|rooms|reset     the federation admin API over NATS (see: fedsender destinations help)
+  fedsender migrate --config FILE                  create or upgrade the PostgreSQL read model's schema
+  fedsender projection rebuild --config FILE       empty the PostgreSQL read model and project the event log again
 
 Every configuration key can be overridden by FEDSENDER_<PATH>, e.g. FEDSENDER_ADMIN_TOKEN.
 `
@@ -54,6 +58,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = publish(ctx, args[1:], stdin, stdout)
 	case "destinations":
 		err = destinations(ctx, args[1:], stdout)
+	case "migrate":
+		err = migrate(ctx, args[1:], stdout)
+	case "projection":
+		err = projectionCmd(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

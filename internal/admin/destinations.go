@@ -85,6 +85,11 @@ func (a *api) list(q url.Values) (listJSON, error) {
 	}
 	order, _ := projection.ParseOrder(orderBy)
 	page := rd.Page(projection.Query{Search: search, Order: order, Backwards: backwards, From: pg.from, Limit: pg.limit})
+	if !rd.Ready() {
+		// A read model that can fail (PostgreSQL) turns unready when a read
+		// fails: answer 503, not the empty page it returned.
+		return listJSON{}, ErrNotReady
+	}
 	ds := make([]destinationJSON, len(page.Destinations))
 	for i, s := range page.Destinations {
 		ds[i] = view(s)
@@ -114,6 +119,9 @@ func (a *api) known(name string) (destination.State, error) {
 	}
 	if s, ok := rd.Get(name); ok {
 		return s, nil
+	}
+	if !rd.Ready() { // the read failed: 503, not 404
+		return destination.State{}, ErrNotReady
 	}
 	if a.opts.Rooms != nil && a.opts.Rooms.Ready() {
 		if _, ok := a.opts.Rooms.Rooms(name, projection.RoomQuery{}); ok {

@@ -26,6 +26,7 @@ type Config struct {
 	Backoff    BackoffConfig    `yaml:"backoff"`
 	Queue      QueueConfig      `yaml:"queue"`
 	Metrics    MetricsConfig    `yaml:"metrics"`
+	Postgres   PostgresConfig   `yaml:"postgres"`
 }
 
 // LogConfig configures the process's slog handler.
@@ -96,6 +97,18 @@ type MetricsConfig struct {
 	// counters and histograms: one series per remote server, which a large
 	// deployment's Prometheus may not afford. Off by default.
 	PerDestinationLabels bool `yaml:"per_destination_labels"`
+}
+
+// PostgresConfig points the admin surfaces' read model at PostgreSQL
+// (package pgprojection): fedsender then keeps Synapse-compatible
+// destinations tables there and answers the admin API from them.
+type PostgresConfig struct {
+	// URL is a libpq connection string or postgres:// URL. Empty: no
+	// PostgreSQL, the JetStream KV read model serves the admin surfaces.
+	// It may hold a password, so it is redacted like admin.token.
+	URL string `yaml:"url" secret:"true"`
+	// Schema holds fedsender's tables; created by the migrations.
+	Schema string `yaml:"schema"`
 }
 
 // BackoffConfig is the retry schedule of a failing destination: the wait
@@ -179,6 +192,9 @@ func Default() Config {
 		},
 		Metrics: MetricsConfig{
 			Listen: "127.0.0.1:9464",
+		},
+		Postgres: PostgresConfig{
+			Schema: "fedsender",
 		},
 	}
 }

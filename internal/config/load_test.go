@@ -243,6 +243,8 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 		"FEDSENDER_QUEUE_CHECKPOINT_INTERVAL=250ms",
 		"FEDSENDER_METRICS_LISTEN=0.0.0.0:9100",
 		"FEDSENDER_METRICS_PER_DESTINATION_LABELS=true",
+		"FEDSENDER_POSTGRES_URL=postgres://fedsender@db/fedsender",
+		"FEDSENDER_POSTGRES_SCHEMA=fs_prod",
 	}
 	if got, want := len(environ)-1, len(loadSchema().settings); got != want {
 		t.Fatalf("test sets %d variables, but there are %d settings: cover the new ones", got, want)
@@ -288,7 +290,8 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 			MaxQueued:          40000,
 			CheckpointInterval: 250 * time.Millisecond,
 		},
-		Metrics: MetricsConfig{Listen: "0.0.0.0:9100", PerDestinationLabels: true},
+		Metrics:  MetricsConfig{Listen: "0.0.0.0:9100", PerDestinationLabels: true},
+		Postgres: PostgresConfig{URL: "postgres://fedsender@db/fedsender", Schema: "fs_prod"},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse:\n got %+v\nwant %+v", c, want)

@@ -56,3 +56,18 @@ func TestLogValueJSON(t *testing.T) {
 		t.Errorf("unexpected JSON log: %s", out)
 	}
 }
+
+// TestRedactedPostgresURL: postgres.url may carry a password, so it is a
+// secret like admin.token.
+func TestRedactedPostgresURL(t *testing.T) {
+	c := valid()
+	c.Postgres.URL = "postgres://fs:pa55word@db/fs"
+	if r := c.Redacted(); r.Postgres.URL != "" || r.Postgres.Schema != "fedsender" {
+		t.Errorf("Redacted: postgres %+v", r.Postgres)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("starting", "config", c)
+	if out := buf.String(); strings.Contains(out, "pa55word") || !strings.Contains(out, "config.postgres.url=REDACTED") {
+		t.Errorf("log output: %s", out)
+	}
+}

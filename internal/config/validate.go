@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fedsender/fedsender/internal/servername"
@@ -49,6 +52,7 @@ func (c Config) Validate() error {
 	c.Backoff.validate(&p)
 	c.Queue.validate(&p)
 	c.Metrics.validate(&p)
+	c.Postgres.validate(&p)
 	return errors.Join(p...)
 }
 
@@ -80,6 +84,36 @@ func (a AdminConfig) validate(p *problems) {
 	if a.Listen != "" {
 		p.add("admin.listen", checkListen(a.Listen))
 	}
+}
+
+// schemaName is what postgres.schema accepts: an unquoted PostgreSQL
+// identifier, so it can be put in SQL without quoting surprises.
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+func (pg PostgresConfig) validate(p *problems) {
+	if pg.URL != "" {
+		if err := checkPostgresURL(pg.URL); err != nil {
+			p.add("postgres.url", err)
+		}
+	}
+	if !schemaName.MatchString(pg.Schema) {
+		p.addf("postgres.schema", "invalid value %q (want a lower-case identifier: letters, digits, _)", pg.Schema)
+	}
+}
+
+// checkPostgresURL accepts postgres:// and postgresql:// URLs and libpq
+// key=value strings; it does not connect.
+func checkPostgresURL(s string) error {
+	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
+		if _, err := url.Parse(s); err != nil {
+			return errors.New("not a valid URL") // url's error would echo the password
+		}
+		return nil
+	}
+	if !strings.Contains(s, "=") {
+		return errors.New("want a postgres:// URL or key=value connection string")
+	}
+	return nil
 }
 
 func (m MetricsConfig) validate(p *problems) {

@@ -32,6 +32,9 @@ func TestValidateValid(t *testing.T) {
 		{"server name with port", func(c *Config) { c.ServerName = "example.org:8448" }},
 		{"fixed backoff", func(c *Config) { c.Backoff.Multiplier = 1; c.Backoff.MaxInterval = c.Backoff.MinInterval }},
 		{"most partitions", func(c *Config) { c.Queue.Partitions = 1024 }},
+		{"postgres URL", func(c *Config) { c.Postgres.URL = "postgres://fs:pw@db:5432/fs?sslmode=require" }},
+		{"postgres key=value", func(c *Config) { c.Postgres.URL = "host=/run/postgresql dbname=fs" }},
+		{"postgres schema", func(c *Config) { c.Postgres.Schema = "fedsender_2" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()
@@ -56,6 +59,10 @@ func TestValidateErrors(t *testing.T) {
 		{"signing key missing", func(c *Config) { c.SigningKeyPath = missing }, "signing_key_path: stat " + missing + ": no such file"},
 		{"signing key is a directory", func(c *Config) { c.SigningKeyPath = dir }, "signing_key_path: " + dir + " is a directory"},
 		{"data dir required", func(c *Config) { c.DataDir = "" }, "data_dir: required"},
+		{"postgres url", func(c *Config) { c.Postgres.URL = "db.internal" }, "postgres.url: want a postgres:// URL"},
+		{"postgres url escape", func(c *Config) { c.Postgres.URL = "postgres://u:%zz@db/x" }, "postgres.url: not a valid URL"},
+		{"postgres schema empty", func(c *Config) { c.Postgres.Schema = "" }, `postgres.schema: invalid value ""`},
+		{"postgres schema quoted", func(c *Config) { c.Postgres.Schema = `a"; DROP` }, `postgres.schema: invalid value`},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, `log.level: invalid value "verbose"`},
 		{"log level is lower case", func(c *Config) { c.Log.Level = "INFO" }, `log.level: invalid value "INFO"`},
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format: invalid value "xml"`},

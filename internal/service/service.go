@@ -194,7 +194,10 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	log.Info("fedsender starting", "server_name", cfg.ServerName, "key_id", key.KeyID(),
 		"destinations_known", len(loaded), "partitions", n, "resume_after_sequence", start)
 
-	proj := newReadModel(js, cfg, start, log)
+	proj, err := newReadModel(ctx, js, cfg, start, log)
+	if err != nil {
+		return err
+	}
 	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Log: log,
 		Observer: proj.rooms, Tracer: obs.tracer, Metrics: obs.metrics})
 	svc := &Service{reader: reader, proj: proj, NATSURL: natsURL}

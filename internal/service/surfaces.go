@@ -21,25 +21,35 @@ import (
 // readModel is the admin surfaces' read model: the projector that keeps the
 // fedsender-destinations bucket, this replica's index of it, and the rooms
 // of each destination. Every replica runs all three (the projector's writes
-// are compare-and-swap merges).
+// are compare-and-swap merges). With postgres.url set, the destinations
+// are answered from PostgreSQL instead (pg); the bucket is still kept.
 type readModel struct {
 	index *kvprojection.Index
 	proj  *kvprojection.Projector
 	rooms *roomindex.Index
+	pg    *pgReadModel // nil without postgres.url
 }
 
 // newReadModel returns the read model; the PDU reader resumes after
 // sequence readerFrom, and the rooms index reads what comes before.
-func newReadModel(js jetstream.JetStream, cfg config.Config, readerFrom uint64, log *slog.Logger) *readModel {
+func newReadModel(ctx context.Context, js jetstream.JetStream, cfg config.Config, readerFrom uint64, log *slog.Logger) (*readModel, error) {
+	var pg *pgReadModel
+	if cfg.Postgres.URL != "" {
+		var err error
+		if pg, err = newPGReadModel(ctx, js, cfg.Postgres, log); err != nil {
+			return nil, err
+		}
+	}
 	idx := kvprojection.NewIndex(js, log)
 	return &readModel{
+		pg:    pg,
 		index: idx,
 		rooms: roomindex.New(roomindex.Options{JS: js, Through: readerFrom, Log: log}),
 		proj: kvprojection.NewProjector(kvprojection.ProjectorOptions{
 			JS: js, Index: idx, Log: log,
 			Bucket: streams.DestinationBucketConfig(streams.Options{Replicas: cfg.NATS.Replicas}),
 		}),
-	}
+	}, nil
 }
 
 // start runs the read model's parts with the service's runner.
@@ -47,17 +57,33 @@ func (m *readModel) start(run func(name string, f func(context.Context) error)) 
 	run("read model index", m.index.Run)
 	run("read model projector", m.proj.Run)
 	run("rooms index", m.rooms.Run)
+	if m.pg != nil {
+		run("postgres read model", m.pg.run)
+	}
 }
 
-// Get is admin.Reader's: one destination from the index.
-func (m *readModel) Get(name string) (destination.State, bool) { return m.index.Get(name) }
+// Get is admin.Reader's: one destination from PostgreSQL or the index.
+func (m *readModel) Get(name string) (destination.State, bool) {
+	if m.pg != nil {
+		return m.pg.reader.Get(name)
+	}
+	return m.index.Get(name)
+}
 
-// Page is admin.Reader's: one page of the list from the index.
-func (m *readModel) Page(q projection.Query) projection.Page { return m.index.Page(q) }
+// Page is admin.Reader's: one page of the list from PostgreSQL or the index.
+func (m *readModel) Page(q projection.Query) projection.Page {
+	if m.pg != nil {
+		return m.pg.reader.Page(q)
+	}
+	return m.index.Page(q)
+}
 
 // Ready reports whether the index shows at least everything the projector
-// found at start.
+// found at start (with PostgreSQL: whether its reader can answer).
 func (m *readModel) Ready() bool {
+	if m.pg != nil {
+		return m.pg.reader.Ready()
+	}
 	synced, rev := m.proj.Synced()
 	return synced && m.index.Ready() && m.index.Revision() >= rev
 }

@@ -1,0 +1,386 @@
+package pgprojection
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/projection"
+	"github.com/fedsender/fedsender/streams"
+)
+
+// ConsumerName is the projector's durable consumer on EventStream. Every
+// replica shares it; the per-row event_seq makes their writes commute.
+const ConsumerName = "fedsender-pgprojection"
+
+// checkpointName is the projector's row in projection_checkpoints.
+const checkpointName = "destination_events"
+
+// ProjectorOptions configure a Projector.
+type ProjectorOptions struct {
+	JS   jetstream.JetStream
+	Pool *pgxpool.Pool
+	// BatchSize is the most events applied in one transaction (default 500).
+	BatchSize int
+	// MaxBackoff bounds the wait between retries while PostgreSQL is down
+	// (default 5 s; the first wait is 50 ms).
+	MaxBackoff time.Duration
+	Log        *slog.Logger
+}
+
+func (o *ProjectorOptions) setDefaults() {
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Projector writes the destinations table from the destination event log
+// and the offsets bucket. Run does the work.
+type Projector struct {
+	opts ProjectorOptions
+
+	mu            sync.Mutex
+	eventsCaught  bool // the event log was read to its end once
+	offsetsCaught bool // the offsets bucket's initial values are written
+}
+
+// NewProjector returns a projector; Run starts it.
+func NewProjector(opts ProjectorOptions) *Projector {
+	opts.setDefaults()
+	return &Projector{opts: opts}
+}
+
+// Synced reports whether everything in the event log and the offsets
+// bucket when the projector started is in PostgreSQL.
+func (p *Projector) Synced() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.eventsCaught && p.offsetsCaught
+}
+
+// Run projects until ctx ends, then returns nil. It returns an error only
+// if it cannot create its consumer or watch the offsets bucket.
+func (p *Projector) Run(ctx context.Context) error {
+	cons, err := p.consumer(ctx)
+	if err != nil {
+		return err
+	}
+	offsets, err := p.opts.JS.KeyValue(ctx, streams.OffsetBucket)
+	if err != nil {
+		return fmt.Errorf("pgprojection: open %s: %w", streams.OffsetBucket, err)
+	}
+	w, err := offsets.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("pgprojection: watch %s: %w", streams.OffsetBucket, err)
+	}
+	defer w.Stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.runOffsets(ctx, w)
+	}()
+	p.runEvents(ctx, cons)
+	<-done
+	return nil
+}
+
+// consumer creates (or finds) the durable consumer.
+func (p *Projector) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := p.opts.JS.CreateOrUpdateConsumer(ctx, streams.EventStream, jetstream.ConsumerConfig{
+		Durable:        ConsumerName,
+		Description:    "pgprojection: the destinations table in PostgreSQL",
+		FilterSubjects: []string{"fedsender.events.>"},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        time.Minute,
+		MaxAckPending:  -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pgprojection: consumer on %s: %w", streams.EventStream, err)
+	}
+	return cons, nil
+}
+
+// runEvents fetches batches of events and applies each in one transaction,
+// retrying a batch until it commits; only then are its messages acked.
+func (p *Projector) runEvents(ctx context.Context, cons jetstream.Consumer) {
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(p.opts.BatchSize, jetstream.FetchMaxWait(500*time.Millisecond))
+		var msgs []jetstream.Msg
+		if err == nil {
+			for m := range batch.Messages() {
+				msgs = append(msgs, m)
+			}
+			err = batch.Error()
+			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+				err = nil
+			}
+		}
+		if err != nil && len(msgs) == 0 {
+			p.opts.Log.Warn("pgprojection: fetch events", "error", err)
+			if !p.wait(ctx, 200*time.Millisecond) {
+				return
+			}
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				// `fedsender projection rebuild` deleted it: read from the start.
+				if c, cerr := p.consumer(ctx); cerr == nil {
+					cons = c
+				}
+			}
+			continue
+		}
+		if len(msgs) == 0 {
+			p.setEventsCaught()
+			continue
+		}
+		rows, last, caught := p.decode(msgs)
+		if !p.retry(ctx, "apply events", func(ctx context.Context) error { return p.applyEvents(ctx, rows, last) }) {
+			return
+		}
+		for _, m := range msgs {
+			if err := m.Ack(); err != nil {
+				p.opts.Log.Debug("pgprojection: ack", "error", err) // redelivery is harmless
+			}
+		}
+		if caught {
+			p.setEventsCaught()
+		}
+	}
+}
+
+func (p *Projector) setEventsCaught() {
+	p.mu.Lock()
+	p.eventsCaught = true
+	p.mu.Unlock()
+}
+
+// row is one destination's state from an event.
+type row struct {
+	state destination.State
+	seq   uint64
+}
+
+// decode turns a batch into rows (the newest event per destination) and
+// returns the batch's highest sequence and whether it reached the end of
+// the stream.
+func (p *Projector) decode(msgs []jetstream.Msg) (rows []row, last uint64, caught bool) {
+	idx := map[string]int{}
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			p.opts.Log.Warn("pgprojection: event without metadata", "subject", m.Subject(), "error", err)
+			continue
+		}
+		last, caught = max(last, md.Sequence.Stream), md.NumPending == 0
+		name, err := streams.DestinationFromEventSubject(m.Subject())
+		if err != nil {
+			p.opts.Log.Warn("pgprojection: skipped event", "subject", m.Subject(), "error", err)
+			continue
+		}
+		var ev destination.Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			p.opts.Log.Warn("pgprojection: skipped event", "destination", name, "sequence", md.Sequence.Stream, "error", err)
+			continue
+		}
+		ev.State.Destination = name // the subject names the destination
+		r := row{state: ev.State, seq: md.Sequence.Stream}
+		if i, ok := idx[name]; ok {
+			if rows[i].seq < r.seq {
+				rows[i] = r
+			}
+			continue
+		}
+		idx[name] = len(rows)
+		rows = append(rows, r)
+	}
+	return rows, last, caught
+}
+
+// upsertEvent writes each destination's state (one statement per batch, a
+// row per destination: rows holds no name twice) as Synapse stores it (failure_ts
+// null and the timings 0 when not failing) unless the row shows a newer
+// event; last_successful_stream_ordering only grows (the offsets bucket
+// writes it too). GREATEST ignores NULLs.
+const upsertEvent = `
+INSERT INTO destinations AS d (destination, retry_last_ts, retry_interval, failure_ts,
+	last_successful_stream_ordering, catching_up, event_seq)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::boolean[], $7::bigint[])
+ON CONFLICT (destination) DO UPDATE SET
+	retry_last_ts = excluded.retry_last_ts,
+	retry_interval = excluded.retry_interval,
+	failure_ts = excluded.failure_ts,
+	last_successful_stream_ordering = GREATEST(d.last_successful_stream_ordering, excluded.last_successful_stream_ordering),
+	catching_up = excluded.catching_up,
+	event_seq = excluded.event_seq
+WHERE d.event_seq < excluded.event_seq`
+
+const upsertCheckpoint = `
+INSERT INTO projection_checkpoints AS c (name, stream_seq) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET stream_seq = GREATEST(c.stream_seq, excluded.stream_seq)`
+
+// applyEvents writes rows and the checkpoint in one transaction.
+func (p *Projector) applyEvents(ctx context.Context, rows []row, last uint64) error {
+	return pgx.BeginFunc(ctx, p.opts.Pool, func(tx pgx.Tx) error {
+		var (
+			names                    = make([]string, len(rows))
+			retryLast, retryIv, seqs = make([]int64, len(rows)), make([]int64, len(rows)), make([]int64, len(rows))
+			failure, offsets         = make([]*int64, len(rows)), make([]*int64, len(rows))
+			catchingUp               = make([]bool, len(rows))
+		)
+		for i, r := range rows {
+			s := projection.Shown(r.state) // as Synapse stores it
+			names[i], retryLast[i], retryIv[i], seqs[i] = s.Destination, s.RetryLastTS, s.RetryInterval, int64(r.seq)
+			failure[i], offsets[i] = nullZero(s.FailureTS), nullZero(int64(min(s.Offset, 1<<63-1)))
+			catchingUp[i] = s.CatchingUp
+		}
+		b := &pgx.Batch{}
+		if len(rows) > 0 {
+			b.Queue(upsertEvent, names, retryLast, retryIv, failure, offsets, catchingUp, seqs)
+		}
+		b.Queue(upsertCheckpoint, checkpointName, int64(last))
+		return tx.SendBatch(ctx, b).Close()
+	})
+}
+
+// runOffsets writes the offsets bucket's values, coalesced per flush.
+func (p *Projector) runOffsets(ctx context.Context, w jetstream.KeyWatcher) {
+	pending := map[string]int64{}
+	initial := true
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() == nil {
+					p.opts.Log.Error("pgprojection: the offsets watcher stopped")
+				}
+				return
+			}
+			if e == nil {
+				initial = false
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				continue // a deleted offset: the row keeps what it showed
+			}
+			name, err := streams.DestinationFromOffsetKey(e.Key())
+			if err != nil {
+				continue
+			}
+			off, err := strconv.ParseUint(string(e.Value()), 10, 64)
+			if err != nil {
+				p.opts.Log.Warn("pgprojection: skipped offset", "destination", name, "error", err)
+				continue
+			}
+			pending[name] = max(pending[name], int64(min(off, 1<<63-1)))
+		case <-tick.C:
+			if initial {
+				continue
+			}
+			if len(pending) > 0 {
+				if !p.retry(ctx, "apply offsets", func(ctx context.Context) error { return p.applyOffsets(ctx, pending) }) {
+					return
+				}
+				clear(pending)
+			}
+			p.mu.Lock()
+			p.offsetsCaught = true
+			p.mu.Unlock()
+		}
+	}
+}
+
+const upsertOffset = `
+INSERT INTO destinations AS d (destination, last_successful_stream_ordering)
+SELECT * FROM unnest($1::text[], $2::bigint[])
+ON CONFLICT (destination) DO UPDATE SET
+	last_successful_stream_ordering = GREATEST(d.last_successful_stream_ordering, excluded.last_successful_stream_ordering)
+WHERE d.last_successful_stream_ordering IS DISTINCT FROM GREATEST(d.last_successful_stream_ordering, excluded.last_successful_stream_ordering)`
+
+func (p *Projector) applyOffsets(ctx context.Context, offs map[string]int64) error {
+	return pgx.BeginFunc(ctx, p.opts.Pool, func(tx pgx.Tx) error {
+		names, values := make([]string, 0, len(offs)), make([]*int64, 0, len(offs))
+		for name, off := range offs {
+			names, values = append(names, name), append(values, nullZero(off))
+		}
+		_, err := tx.Exec(ctx, upsertOffset, names, values)
+		return err
+	})
+}
+
+// retry runs f until it succeeds, waiting with exponential backoff between
+// attempts; it returns false if ctx ended first.
+func (p *Projector) retry(ctx context.Context, what string, f func(context.Context) error) bool {
+	wait := 50 * time.Millisecond
+	for {
+		err := f(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		p.opts.Log.Warn("pgprojection: PostgreSQL unavailable; retrying", "op", what, "in", wait, "error", err)
+		if !p.wait(ctx, wait) {
+			return false
+		}
+		wait = min(wait*2, p.opts.MaxBackoff)
+	}
+}
+
+// wait sleeps for d or until ctx ends; it reports whether ctx is live.
+func (p *Projector) wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Rebuild empties the tables and deletes the durable consumer, so that the
+// projector reads the whole event log again: a running one notices its
+// consumer is gone and recreates it; otherwise the next Run does. Offsets
+// are written again only by a projector that starts (its watcher replays
+// the offsets bucket), so restart the replicas after a rebuild.
+func Rebuild(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool) error {
+	err := js.DeleteConsumer(ctx, streams.EventStream, ConsumerName)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("pgprojection: delete consumer: %w", err)
+	}
+	_, err = pool.Exec(ctx, "TRUNCATE destinations, destination_rooms, projection_checkpoints")
+	if err != nil {
+		return fmt.Errorf("pgprojection: truncate: %w", err)
+	}
+	return nil
+}
+
+// nullZero maps 0 (Synapse's NULL: never failed, nothing sent) to NULL.
+func nullZero(v int64) *int64 {
+	if v == 0 {
+		return nil
+	}
+	return &v
+}
