@@ -11,47 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fedsender/fedsender/internal/admin"
 	"github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/eventlog"
-	"github.com/fedsender/fedsender/internal/projection/memprojection"
+	"github.com/fedsender/fedsender/internal/projection/kvprojection"
+	"github.com/fedsender/fedsender/internal/projection/projectiontest"
 	"github.com/fedsender/fedsender/streams"
 )
-
-func startJetStream(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		JetStream: true, StoreDir: t.TempDir(), Port: -1,
-		JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 256 << 20,
-	})
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready after 10s")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
-		t.Fatalf("ensure streams: %v", err)
-	}
-	return js
-}
 
 // owner plays the destinations' owner: it writes their events, and performs
 // the resets the admin API hands to it.
@@ -82,8 +48,8 @@ func (o *owner) Reset(ctx context.Context, dest string) error {
 	return o.record(ctx, dest, destination.Event{Type: destination.Reset, At: time.Now().UnixMilli()})
 }
 
-func TestWithMemProjection(t *testing.T) {
-	js := startJetStream(t)
+func TestWithKVProjection(t *testing.T) {
+	_, js, _ := projectiontest.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	store, err := eventlog.Open(ctx, js)
@@ -105,7 +71,8 @@ func TestWithMemProjection(t *testing.T) {
 	_, err = store.PutOffset(ctx, streams.Partition("[2001:db8::1]", 8), "[2001:db8::1]", 3, 0)
 	must(err)
 
-	proj := memprojection.New(js)
+	proj := kvprojection.NewIndex(js, nil)
+	projector := kvprojection.NewProjector(kvprojection.ProjectorOptions{JS: js, Index: proj})
 	srv := httptest.NewServer(admin.New(admin.Options{
 		Tokens: []string{token}, Reader: proj, Resetter: o,
 		Ready: func() error {
@@ -138,30 +105,34 @@ func TestWithMemProjection(t *testing.T) {
 	}
 
 	runCtx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- proj.Run(runCtx) }()
+	go func() { errc <- projector.Run(runCtx) }()
 	t.Cleanup(func() {
 		stop()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("projection Run: %v", err)
+		for range 2 {
+			select {
+			case err := <-errc:
+				if err != nil {
+					t.Errorf("read model Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("read model Run did not return within 10s of its context ending")
 			}
-		case <-time.After(10 * time.Second):
-			t.Error("projection Run did not return within 10s of its context ending")
 		}
 	})
 	poll(t, "/readyz to answer 200", func() bool { s, _ := call("GET", "/readyz"); return s == 200 })
 
-	status, body := call("GET", base+"?order_by=last_successful_stream_ordering&dir=b")
 	want := `{"destinations":[` +
 		`{"destination":"ok.example","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":42},` +
 		`{"destination":"failing.example:8448","retry_last_ts":1000,"retry_interval":600000,"failure_ts":1000,"last_successful_stream_ordering":7},` +
 		`{"destination":"[2001:db8::1]","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":3}` +
 		`],"total":3}`
-	if status != 200 || body != want {
-		t.Errorf("list = %d %s\nwant 200 %s", status, body, want)
-	}
+	// The projector writes the bucket within about 250 ms of the events.
+	poll(t, "the list to show the three destinations", func() bool {
+		status, body := call("GET", base+"?order_by=last_successful_stream_ordering&dir=b")
+		return status == 200 && body == want
+	})
 
 	// A reset goes to the owner, whose Reset event reaches the read model.
 	if status, body := call("POST", base+"/failing.example%3A8448/reset_connection"); status != 200 || body != "{}" {
@@ -172,7 +143,7 @@ func TestWithMemProjection(t *testing.T) {
 		_, body := call("GET", base+"/failing.example:8448")
 		return body == wantReset
 	})
-	status, body = call("POST", base+"/failing.example:8448/reset_connection")
+	status, body := call("POST", base+"/failing.example:8448/reset_connection")
 	if status != 400 || !strings.Contains(body, "The retry timing does not need to be reset for this destination.") {
 		t.Errorf("second reset = %d %s, want 400", status, body)
 	}

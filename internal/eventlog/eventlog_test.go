@@ -4,43 +4,16 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
-
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/eventlog"
-	"github.com/fedsender/fedsender/streams"
+	"github.com/fedsender/fedsender/internal/projection/projectiontest"
 )
 
 func newStore(t *testing.T) *eventlog.Store {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1,
-		JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 256 << 20, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := streams.Ensure(ctx, js, streams.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := eventlog.Open(ctx, js)
+	_, js, _ := projectiontest.JetStream(t)
+	s, err := eventlog.Open(context.Background(), js)
 	if err != nil {
 		t.Fatal(err)
 	}
