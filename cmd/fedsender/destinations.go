@@ -169,13 +169,11 @@ func (c destinationsCall) natsURL() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if cfg.NATS.URL != "" {
-			return cfg.NATS.URL, nil
+		url, err := natsURL(cfg)
+		if err != nil {
+			return "", fmt.Errorf("%w: use --server", err)
 		}
-		if cfg.NATS.Listen == "" {
-			return "", errors.New("the configuration's embedded NATS server does not listen (nats.listen is empty): use --server")
-		}
-		return "nats://" + cfg.NATS.Listen, nil
+		return url, nil
 	case os.Getenv("NATS_URL") != "":
 		return os.Getenv("NATS_URL"), nil
 	}

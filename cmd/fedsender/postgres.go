@@ -5,10 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/config"
 	"github.com/fedsender/fedsender/internal/projection/pgprojection"
@@ -64,19 +60,11 @@ func projectionCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	url := cfg.NATS.URL
-	if url == "" {
-		url = "nats://" + cfg.NATS.Listen
-	}
-	nc, err := nats.Connect(url, nats.Name("fedsender projection rebuild"), nats.Timeout(5*time.Second))
-	if err != nil {
-		return fmt.Errorf("connect to %s (is fedsender running?): %w", url, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := connectJetStream(cfg, "fedsender projection rebuild")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	pool, err := pgprojection.Connect(ctx, cfg.Postgres.URL, cfg.Postgres.Schema)
 	if err != nil {
 		return err

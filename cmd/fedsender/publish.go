@@ -8,10 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/streams"
 )
@@ -56,19 +52,11 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("reading envelopes: %w", err)
 	}
-	url := cfg.NATS.URL
-	if url == "" {
-		url = "nats://" + cfg.NATS.Listen
-	}
-	nc, err := nats.Connect(url, nats.Name("fedsender publish"), nats.Timeout(5*time.Second))
-	if err != nil {
-		return fmt.Errorf("connect to %s (is fedsender running?): %w", url, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := connectJetStream(cfg, "fedsender publish")
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
 	pub := streams.NewPublisher(js)
 	published, dups := 0, 0
 	for i, line := range lines {

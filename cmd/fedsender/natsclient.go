@@ -1,0 +1,43 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/internal/config"
+)
+
+// natsURL is where a command finds the NATS of a running fedsender:
+// nats.url, or the embedded server's nats.listen.
+func natsURL(cfg config.Config) (string, error) {
+	if cfg.NATS.URL != "" {
+		return cfg.NATS.URL, nil
+	}
+	if cfg.NATS.Listen == "" {
+		return "", errors.New("the configuration's embedded NATS server does not listen (nats.listen is empty)")
+	}
+	return "nats://" + cfg.NATS.Listen, nil
+}
+
+// connectJetStream connects a command to the NATS of a running fedsender.
+// Close the returned connection when done.
+func connectJetStream(cfg config.Config, name string) (*nats.Conn, jetstream.JetStream, error) {
+	url, err := natsURL(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := nats.Connect(url, nats.Name(name), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s (is fedsender running?): %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
