@@ -240,18 +240,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 				Resetter: resets, Ready: svc.ready, Log: log}),
 			ReadHeaderTimeout: 10 * time.Second,
 		}
-		run("admin", func(ctx context.Context) error {
-			go func() {
-				<-ctx.Done()
-				shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				defer cancel()
-				srv.Shutdown(shutdown)
-			}()
-			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
+		run("admin", func(ctx context.Context) error { return serveHTTP(ctx, srv, ln) })
 		log.Info("admin API listening", "address", svc.AdminAddr)
 	}
 	if deps.Ready != nil {
@@ -337,4 +326,19 @@ func sendSlots(cfg config.Config) int {
 		return cfg.Federation.SendSlots
 	}
 	return 4 * runtime.GOMAXPROCS(0)
+}
+
+// serveHTTP serves srv on ln until ctx ends, then shuts it down, giving
+// requests in flight 5 seconds.
+func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdown)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
 }

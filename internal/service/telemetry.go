@@ -2,7 +2,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -176,18 +175,7 @@ func (o *observability) serveMetrics(cfg config.Config, run func(string, func(co
 		ErrorLog: slog.NewLogLogger(o.log.Handler(), slog.LevelWarn),
 	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	run("metrics", func(ctx context.Context) error {
-		go func() {
-			<-ctx.Done()
-			shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			srv.Shutdown(shutdown)
-		}()
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	run("metrics", func(ctx context.Context) error { return serveHTTP(ctx, srv, ln) })
 	o.log.Info("metrics listening", "address", ln.Addr().String(), "path", "/metrics")
 	return ln.Addr().String(), nil
 }
