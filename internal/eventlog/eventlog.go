@@ -106,6 +106,21 @@ func classify(err error) error {
 	return fmt.Errorf("eventlog: %w", err)
 }
 
+// DecodeEvent decodes an event of the log from its subject and body. The
+// subject names the destination, and wins over the body's state.
+func DecodeEvent(subject string, data []byte) (destination.Event, error) {
+	name, err := streams.DestinationFromEventSubject(subject)
+	if err != nil {
+		return destination.Event{}, fmt.Errorf("eventlog: %w", err)
+	}
+	var ev destination.Event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return destination.Event{}, fmt.Errorf("eventlog: event of %s: %w", name, err)
+	}
+	ev.State.Destination = name
+	return ev, nil
+}
+
 // Loaded is a destination as the store remembers it.
 type Loaded struct {
 	State     destination.State
@@ -147,9 +162,9 @@ func (s *Store) loadEvents(ctx context.Context, out map[string]*Loaded) error {
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			var ev destination.Event
-			if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-				return fmt.Errorf("eventlog: event on %s: %w", msg.Subject(), err)
+			ev, err := DecodeEvent(msg.Subject(), msg.Data())
+			if err != nil {
+				return err
 			}
 			md, err := msg.Metadata()
 			if err != nil {

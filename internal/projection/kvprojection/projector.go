@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/eventlog"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -225,21 +226,16 @@ func (p *Projector) onEvent(msg jetstream.Msg) {
 	if md.NumPending == 0 || p.eventsInitKnown && p.eventsReceived >= p.eventsInitPending {
 		p.eventsReady = true
 	}
-	name, err := streams.DestinationFromEventSubject(msg.Subject())
+	ev, err := eventlog.DecodeEvent(msg.Subject(), msg.Data())
 	if err != nil {
-		p.opts.Log.Warn("kvprojection: skipped event", "subject", msg.Subject(), "error", err)
+		p.opts.Log.Warn("kvprojection: skipped event", "subject", msg.Subject(), "sequence", md.Sequence.Stream, "error", err)
 		return
 	}
-	var ev destination.Event
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		p.opts.Log.Warn("kvprojection: skipped event", "destination", name, "sequence", md.Sequence.Stream, "error", err)
-		return
-	}
+	name := ev.State.Destination
 	e := p.entry(name)
 	if md.Sequence.Stream <= e.eventSeq {
 		return // a redelivery after the consumer was recreated
 	}
-	ev.State.Destination = name // the subject names the destination
 	e.state, e.eventSeq = ev.State, md.Sequence.Stream
 	p.dirty[name] = struct{}{}
 }

@@ -2,7 +2,6 @@ package pgprojection
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/eventlog"
 	"github.com/fedsender/fedsender/internal/projection"
 	"github.com/fedsender/fedsender/streams"
 )
@@ -189,17 +189,12 @@ func (p *Projector) decode(msgs []jetstream.Msg) (rows []row, last uint64, caugh
 			continue
 		}
 		last, caught = max(last, md.Sequence.Stream), md.NumPending == 0
-		name, err := streams.DestinationFromEventSubject(m.Subject())
+		ev, err := eventlog.DecodeEvent(m.Subject(), m.Data())
 		if err != nil {
-			p.opts.Log.Warn("pgprojection: skipped event", "subject", m.Subject(), "error", err)
+			p.opts.Log.Warn("pgprojection: skipped event", "subject", m.Subject(), "sequence", md.Sequence.Stream, "error", err)
 			continue
 		}
-		var ev destination.Event
-		if err := json.Unmarshal(m.Data(), &ev); err != nil {
-			p.opts.Log.Warn("pgprojection: skipped event", "destination", name, "sequence", md.Sequence.Stream, "error", err)
-			continue
-		}
-		ev.State.Destination = name // the subject names the destination
+		name := ev.State.Destination
 		r := row{state: ev.State, seq: md.Sequence.Stream}
 		if i, ok := idx[name]; ok {
 			if rows[i].seq < r.seq {
