@@ -49,6 +49,26 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
+// keyAndCAFiles makes a signing key and a test CA for a real fedsender
+// process and writes them into dir, for signing_key_path and
+// federation.ca_file.
+func keyAndCAFiles(t *testing.T, dir, version string) (xmatrix.SigningKey, *pki.CA, string, string) {
+	t.Helper()
+	key, err := xmatrix.GenerateKey(version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := pki.MustCA(t)
+	keyPath, caPath := filepath.Join(dir, "signing.key"), filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(keyPath, key.MarshalKeyFile(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caPath, ca.PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return key, ca, keyPath, caPath
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -90,18 +110,7 @@ func TestKill9UnderLoadLosesNothing(t *testing.T) {
 		t.Skip("builds and runs the real binary")
 	}
 	dir := t.TempDir()
-	key, err := xmatrix.GenerateKey("crash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := pki.MustCA(t)
-	keyPath, caPath := filepath.Join(dir, "signing.key"), filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(keyPath, key.MarshalKeyFile(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(caPath, ca.PEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key, ca, keyPath, caPath := keyAndCAFiles(t, dir, "crash")
 	natsPort := freePort(t)
 	conf := filepath.Join(dir, "fedsender.yaml")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`server_name: %s

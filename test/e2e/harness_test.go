@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -193,23 +192,13 @@ func (h *harness) publishContext(ctx context.Context, room string, n int, dests 
 // admin calls the admin API and decodes the JSON answer.
 func (h *harness) admin(method, path string, out any) int {
 	h.t.Helper()
-	req, err := http.NewRequest(method, "http://"+h.svc.AdminAddr+path, nil)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		h.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode == http.StatusOK {
-		if err := json.Unmarshal(body, out); err != nil {
+	status, body := h.adminRaw(method, path)
+	if out != nil && status == http.StatusOK {
+		if err := json.Unmarshal([]byte(body), out); err != nil {
 			h.t.Fatalf("%s %s: %v in %s", method, path, err, body)
 		}
 	}
-	return resp.StatusCode
+	return status
 }
 
 // destinationInfo is Synapse's destination object.

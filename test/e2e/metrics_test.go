@@ -23,9 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/fedsender/fedsender/internal/xmatrix"
 	"github.com/fedsender/fedsender/streams"
-	"github.com/fedsender/fedsender/test/pki"
 	"github.com/fedsender/fedsender/test/receiver"
 )
 
@@ -38,18 +36,7 @@ func TestRunServesPrometheusMetricsAndTracedJSONLogs(t *testing.T) {
 		t.Skip("builds and runs the real binary")
 	}
 	dir := t.TempDir()
-	key, err := xmatrix.GenerateKey("metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := pki.MustCA(t)
-	keyPath, caPath := filepath.Join(dir, "signing.key"), filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(keyPath, key.MarshalKeyFile(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(caPath, ca.PEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key, ca, keyPath, caPath := keyAndCAFiles(t, dir, "metrics")
 	natsPort, metricsPort := freePort(t), freePort(t)
 	conf := filepath.Join(dir, "fedsender.yaml")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`server_name: %s
