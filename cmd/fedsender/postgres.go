@@ -76,6 +76,6 @@ func projectionCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := pgprojection.Rebuild(ctx, js, pool); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "schema %s: emptied; the projector reads the event log again\n", cfg.Postgres.Schema)
+	fmt.Fprintf(stdout, "schema %s: emptied; the projector reads the event log, the offsets and the PDU stream again\n", cfg.Postgres.Schema)
 	return nil
 }

@@ -176,6 +176,9 @@ func (a *api) rooms(dest string, q url.Values) (roomsJSON, error) {
 		return roomsJSON{}, ErrNotReady
 	}
 	page, _ := a.opts.Rooms.Rooms(dest, projection.RoomQuery{Backwards: backwards, From: pg.from, Limit: pg.limit})
+	if !a.opts.Rooms.Ready() { // the read failed: 503, not an empty page
+		return roomsJSON{}, ErrNotReady
+	}
 	for _, r := range page.Rooms {
 		out.Rooms = append(out.Rooms, roomJSON{RoomID: r.RoomID, StreamOrdering: r.StreamOrdering})
 	}

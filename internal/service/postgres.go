@@ -2,6 +2,8 @@ package service
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -40,6 +42,18 @@ func newPGReadModel(ctx context.Context, js jetstream.JetStream, cfg config.Post
 
 // Synced is the reader's condition: migrated, and the projector caught up.
 func (m *pgReadModel) Synced() bool { return m.migrated.Load() && m.proj.Synced() }
+
+// notReady says why the reader cannot answer.
+func (m *pgReadModel) notReady() error {
+	switch {
+	case !m.migrated.Load():
+		return errors.New("the PostgreSQL read model is not migrated yet (is PostgreSQL reachable?)")
+	case !m.reader.Healthy():
+		return errors.New("PostgreSQL cannot be read")
+	}
+	events, pdus := m.proj.Behind()
+	return fmt.Errorf("the PostgreSQL read model is loading: %d destination events and %d PDUs behind", events, pdus)
+}
 
 // run migrates (retrying while PostgreSQL is down), then projects until ctx
 // ends; it closes the pool when done.

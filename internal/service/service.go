@@ -199,7 +199,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		return err
 	}
 	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Log: log,
-		Observer: proj.rooms, Tracer: obs.tracer, Metrics: obs.metrics})
+		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics})
 	svc := &Service{reader: reader, proj: proj, NATSURL: natsURL}
 
 	var wg sync.WaitGroup
@@ -266,10 +266,8 @@ func (s *Service) ready() error {
 	switch {
 	case !s.reader.Running():
 		return errors.New("the PDU reader is not running")
-	case !s.proj.Ready():
-		return errReadModelLoading
 	}
-	return nil
+	return s.proj.notReady()
 }
 
 // resetter hands an admin reset to the destination's partition supervisor.

@@ -12,6 +12,7 @@ import (
 	"github.com/fedsender/fedsender/internal/config"
 	"github.com/fedsender/fedsender/internal/control"
 	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/ingest"
 	"github.com/fedsender/fedsender/internal/projection"
 	"github.com/fedsender/fedsender/internal/projection/kvprojection"
 	"github.com/fedsender/fedsender/internal/projection/roomindex"
@@ -22,12 +23,15 @@ import (
 // fedsender-destinations bucket, this replica's index of it, and the rooms
 // of each destination. Every replica runs all three (the projector's writes
 // are compare-and-swap merges). With postgres.url set, the destinations
-// are answered from PostgreSQL instead (pg); the bucket is still kept.
+// and their rooms are answered from PostgreSQL instead (pg), and there is
+// no in-memory rooms index; the bucket is still kept.
 type readModel struct {
 	index *kvprojection.Index
 	proj  *kvprojection.Projector
-	rooms *roomindex.Index
-	pg    *pgReadModel // nil without postgres.url
+	rooms admin.Rooms
+	// roomIndex is the in-memory rooms index; nil with PostgreSQL.
+	roomIndex *roomindex.Index
+	pg        *pgReadModel // nil without postgres.url
 }
 
 // newReadModel returns the read model; the PDU reader resumes after
@@ -41,22 +45,39 @@ func newReadModel(ctx context.Context, js jetstream.JetStream, cfg config.Config
 		}
 	}
 	idx := kvprojection.NewIndex(js, log)
-	return &readModel{
+	m := &readModel{
 		pg:    pg,
 		index: idx,
-		rooms: roomindex.New(roomindex.Options{JS: js, Through: readerFrom, Log: log}),
 		proj: kvprojection.NewProjector(kvprojection.ProjectorOptions{
 			JS: js, Index: idx, Log: log,
 			Bucket: streams.DestinationBucketConfig(streams.Options{Replicas: cfg.NATS.Replicas}),
 		}),
-	}, nil
+	}
+	if pg != nil {
+		m.rooms = pg.reader
+	} else {
+		m.roomIndex = roomindex.New(roomindex.Options{JS: js, Through: readerFrom, Log: log})
+		m.rooms = m.roomIndex
+	}
+	return m, nil
+}
+
+// observer is what the PDU reader shows each batch to: the rooms index,
+// or nothing with PostgreSQL (its projector reads the stream itself).
+func (m *readModel) observer() ingest.Observer {
+	if m.roomIndex == nil {
+		return nil
+	}
+	return m.roomIndex
 }
 
 // start runs the read model's parts with the service's runner.
 func (m *readModel) start(run func(name string, f func(context.Context) error)) {
 	run("read model index", m.index.Run)
 	run("read model projector", m.proj.Run)
-	run("rooms index", m.rooms.Run)
+	if m.roomIndex != nil {
+		run("rooms index", m.roomIndex.Run)
+	}
 	if m.pg != nil {
 		run("postgres read model", m.pg.run)
 	}
@@ -90,6 +111,18 @@ func (m *readModel) Ready() bool {
 
 // errReadModelLoading is /readyz's reason while the read model loads.
 var errReadModelLoading = errors.New("the read model is still loading")
+
+// notReady is /readyz's reason while the read model cannot answer; with
+// PostgreSQL it says how far behind the projector is.
+func (m *readModel) notReady() error {
+	if m.Ready() {
+		return nil
+	}
+	if m.pg == nil {
+		return errReadModelLoading
+	}
+	return m.pg.notReady()
+}
 
 // startCommands runs the owner's listener for reset commands and the NATS
 // micro service, and returns the Resetter the HTTP admin API uses: both

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,9 +14,10 @@ import (
 )
 
 // TestPostgresReadModel: with postgres.url set, fedsender migrates the
-// schema, projects its destinations into Synapse's destinations table, and
-// answers the admin API from it; while PostgreSQL is down the admin API
-// answers 503 and sending goes on; after a restart nothing is lost.
+// schema, projects its destinations into Synapse's destinations table and
+// their rooms into destination_rooms, and answers the admin API from them;
+// while PostgreSQL is down the admin API and /readyz answer 503 and
+// sending goes on; after a restart nothing is lost.
 func TestPostgresReadModel(t *testing.T) {
 	srv := pgtest.Own(t)
 	schema := pgtest.Schema(t, srv.URL)
@@ -29,6 +31,15 @@ func TestPostgresReadModel(t *testing.T) {
 		lsso := h.destination(d).LastSuccessfulStreamOrdering
 		return lsso != nil && *lsso >= 1
 	}, "the admin API never showed %s's last_successful_stream_ordering", d)
+
+	// /rooms comes from destination_rooms, filled from the fan-out.
+	h.publish("!b:origin.test", 1, d, "unreachable.invalid")
+	eventually(t, 15*time.Second, func() bool {
+		return slices.Equal(h.rooms(d), []roomInfo{{"!a:origin.test", 1}, {"!b:origin.test", 2}})
+	}, "/rooms of %s never showed both rooms", d)
+	if got := h.rooms("unreachable.invalid"); !slices.Equal(got, []roomInfo{{"!b:origin.test", 2}}) {
+		t.Errorf("/rooms of unreachable.invalid = %v", got)
+	}
 
 	pool := connectPG(t, srv.URL)
 	var lsso int64
@@ -46,6 +57,12 @@ func TestPostgresReadModel(t *testing.T) {
 		code, _ := h.adminRaw("GET", "/_synapse/admin/v1/federation/destinations")
 		return code == http.StatusServiceUnavailable
 	}, "the admin API kept answering with PostgreSQL down")
+	if code, _ := h.adminRaw("GET", "/_synapse/admin/v1/federation/destinations/"+d+"/rooms"); code != http.StatusServiceUnavailable {
+		t.Errorf("/rooms with PostgreSQL down: %d, want 503", code)
+	}
+	if code, body := h.adminRaw("GET", "/readyz"); code != http.StatusServiceUnavailable || body != "PostgreSQL cannot be read" {
+		t.Errorf("/readyz with PostgreSQL down: %d %q", code, body)
+	}
 	h.publish("!a:origin.test", 2, d)
 	r.WaitPDUs(t, 2) // sending does not wait for PostgreSQL
 	r.SetFault(receiver.Fault{Status: http.StatusInternalServerError})
@@ -53,6 +70,9 @@ func TestPostgresReadModel(t *testing.T) {
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, 30*time.Second, func() bool {
+		return slices.Equal(h.rooms(d), []roomInfo{{"!a:origin.test", 4}, {"!b:origin.test", 2}})
+	}, "/rooms of %s never showed the PDU published while PostgreSQL was down", d)
 	// What happened while PostgreSQL was down reaches it: the second PDU's
 	// success, then the third's failure.
 	eventually(t, 30*time.Second, func() bool {
@@ -66,6 +86,24 @@ func TestPostgresReadModel(t *testing.T) {
 		d).Scan(&retry, &lsso); err != nil || retry == 0 || lsso < 2 {
 		t.Fatalf("destinations row of %s: retry_last_ts %d, last_successful_stream_ordering %d, %v", d, retry, lsso, err)
 	}
+}
+
+// roomInfo is an entry of Synapse's /rooms answer.
+type roomInfo struct {
+	RoomID         string `json:"room_id"`
+	StreamOrdering uint64 `json:"stream_ordering"`
+}
+
+// rooms returns a destination's rooms from the admin API (nil unless 200).
+func (h *harness) rooms(dest string) []roomInfo {
+	h.t.Helper()
+	var out struct {
+		Rooms []roomInfo `json:"rooms"`
+	}
+	if h.admin("GET", "/_synapse/admin/v1/federation/destinations/"+dest+"/rooms", &out) != http.StatusOK {
+		return nil
+	}
+	return out.Rooms
 }
 
 // connectPG opens a pool on url, closed when the test ends.

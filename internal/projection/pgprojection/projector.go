@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/destination"
@@ -59,6 +58,9 @@ type Projector struct {
 	mu            sync.Mutex
 	eventsCaught  bool // the event log was read to its end once
 	offsetsCaught bool // the offsets bucket's initial values are written
+	roomsCaught   bool // the PDU stream was read to its end once
+	eventsBehind  uint64
+	pdusBehind    uint64
 }
 
 // NewProjector returns a projector; Run starts it.
@@ -67,38 +69,71 @@ func NewProjector(opts ProjectorOptions) *Projector {
 	return &Projector{opts: opts}
 }
 
-// Synced reports whether everything in the event log and the offsets
-// bucket when the projector started is in PostgreSQL.
+// Synced reports whether everything in the event log, the offsets bucket
+// and the PDU stream when the projector (re)started is in PostgreSQL.
 func (p *Projector) Synced() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.eventsCaught && p.offsetsCaught
+	return p.eventsCaught && p.offsetsCaught && p.roomsCaught
+}
+
+// Behind returns how many destination events and PDUs the projector's
+// consumers had yet to deliver at their last fetch.
+func (p *Projector) Behind() (events, pdus uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.eventsBehind, p.pdusBehind
 }
 
 // Run projects until ctx ends, then returns nil. It returns an error only
-// if it cannot create its consumer or watch the offsets bucket.
+// if it cannot create its consumers or watch the offsets bucket. When a
+// rebuild deletes the event consumer, it starts over: the consumers read
+// their streams from the start and the offsets bucket is replayed.
 func (p *Projector) Run(ctx context.Context) error {
+	rebuilt, err := p.run(ctx)
+	for rebuilt && ctx.Err() == nil {
+		p.opts.Log.Info("pgprojection: the tables were rebuilt; projecting everything again")
+		p.mu.Lock()
+		p.eventsCaught, p.offsetsCaught, p.roomsCaught = false, false, false
+		p.mu.Unlock()
+		// The server may still be removing the deleted consumers: retry.
+		p.retry(ctx, "start over", func(ctx context.Context) error {
+			rebuilt, err = p.run(ctx)
+			return err
+		})
+	}
+	return err
+}
+
+// run is one pass of Run; rebuilt reports that the event consumer was
+// deleted under it.
+func (p *Projector) run(ctx context.Context) (rebuilt bool, err error) {
 	cons, err := p.consumer(ctx)
 	if err != nil {
-		return err
+		return false, err
+	}
+	rooms, err := p.roomsConsumer(ctx)
+	if err != nil {
+		return false, err
 	}
 	offsets, err := p.opts.JS.KeyValue(ctx, streams.OffsetBucket)
 	if err != nil {
-		return fmt.Errorf("pgprojection: open %s: %w", streams.OffsetBucket, err)
+		return false, fmt.Errorf("pgprojection: open %s: %w", streams.OffsetBucket, err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	w, err := offsets.WatchAll(ctx)
 	if err != nil {
-		return fmt.Errorf("pgprojection: watch %s: %w", streams.OffsetBucket, err)
+		return false, fmt.Errorf("pgprojection: watch %s: %w", streams.OffsetBucket, err)
 	}
 	defer w.Stop()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.runOffsets(ctx, w)
-	}()
-	p.runEvents(ctx, cons)
-	<-done
-	return nil
+	var wg sync.WaitGroup
+	wg.Go(func() { p.runOffsets(ctx, w) })
+	wg.Go(func() { p.runRooms(ctx, rooms) })
+	rebuilt = p.runEvents(ctx, cons)
+	cancel()
+	wg.Wait()
+	return rebuilt, nil
 }
 
 // consumer creates (or finds) the durable consumer.
@@ -119,57 +154,55 @@ func (p *Projector) consumer(ctx context.Context) (jetstream.Consumer, error) {
 }
 
 // runEvents fetches batches of events and applies each in one transaction,
-// retrying a batch until it commits; only then are its messages acked.
-func (p *Projector) runEvents(ctx context.Context, cons jetstream.Consumer) {
+// retrying a batch until it commits; only then are its messages acked. It
+// returns when ctx ends, or with rebuilt set when its consumer was deleted
+// (by `fedsender projection rebuild`).
+func (p *Projector) runEvents(ctx context.Context, cons jetstream.Consumer) (rebuilt bool) {
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(p.opts.BatchSize, jetstream.FetchMaxWait(500*time.Millisecond))
-		var msgs []jetstream.Msg
-		if err == nil {
-			for m := range batch.Messages() {
-				msgs = append(msgs, m)
-			}
-			err = batch.Error()
-			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
-				err = nil
-			}
-		}
+		msgs, err := fetch(cons, p.opts.BatchSize)
 		if err != nil && len(msgs) == 0 {
+			if consumerGone(err) {
+				return true
+			}
 			p.opts.Log.Warn("pgprojection: fetch events", "error", err)
 			if !p.wait(ctx, 200*time.Millisecond) {
-				return
-			}
-			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				// `fedsender projection rebuild` deleted it: read from the start.
-				if c, cerr := p.consumer(ctx); cerr == nil {
-					cons = c
-				}
+				return false
 			}
 			continue
 		}
 		if len(msgs) == 0 {
-			p.setEventsCaught()
+			p.caughtUp(&p.eventsCaught, &p.eventsBehind)
 			continue
 		}
-		rows, last, caught := p.decode(msgs)
+		rows, last, pending := p.decode(msgs)
 		if !p.retry(ctx, "apply events", func(ctx context.Context) error { return p.applyEvents(ctx, rows, last) }) {
-			return
+			return false
 		}
-		for _, m := range msgs {
-			if err := m.Ack(); err != nil {
-				p.opts.Log.Debug("pgprojection: ack", "error", err) // redelivery is harmless
-			}
-		}
-		if caught {
-			p.setEventsCaught()
-		}
+		ackAll(p, msgs)
+		p.progress(&p.eventsCaught, &p.eventsBehind, pending)
+	}
+	return false
+}
+
+// consumerGone reports whether a fetch failed because the consumer was
+// deleted.
+func consumerGone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted)
+}
+
+// progress records what a consumer had left after a batch: caught is set
+// once it reached the end of its stream.
+func (p *Projector) progress(caught *bool, behind *uint64, pending uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	*behind = pending
+	if pending == 0 {
+		*caught = true
 	}
 }
 
-func (p *Projector) setEventsCaught() {
-	p.mu.Lock()
-	p.eventsCaught = true
-	p.mu.Unlock()
-}
+// caughtUp records that a consumer had nothing left to deliver.
+func (p *Projector) caughtUp(caught *bool, behind *uint64) { p.progress(caught, behind, 0) }
 
 // row is one destination's state from an event.
 type row struct {
@@ -178,9 +211,9 @@ type row struct {
 }
 
 // decode turns a batch into rows (the newest event per destination) and
-// returns the batch's highest sequence and whether it reached the end of
-// the stream.
-func (p *Projector) decode(msgs []jetstream.Msg) (rows []row, last uint64, caught bool) {
+// returns the batch's highest sequence and how many events the consumer
+// had left after it.
+func (p *Projector) decode(msgs []jetstream.Msg) (rows []row, last, pending uint64) {
 	idx := map[string]int{}
 	for _, m := range msgs {
 		md, err := m.Metadata()
@@ -188,7 +221,7 @@ func (p *Projector) decode(msgs []jetstream.Msg) (rows []row, last uint64, caugh
 			p.opts.Log.Warn("pgprojection: event without metadata", "subject", m.Subject(), "error", err)
 			continue
 		}
-		last, caught = max(last, md.Sequence.Stream), md.NumPending == 0
+		last, pending = max(last, md.Sequence.Stream), md.NumPending
 		ev, err := eventlog.DecodeEvent(m.Subject(), m.Data())
 		if err != nil {
 			p.opts.Log.Warn("pgprojection: skipped event", "subject", m.Subject(), "sequence", md.Sequence.Stream, "error", err)
@@ -205,7 +238,7 @@ func (p *Projector) decode(msgs []jetstream.Msg) (rows []row, last uint64, caugh
 		idx[name] = len(rows)
 		rows = append(rows, r)
 	}
-	return rows, last, caught
+	return rows, last, pending
 }
 
 // upsertEvent writes each destination's state (one statement per batch, a
@@ -335,7 +368,7 @@ func (p *Projector) retry(ctx context.Context, what string, f func(context.Conte
 		if ctx.Err() != nil {
 			return false
 		}
-		p.opts.Log.Warn("pgprojection: PostgreSQL unavailable; retrying", "op", what, "in", wait, "error", err)
+		p.opts.Log.Warn("pgprojection: "+what+" failed; retrying", "in", wait, "error", err)
 		if !p.wait(ctx, wait) {
 			return false
 		}
@@ -355,19 +388,21 @@ func (p *Projector) wait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Rebuild empties the tables and deletes the durable consumer, so that the
-// projector reads the whole event log again: a running one notices its
-// consumer is gone and recreates it; otherwise the next Run does. Offsets
-// are written again only by a projector that starts (its watcher replays
-// the offsets bucket), so restart the replicas after a rebuild.
+// Rebuild empties the tables and deletes the durable consumers, so that
+// the projector reads the event log, the offsets bucket and the PDU stream
+// again: a running one notices its event consumer is gone and starts over;
+// otherwise the next Run does.
 func Rebuild(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool) error {
-	err := js.DeleteConsumer(ctx, streams.EventStream, ConsumerName)
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("pgprojection: delete consumer: %w", err)
-	}
-	_, err = pool.Exec(ctx, "TRUNCATE destinations, destination_rooms, projection_checkpoints")
-	if err != nil {
+	// Truncate first: a projector that restarts on the deleted consumers
+	// must find the tables empty, not see its first rows truncated.
+	if _, err := pool.Exec(ctx, "TRUNCATE destinations, destination_rooms, projection_checkpoints"); err != nil {
 		return fmt.Errorf("pgprojection: truncate: %w", err)
+	}
+	for _, c := range [][2]string{{streams.PDUStream, RoomsConsumerName}, {streams.EventStream, ConsumerName}} {
+		err := js.DeleteConsumer(ctx, c[0], c[1])
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("pgprojection: delete consumer %s: %w", c[1], err)
+		}
 	}
 	return nil
 }

@@ -73,6 +73,9 @@ func (r *Reader) Run(ctx context.Context) error {
 	}
 }
 
+// Healthy reports whether the last read of PostgreSQL worked.
+func (r *Reader) Healthy() bool { return r.healthy.Load() }
+
 func (r *Reader) failed(err error) {
 	if r.healthy.Swap(false) {
 		r.log.Warn("pgprojection: cannot read PostgreSQL; the admin surfaces answer 503", "error", err)
