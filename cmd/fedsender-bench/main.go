@@ -214,6 +214,8 @@ func run() int {
 			res.admin, err = runAdmin(ctx, e)
 		case "postgres":
 			res.postgres, err = runPostgres(ctx, e)
+		case "pgload":
+			res.pgload, err = runPGLoadPart(ctx, e)
 		}
 		if err != nil {
 			progress("%s: FAILED: %v", part, err)

@@ -25,6 +25,7 @@ type results struct {
 	tracing  *tracingResult
 	admin    *adminResult
 	postgres *postgresResult
+	pgload   *pgLoadResult
 	errors   []string
 }
 
@@ -175,6 +176,7 @@ func (r *results) print(out io.Writer) {
 	r.printAdmin(row)
 	r.tracingRows(row)
 	r.postgresRows(row)
+	r.pgLoadRows(row)
 	tw.Flush()
 	for _, c := range r.allChecks() {
 		for _, v := range c.Examples {

@@ -22,7 +22,7 @@ import (
 // the default parts: run it with -only tracing.
 
 // optionalParts run only when -only names them.
-var optionalParts = []string{"tracing", "postgres"}
+var optionalParts = []string{"tracing", "postgres", "pgload"}
 
 // tracingResult is the outcome of the tracing part.
 type tracingResult struct {
@@ -99,20 +99,6 @@ func (c *countingExporter) Shutdown(context.Context) error { return nil }
 // sustainedRate is the pipeline part's sustained-rate measurement on a new
 // fedsender, traced or not, with metrics or not, and the spans exported.
 func (e *env) sustainedRate(ctx context.Context, name string, traced, metrics bool) (float64, int64, error) {
-	p := e.p
-	cfg, err := e.config(name, func(c *config.Config) {
-		if !metrics {
-			c.Metrics.Listen = ""
-		}
-	})
-	if err != nil {
-		return 0, 0, err
-	}
-	f, err := e.newFleet(p.dests, nil)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.close()
 	var deps service.Deps
 	exp := &countingExporter{}
 	if traced {
@@ -120,16 +106,47 @@ func (e *env) sustainedRate(ctx context.Context, name string, traced, metrics bo
 		defer tp.Shutdown(context.WithoutCancel(ctx))
 		deps.TracerProvider = tp
 	}
+	rate, err := e.sustain(ctx, name, deps, func(c *config.Config) {
+		if !metrics {
+			c.Metrics.Listen = ""
+		}
+	}, nil)
+	return rate, exp.n.Load(), err
+}
+
+// sustain measures the pipeline part's sustained rate on a new fedsender
+// configured by mutate. during, if set, runs beside the measurement and
+// until the measurement ends (its context is then cancelled), then its
+// error is the measurement's.
+func (e *env) sustain(ctx context.Context, name string, deps service.Deps, mutate func(*config.Config),
+	during func(ctx context.Context, in *instance) error) (float64, error) {
+	p := e.p
+	cfg, err := e.config(name, mutate)
+	if err != nil {
+		return 0, err
+	}
+	f, err := e.newFleet(p.dests, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer f.close()
 	in, err := e.startServiceDeps(cfg, deps)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer in.stop()
+	dctx, stopDuring := context.WithCancel(ctx)
+	duringErr := make(chan error, 1)
+	if during != nil {
+		go func() { duringErr <- during(dctx, in) }()
+	} else {
+		duringErr <- nil
+	}
 	factory := newPDUFactory(f.names, p.pduSize)
 	acks := newAckChecker()
 	fd := &feeder{
 		pub: in.pub, acked: f.minCount, lead: p.lead, acks: acks,
-		make: func(n int) []byte { return factory.envelope("tr", n, roomName(n%p.rooms)) },
+		make: func(n int) []byte { return factory.envelope(name, n, roomName(n%p.rooms)) },
 	}
 	pubCtx, stopPub := context.WithCancel(ctx)
 	pubDone := make(chan struct{})
@@ -144,16 +161,20 @@ func (e *env) sustainedRate(ctx context.Context, name string, traced, metrics bo
 	r, err := w.measure(ctx, p.warmup, p.window, p.windows)
 	stopPub()
 	<-pubDone
+	stopDuring()
 	if err2 := acks.finish(); err == nil {
 		err = err2
 	}
+	if err2 := <-duringErr; err == nil {
+		err = err2
+	}
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	if c := f.checks(); c.Violations > 0 {
-		return 0, 0, fmt.Errorf("receivers saw %d protocol violations: %v", c.Violations, c.Examples)
+		return 0, fmt.Errorf("receivers saw %d protocol violations: %v", c.Violations, c.Examples)
 	}
-	return r.Mean, exp.n.Load(), nil
+	return r.Mean, nil
 }
 
 // tracingRows adds the part's rows to the results table: medians, with the

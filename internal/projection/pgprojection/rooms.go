@@ -48,8 +48,38 @@ func (p *Projector) roomsConsumer(ctx context.Context) (jetstream.Consumer, erro
 // of PDUs becomes one row per (destination, room) with the newest stream
 // ordering, applied in one transaction with the checkpoint; only then are
 // the messages acked. Envelopes the PDU reader refuses (dead letters) are
-// skipped as it skips them.
+// skipped as it skips them. The next batch is fetched and decoded while
+// one is applied.
 func (p *Projector) runRooms(ctx context.Context, cons jetstream.Consumer) {
+	batches := make(chan fanoutBatch, 1)
+	go p.fetchRooms(ctx, cons, batches)
+	for b := range batches {
+		if len(b.msgs) == 0 {
+			p.caughtUp(&p.roomsCaught, &p.pdusBehind)
+			continue
+		}
+		if !p.retry(ctx, "apply rooms", func(ctx context.Context) error { return p.applyRooms(ctx, b.rows, b.last) }) {
+			break
+		}
+		ackAll(p, b.msgs)
+		p.progress(&p.roomsCaught, &p.pdusBehind, b.pending)
+	}
+	for range batches { // let fetchRooms end
+	}
+}
+
+// fanoutBatch is a fetched batch of PDUs and its rows; no messages means
+// the consumer had nothing left.
+type fanoutBatch struct {
+	msgs          []jetstream.Msg
+	rows          []roomRow
+	last, pending uint64
+}
+
+// fetchRooms fetches and decodes batches for runRooms until ctx ends, then
+// closes out.
+func (p *Projector) fetchRooms(ctx context.Context, cons jetstream.Consumer, out chan<- fanoutBatch) {
+	defer close(out)
 	for ctx.Err() == nil {
 		msgs, err := fetch(cons, roomsBatch)
 		if err != nil && len(msgs) == 0 {
@@ -64,16 +94,15 @@ func (p *Projector) runRooms(ctx context.Context, cons jetstream.Consumer) {
 			}
 			continue
 		}
-		if len(msgs) == 0 {
-			p.caughtUp(&p.roomsCaught, &p.pdusBehind)
-			continue
+		b := fanoutBatch{msgs: msgs}
+		if len(msgs) > 0 {
+			b.rows, b.last, b.pending = p.fanout(msgs)
 		}
-		rows, last, pending := p.fanout(msgs)
-		if !p.retry(ctx, "apply rooms", func(ctx context.Context) error { return p.applyRooms(ctx, rows, last) }) {
+		select {
+		case out <- b:
+		case <-ctx.Done():
 			return
 		}
-		ackAll(p, msgs)
-		p.progress(&p.roomsCaught, &p.pdusBehind, pending)
 	}
 }
 
