@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,54 +24,21 @@ import (
 	"github.com/fedsender/fedsender/streams"
 )
 
-// fakeRooms is a rooms read model made of a map.
-type fakeRooms struct {
-	mu    sync.Mutex
-	rooms map[string][]projection.Room
-}
-
-func (f *fakeRooms) Rooms(dest string, q projection.RoomQuery) (projection.RoomPage, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	rs, ok := f.rooms[dest]
-	return projection.SelectRooms(rs, q), ok
-}
-
-func (f *fakeRooms) Ready() bool { return true }
-
 // surfaces is the HTTP admin API and the NATS micro service over the same
 // read models, so that every case runs against both.
 type surfaces struct {
 	http     http.Handler
 	nc       *nats.Conn
-	mu       sync.Mutex
-	reader   *fakeReader
-	rooms    *fakeRooms
+	loader   loader
+	model    *swapModel
 	resetter *fakeResetter
 }
 
-// swapReader is a Reader whose contents a test replaces between cases.
-type swapReader struct{ s *surfaces }
-
-func (r swapReader) Get(name string) (destination.State, bool) {
-	r.s.mu.Lock()
-	defer r.s.mu.Unlock()
-	return r.s.reader.Get(name)
-}
-
-func (r swapReader) Page(q projection.Query) projection.Page {
-	r.s.mu.Lock()
-	defer r.s.mu.Unlock()
-	return r.s.reader.Page(q)
-}
-
-func (r swapReader) Ready() bool { return true }
-
-func newSurfaces(t *testing.T) *surfaces {
+func newSurfaces(t *testing.T, load loader) *surfaces {
 	t.Helper()
 	nc, _, _ := projectiontest.JetStream(t)
-	s := &surfaces{nc: nc, reader: &fakeReader{}, rooms: &fakeRooms{}, resetter: &fakeResetter{}}
-	opts := admin.Options{Tokens: []string{token}, Reader: swapReader{s}, Rooms: s.rooms, Resetter: s.resetter}
+	s := &surfaces{nc: nc, loader: load, model: &swapModel{}, resetter: &fakeResetter{}}
+	opts := admin.Options{Tokens: []string{token}, Reader: s.model, Rooms: s.model, Resetter: s.resetter}
 	s.http = admin.New(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -90,14 +56,11 @@ func newSurfaces(t *testing.T) *surfaces {
 	return s
 }
 
-// load replaces the read models' contents.
-func (s *surfaces) load(states []destination.State, rooms map[string][]projection.Room) {
-	s.mu.Lock()
-	s.reader = &fakeReader{states: states}
-	s.mu.Unlock()
-	s.rooms.mu.Lock()
-	s.rooms.rooms = rooms
-	s.rooms.mu.Unlock()
+// load replaces the read models' contents, and forgets the resets handed
+// over so far.
+func (s *surfaces) load(t *testing.T, states []destination.State, rooms map[string][]projection.Room) {
+	t.Helper()
+	s.model.set(s.loader(t, states, rooms))
 	s.resetter.mu.Lock()
 	s.resetter.calls, s.resetter.err = nil, nil
 	s.resetter.mu.Unlock()
@@ -303,34 +266,35 @@ func exact(body string) check {
 	}
 }
 
-// TestSynapseCompatibility walks the cases of Synapse's
-// tests/rest/admin/test_federation.py (FederationTestCase and
-// DestinationMembershipTestCase) against the HTTP API and the NATS micro
-// service, which must answer alike, byte for byte.
-func TestSynapseCompatibility(t *testing.T) {
-	s := newSurfaces(t)
+// compatCase is a call of one of Synapse's tests and what it asserts.
+type compatCase struct {
+	name string
+	call call
+	want check
+}
+
+// compatGroup is cases over the same contents of the read models.
+type compatGroup struct {
+	name   string
+	states []destination.State
+	rooms  map[string][]projection.Room
+	cases  []compatCase
+}
+
+// The destination of DestinationMembershipTestCase, recorded with no retry
+// timings.
+var membershipKnown = []destination.State{{Destination: membershipDest}}
+
+func membershipRooms(n int) map[string][]projection.Room {
+	return map[string][]projection.Room{membershipDest: synapseRooms(n, "r")}
+}
+
+// synapseGroups are the cases of Synapse's tests/rest/admin/test_federation.py
+// that check one answer each.
+func synapseGroups() []compatGroup {
 	a, b, c := orderFixture[0].Destination, orderFixture[1].Destination, orderFixture[2].Destination
-	roomsOf := func(n int) map[string][]projection.Room {
-		return map[string][]projection.Room{membershipDest: synapseRooms(n, "r")}
-	}
-	// The destination of DestinationMembershipTestCase is recorded with
-	// no retry timings.
-	known := []destination.State{{Destination: membershipDest}}
-	groups := []struct {
-		name   string
-		states []destination.State
-		rooms  map[string][]projection.Room
-		cases  []struct {
-			name string
-			call call
-			want check
-		}
-	}{
-		{name: "invalid parameters", states: synapseDestinations(3), cases: []struct {
-			name string
-			call call
-			want check
-		}{
+	return []compatGroup{
+		{name: "invalid parameters", states: synapseDestinations(3), cases: []compatCase{
 			{"negative limit", call{op: "list", query: "limit=-5"}, status(400, "M_INVALID_PARAM")},
 			{"negative from", call{op: "list", query: "from=-5"}, status(400, "M_INVALID_PARAM")},
 			{"unknown order_by", call{op: "list", query: "order_by=bar"}, status(400, "M_INVALID_PARAM")},
@@ -338,11 +302,7 @@ func TestSynapseCompatibility(t *testing.T) {
 			{"unknown destination", call{op: "show", dest: "dummy"}, status(404, "M_NOT_FOUND")},
 			{"reset of an unknown destination", call{op: "reset", dest: "dummy"}, status(404, "M_NOT_FOUND")},
 		}},
-		{name: "paging", states: synapseDestinations(20), cases: []struct {
-			name string
-			call call
-			want check
-		}{
+		{name: "paging", states: synapseDestinations(20), cases: []compatCase{
 			{"limit", call{op: "list", query: "limit=5"}, page("destinations", 20, 5, "5")},
 			{"from", call{op: "list", query: "from=5"}, page("destinations", 20, 15, "")},
 			{"limit and from", call{op: "list", query: "from=5&limit=10"}, page("destinations", 20, 10, "15")},
@@ -352,11 +312,7 @@ func TestSynapseCompatibility(t *testing.T) {
 			{"from next_token", call{op: "list", query: "from=19"}, page("destinations", 20, 1, "")},
 			{"all", call{op: "list"}, page("destinations", 20, 20, "")},
 		}},
-		{name: "order_by", states: orderFixture, cases: []struct {
-			name string
-			call call
-			want check
-		}{
+		{name: "order_by", states: orderFixture, cases: []compatCase{
 			{"default", call{op: "list"}, order(a, b, c)},
 			{"default f", call{op: "list", query: "dir=f"}, order(a, b, c)},
 			{"default b", call{op: "list", query: "dir=b"}, order(c, b, a)},
@@ -376,11 +332,7 @@ func TestSynapseCompatibility(t *testing.T) {
 			{"last_successful_stream_ordering f", call{op: "list", query: "order_by=last_successful_stream_ordering&dir=f"}, order(b, c, a)},
 			{"last_successful_stream_ordering b", call{op: "list", query: "order_by=last_successful_stream_ordering&dir=b"}, order(a, c, b)},
 		}},
-		{name: "search", states: synapseDestinations(3), cases: []struct {
-			name string
-			call call
-			want check
-		}{
+		{name: "search", states: synapseDestinations(3), cases: []compatCase{
 			{"0", call{op: "list", query: "destination=0"}, order("sub0.example.com")},
 			{"sub0", call{op: "list", query: "destination=sub0"}, order("sub0.example.com")},
 			{"1", call{op: "list", query: "destination=1"}, order("sub1.example.com")},
@@ -390,11 +342,7 @@ func TestSynapseCompatibility(t *testing.T) {
 			{"bar", call{op: "list", query: "destination=bar"}, order()},
 		}},
 		{name: "details and reset", states: append(synapseDestinations(1),
-			destination.State{Destination: "idle.example.com"}), cases: []struct {
-			name string
-			call call
-			want check
-		}{
+			destination.State{Destination: "idle.example.com"}), cases: []compatCase{
 			{"with retry timings", call{op: "show", dest: "sub0.example.com"},
 				exact(`{"destination":"sub0.example.com","retry_last_ts":50,"retry_interval":50,"failure_ts":50,"last_successful_stream_ordering":100}`)},
 			{"without retry timings", call{op: "show", dest: "idle.example.com"},
@@ -408,65 +356,64 @@ func TestSynapseCompatibility(t *testing.T) {
 				}
 			}},
 		}},
-		{name: "rooms invalid parameters", states: known, rooms: roomsOf(3), cases: []struct {
-			name string
-			call call
-			want check
-		}{
+		{name: "rooms invalid parameters", states: membershipKnown, rooms: membershipRooms(3), cases: []compatCase{
 			{"negative limit", call{op: "rooms", dest: membershipDest, query: "limit=-5"}, status(400, "M_INVALID_PARAM")},
 			{"negative from", call{op: "rooms", dest: membershipDest, query: "from=-5"}, status(400, "M_INVALID_PARAM")},
 			{"invalid dir", call{op: "rooms", dest: membershipDest, query: "dir=bar"}, status(400, "M_INVALID_PARAM")},
 			{"unknown destination", call{op: "rooms", dest: "invalid"}, status(404, "M_NOT_FOUND")},
 		}},
-		{name: "rooms paging of 5", states: known, rooms: roomsOf(5), cases: []struct {
-			name string
-			call call
-			want check
-		}{
+		{name: "rooms paging of 5", states: membershipKnown, rooms: membershipRooms(5), cases: []compatCase{
 			{"limit", call{op: "rooms", dest: membershipDest, query: "limit=3"}, page("rooms", 5, 3, "3")},
 			{"limit = total", call{op: "rooms", dest: membershipDest, query: "limit=5"}, page("rooms", 5, 5, "")},
 			{"limit > total", call{op: "rooms", dest: membershipDest, query: "limit=6"}, page("rooms", 5, 5, "")},
 			{"limit < total", call{op: "rooms", dest: membershipDest, query: "limit=4"}, page("rooms", 5, 4, "4")},
 			{"from next_token", call{op: "rooms", dest: membershipDest, query: "from=4"}, page("rooms", 5, 1, "")},
 		}},
-		{name: "rooms paging of 10", states: known, rooms: roomsOf(10), cases: []struct {
-			name string
-			call call
-			want check
-		}{
+		{name: "rooms paging of 10", states: membershipKnown, rooms: membershipRooms(10), cases: []compatCase{
 			{"from", call{op: "rooms", dest: membershipDest, query: "from=5"}, page("rooms", 10, 5, "")},
 			{"limit and from", call{op: "rooms", dest: membershipDest, query: "from=3&limit=5"}, page("rooms", 10, 5, "8")},
 			{"all", call{op: "rooms", dest: membershipDest}, page("rooms", 10, 10, "")},
 		}},
-		{name: "rooms filtering", states: known, rooms: map[string][]projection.Room{
+		{name: "rooms filtering", states: membershipKnown, rooms: map[string][]projection.Room{
 			membershipDest: synapseRooms(2, "mine"),
 			// Synapse records a destination when it queues a PDU for it:
 			// known through its rooms alone.
 			"other.destination.org": synapseRooms(1, "other"),
-		}, cases: []struct {
-			name string
-			call call
-			want check
-		}{
+		}, cases: []compatCase{
 			{"own rooms", call{op: "rooms", dest: membershipDest}, exact(`{"rooms":[{"room_id":"!mine00:test","stream_ordering":1234},{"room_id":"!mine01:test","stream_ordering":1234}],"total":2}`)},
 			{"other's rooms", call{op: "rooms", dest: "other.destination.org"}, exact(`{"rooms":[{"room_id":"!other00:test","stream_ordering":1234}],"total":1}`)},
 			{"other shown with nothing recorded", call{op: "show", dest: "other.destination.org"},
 				exact(`{"destination":"other.destination.org","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":null}`)},
 		}},
 	}
-	for _, g := range groups {
-		t.Run(g.name, func(t *testing.T) {
-			s.load(g.states, g.rooms)
-			for _, tc := range g.cases {
-				t.Run(tc.name, func(t *testing.T) {
-					tc.want(t, s.both(t, tc.call))
-				})
-			}
-		})
-	}
+}
 
-	// test_order_direction: the two directions are each other's reverse.
-	s.load(known, roomsOf(4))
+// TestSynapseCompatibility walks the cases of Synapse's
+// tests/rest/admin/test_federation.py (FederationTestCase and
+// DestinationMembershipTestCase) against the HTTP API and the NATS micro
+// service, which must answer alike, byte for byte, over each read model.
+func TestSynapseCompatibility(t *testing.T) {
+	eachModel(t, func(t *testing.T, load loader) {
+		s := newSurfaces(t, load)
+		for _, g := range synapseGroups() {
+			t.Run(g.name, func(t *testing.T) {
+				s.load(t, g.states, g.rooms)
+				for _, tc := range g.cases {
+					t.Run(tc.name, func(t *testing.T) {
+						tc.want(t, s.both(t, tc.call))
+					})
+				}
+			})
+		}
+		t.Run("order direction", func(t *testing.T) { testRoomsDirection(t, s) })
+		t.Run("reset connection", func(t *testing.T) { testResetConnection(t, s) })
+	})
+}
+
+// testRoomsDirection is Synapse's test_order_direction: the two directions
+// are each other's reverse.
+func testRoomsDirection(t *testing.T, s *surfaces) {
+	s.load(t, membershipKnown, membershipRooms(4))
 	asc := s.both(t, call{op: "rooms", dest: membershipDest, query: "dir=f"}).json(t)["rooms"].([]any)
 	desc := s.both(t, call{op: "rooms", dest: membershipDest, query: "dir=b"}).json(t)["rooms"].([]any)
 	if len(asc) != 4 || len(desc) != 4 {
@@ -477,11 +424,12 @@ func TestSynapseCompatibility(t *testing.T) {
 			t.Errorf("dir=b is not the reverse of dir=f: %v / %v", asc, desc)
 		}
 	}
-	// test_destination_reset_connection: the reset went to the owner.
-	if got := s.resetter.resets(); len(got) != 0 {
-		t.Errorf("resets after load = %v", got)
-	}
-	s.load(synapseDestinations(1), nil)
+}
+
+// testResetConnection is Synapse's test_destination_reset_connection: the
+// reset goes to the destination's owner.
+func testResetConnection(t *testing.T, s *surfaces) {
+	s.load(t, synapseDestinations(1), nil)
 	s.both(t, call{op: "reset", dest: "sub0.example.com"})
 	if got := s.resetter.resets(); !slices.Equal(got, []string{"sub0.example.com", "sub0.example.com"}) {
 		t.Errorf("resets handed over = %v, want one per surface", got)
@@ -495,57 +443,63 @@ func TestSynapseCompatibility(t *testing.T) {
 // with no body and no Content-Type. With a valid token nothing is ever
 // 401 or 403.
 func TestSynapseAdminRequests(t *testing.T) {
-	e := newEnv(t)
-	e.reader.states = append(e.reader.states, destination.State{Destination: "matrix.org:8448", FailureTS: 7, RetryLastTS: 9, RetryInterval: 600_000, Offset: 3})
-	rooms := &fakeRooms{rooms: map[string][]projection.Room{"matrix.org:8448": {{RoomID: "!b:o", StreamOrdering: 3}, {RoomID: "!a:o", StreamOrdering: 2}}}}
-	e.h = admin.New(admin.Options{Tokens: []string{token}, Reader: e.reader, Rooms: rooms, Resetter: e.resetter})
-	headers := []string{"Authorization", "Bearer " + token, "Accept", "application/json"}
-	tests := []struct {
-		method, target string
-		status         int
-		body           string // "" to skip
-	}{
-		{"GET", base + "?dir=f&from=0&limit=10&order_by=destination", 200, ""},
-		{"GET", base + "?destination=matrix&dir=b&from=0&limit=10&order_by=retry_last_ts", 200,
-			`{"destinations":[{"destination":"matrix.org:8448","retry_last_ts":9,"retry_interval":600000,"failure_ts":7,"last_successful_stream_ordering":3}],"total":1}`},
-		{"GET", base + "/matrix.org%3A8448", 200,
-			`{"destination":"matrix.org:8448","retry_last_ts":9,"retry_interval":600000,"failure_ts":7,"last_successful_stream_ordering":3}`},
-		{"GET", base + "/matrix.org:8448/rooms?dir=f&from=0&limit=10&order_by=room_id", 200,
-			`{"rooms":[{"room_id":"!a:o","stream_ordering":2},{"room_id":"!b:o","stream_ordering":3}],"total":2}`},
-		{"GET", base + "/matrix.org%3A8448/rooms?dir=b&from=1&limit=1&order_by=stream_ordering", 200,
-			`{"rooms":[{"room_id":"!a:o","stream_ordering":2}],"total":2}`},
-		{"POST", base + "/matrix.org:8448/reset_connection", 200, `{}`},
-		{"POST", base + "/matrix.org%3A8448/reset_connection", 200, `{}`},
-		{"OPTIONS", base + "/matrix.org:8448/reset_connection", 204, ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
-			req := httptest.NewRequest(tt.method, tt.target, nil) // no body, no Content-Type
-			for i := 0; i < len(headers); i += 2 {
-				req.Header.Set(headers[i], headers[i+1])
-			}
-			rec := httptest.NewRecorder()
-			e.h.ServeHTTP(rec, req)
-			body, _ := io.ReadAll(rec.Body)
-			if rec.Code == 401 || rec.Code == 403 {
-				t.Fatalf("a valid token got %d %s", rec.Code, body)
-			}
-			if rec.Code != tt.status || tt.body != "" && string(body) != tt.body {
-				t.Errorf("got %d %s\nwant %d %s", rec.Code, body, tt.status, tt.body)
-			}
-		})
-	}
-	if got := e.resetter.resets(); !slices.Equal(got, []string{"matrix.org:8448", "matrix.org:8448"}) {
-		t.Errorf("resets = %v", got)
-	}
+	states := append(slices.Clone(fixture), destination.State{Destination: "matrix.org:8448", FailureTS: 7, RetryLastTS: 9, RetryInterval: 600_000, Offset: 3})
+	rooms := map[string][]projection.Room{"matrix.org:8448": {{RoomID: "!b:o", StreamOrdering: 3}, {RoomID: "!a:o", StreamOrdering: 2}}}
+	eachModel(t, func(t *testing.T, load loader) {
+		model, resetter := load(t, states, rooms), &fakeResetter{}
+		h := admin.New(admin.Options{Tokens: []string{token}, Reader: model, Rooms: model, Resetter: resetter})
+		headers := []string{"Authorization", "Bearer " + token, "Accept", "application/json"}
+		tests := []struct {
+			method, target string
+			status         int
+			body           string // "" to skip
+		}{
+			{"GET", base + "?dir=f&from=0&limit=10&order_by=destination", 200, ""},
+			{"GET", base + "?destination=matrix&dir=b&from=0&limit=10&order_by=retry_last_ts", 200,
+				`{"destinations":[{"destination":"matrix.org:8448","retry_last_ts":9,"retry_interval":600000,"failure_ts":7,"last_successful_stream_ordering":3}],"total":1}`},
+			{"GET", base + "/matrix.org%3A8448", 200,
+				`{"destination":"matrix.org:8448","retry_last_ts":9,"retry_interval":600000,"failure_ts":7,"last_successful_stream_ordering":3}`},
+			{"GET", base + "/matrix.org:8448/rooms?dir=f&from=0&limit=10&order_by=room_id", 200,
+				`{"rooms":[{"room_id":"!a:o","stream_ordering":2},{"room_id":"!b:o","stream_ordering":3}],"total":2}`},
+			{"GET", base + "/matrix.org%3A8448/rooms?dir=b&from=1&limit=1&order_by=stream_ordering", 200,
+				`{"rooms":[{"room_id":"!a:o","stream_ordering":2}],"total":2}`},
+			{"POST", base + "/matrix.org:8448/reset_connection", 200, `{}`},
+			{"POST", base + "/matrix.org%3A8448/reset_connection", 200, `{}`},
+			{"OPTIONS", base + "/matrix.org:8448/reset_connection", 204, ""},
+		}
+		for _, tt := range tests {
+			t.Run(tt.method+" "+tt.target, func(t *testing.T) {
+				req := httptest.NewRequest(tt.method, tt.target, nil) // no body, no Content-Type
+				for i := 0; i < len(headers); i += 2 {
+					req.Header.Set(headers[i], headers[i+1])
+				}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				body, _ := io.ReadAll(rec.Body)
+				if rec.Code == 401 || rec.Code == 403 {
+					t.Fatalf("a valid token got %d %s", rec.Code, body)
+				}
+				if rec.Code != tt.status || tt.body != "" && string(body) != tt.body {
+					t.Errorf("got %d %s\nwant %d %s", rec.Code, body, tt.status, tt.body)
+				}
+			})
+		}
+		if got := resetter.resets(); !slices.Equal(got, []string{"matrix.org:8448", "matrix.org:8448"}) {
+			t.Errorf("resets = %v", got)
+		}
+	})
 }
 
 // TestMicroBadInput: malformed requests get a micro error with a clear
 // message, and names that are not server names (NATS wildcards, spaces,
 // over-long) are unknown, on every endpoint, without reaching the owner.
 func TestMicroBadInput(t *testing.T) {
-	s := newSurfaces(t)
-	s.load(synapseDestinations(3), map[string][]projection.Room{"sub0.example.com": synapseRooms(1, "r")})
+	eachModel(t, testMicroBadInput)
+}
+
+func testMicroBadInput(t *testing.T, load loader) {
+	s := newSurfaces(t, load)
+	s.load(t, synapseDestinations(3), map[string][]projection.Room{"sub0.example.com": synapseRooms(1, "r")})
 	tests := []struct {
 		op, data string
 		status   int
