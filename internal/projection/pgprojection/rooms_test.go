@@ -209,3 +209,45 @@ func countPairs(f *fanout) int {
 	}
 	return n
 }
+
+// TestRoomsSurvivePostgresRestart: PDUs published before, while and after
+// PostgreSQL is down all reach destination_rooms, and reads fail (503 on
+// the admin surfaces) while it is down.
+func TestRoomsSurvivePostgresRestart(t *testing.T) {
+	srv := pgtest.Own(t)
+	_, js, _ := projectiontest.JetStream(t)
+	pool, _ := connect(t, srv.URL)
+	f := &fanout{pub: streams.NewPublisher(js), want: map[string]map[string]uint64{}}
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			room, dest := fmt.Sprintf("!r%d:origin.example", i%50), fmt.Sprintf("d%d.example", i%3)
+			seq := f.publish(t, "$p"+strconv.Itoa(i), room, dest)
+			if f.want[dest] == nil {
+				f.want[dest] = map[string]uint64{}
+			}
+			f.want[dest][room] = seq
+		}
+	}
+	p := runProjector(t, js, pool)
+	r := pgprojection.NewReader(pool, p, nil)
+	go func() { _ = r.Run(t.Context()) }()
+
+	publish(0, 100)
+	projectiontest.Eventually(t, 10*time.Second, p.Synced, "projector not synced")
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	publish(100, 200)
+	if _, known := r.Rooms("d0.example", projection.RoomQuery{Limit: 1}); known || r.Ready() {
+		t.Error("rooms read and reader ready while PostgreSQL is down")
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	publish(200, 300)
+	projectiontest.Eventually(t, 30*time.Second, func() bool {
+		page, _ := r.Rooms("d0.example", projection.RoomQuery{Limit: 100})
+		return r.Ready() && slices.Equal(page.Rooms, projection.SelectRooms(f.rooms("d0.example"), projection.RoomQuery{Limit: 100}).Rooms)
+	}, "the PDUs of the outage never reached destination_rooms")
+	checkRooms(t, r, f)
+}
