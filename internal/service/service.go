@@ -221,6 +221,11 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if err := obs.observeProjectionLag(js, proj.index.Revision); err != nil {
 		return err
 	}
+	if proj.pg != nil {
+		if err := obs.observePostgresLag(proj.pg.proj.Behind); err != nil {
+			return err
+		}
+	}
 	resets := startCommands(run, nc, n, resetter{engine: engine, pids: pids}, proj, log)
 
 	if cfg.Admin.Listen != "" {

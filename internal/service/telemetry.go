@@ -212,6 +212,35 @@ func (o *observability) observeProjectionLag(js jetstream.JetStream, applied fun
 	return nil
 }
 
+// observePostgresLag registers fedsender_postgres_projection_lag_messages:
+// the messages of each stream the PostgreSQL projector's consumers had yet
+// to deliver at their last fetch.
+func (o *observability) observePostgresLag(behind func() (events, pdus uint64)) error {
+	if o.mp == nil {
+		return nil
+	}
+	meter := o.mp.Meter(telemetry.ScopeName)
+	lag, err := meter.Int64ObservableGauge(telemetry.MetricPostgresLag,
+		metric.WithDescription("Messages the PostgreSQL read model's projector has not applied yet, by stream."),
+		metric.WithUnit("{message}"))
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	eventsAttr := metric.WithAttributes(attribute.String("stream", streams.EventStream))
+	pdusAttr := metric.WithAttributes(attribute.String("stream", streams.PDUStream))
+	reg, err := meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
+		events, pdus := behind()
+		obs.ObserveInt64(lag, int64(min(events, 1<<63-1)), eventsAttr)
+		obs.ObserveInt64(lag, int64(min(pdus, 1<<63-1)), pdusAttr)
+		return nil
+	}, lag)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	o.closers = append(o.closers, func(context.Context) error { return reg.Unregister() })
+	return nil
+}
+
 // close flushes and stops the providers fedsender built (spans still
 // buffered are exported, within 5 s).
 func (o *observability) close() {

@@ -33,6 +33,7 @@ const (
 	MetricPendingPDUs        = "fedsender_federation_transaction_queue_pending_pdus"
 	MetricOldestPending      = "fedsender_federation_transaction_queue_oldest_pending_age_seconds"
 	MetricProjectionLag      = "fedsender_projection_lag_events"
+	MetricPostgresLag        = "fedsender_postgres_projection_lag_messages"
 )
 
 // Attribute keys of the metrics.

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +41,18 @@ func TestPostgresReadModel(t *testing.T) {
 	}, "/rooms of %s never showed both rooms", d)
 	if got := h.rooms("unreachable.invalid"); !slices.Equal(got, []roomInfo{{"!b:origin.test", 2}}) {
 		t.Errorf("/rooms of unreachable.invalid = %v", got)
+	}
+	// Caught up: the lag gauge says so for both streams.
+	resp, err := http.Get("http://" + h.svc.MetricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, stream := range []string{"FEDSENDER_DEST_EVENTS", "FEDSENDER_PDU"} {
+		if line := `fedsender_postgres_projection_lag_messages{stream="` + stream + `"} 0`; !strings.Contains(string(body), line) {
+			t.Errorf("/metrics lacks %s", line)
+		}
 	}
 
 	pool := connectPG(t, srv.URL)
