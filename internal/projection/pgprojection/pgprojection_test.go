@@ -2,12 +2,14 @@ package pgprojection_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -182,44 +184,139 @@ func TestConcurrentMigrations(t *testing.T) {
 	url := pgtest.URL(t)
 	schema := pgtest.Schema(t, url)
 	var (
-		wg      sync.WaitGroup
 		mu      sync.Mutex
 		applied []int
-		errs    []error
 	)
-	for range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			pool, err := pgxpool.New(t.Context(), url)
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-				return
-			}
-			defer pool.Close()
-			got, err := pgprojection.Migrate(t.Context(), pool, schema)
-			mu.Lock()
-			defer mu.Unlock()
-			applied = append(applied, got...)
-			if err != nil {
-				errs = append(errs, err)
-			}
-		}()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("migrations did not finish within 30s")
-	}
-	if len(errs) > 0 {
-		t.Fatalf("migrate: %v", errs)
-	}
-	if want := []int{1}; !slices.Equal(applied, want) {
+	concurrently(t, 3, 30*time.Second, "migrate", func(int) error {
+		pool, err := pgxpool.New(t.Context(), url)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		got, err := pgprojection.Migrate(t.Context(), pool, schema)
+		mu.Lock()
+		applied = append(applied, got...)
+		mu.Unlock()
+		return err
+	})
+	if want := []int{1, 2}; !slices.Equal(applied, want) {
 		t.Errorf("applied %v between the three, want %v", applied, want)
+	}
+}
+
+// concurrently runs f(0) to f(n-1) at once and fails t with their errors,
+// or if they have not all returned within d.
+func concurrently(t *testing.T, n int, d time.Duration, what string, f func(i int) error) {
+	t.Helper()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- f(i) }()
+	}
+	deadline := time.After(d)
+	for range n {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Errorf("%s: %v", what, err)
+			}
+		case <-deadline:
+			t.Fatalf("%s: not every call returned within %v", what, d)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// TestTotalFollowsWrites: the list's total, read from the count the
+// triggers keep, stays the number of destinations through every way the
+// table is written: inserts, upserts that insert some rows and update
+// others, inserts that skip known names (as the rooms projector does),
+// updates, deletes, a rolled-back insert, TRUNCATE (as Rebuild does), a
+// writer naming the table by its schema from another search_path, and
+// concurrent writers inserting the same names.
+func TestTotalFollowsWrites(t *testing.T) {
+	url := pgtest.URL(t)
+	pool, schema := connect(t, url)
+	ctx := t.Context()
+	r := pgprojection.NewReader(pool, nil, nil)
+	other, err := pgxpool.New(ctx, url) // search_path without the schema
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	qualified := pgx.Identifier{schema, "destinations"}.Sanitize()
+	steps := []struct {
+		name     string
+		pool     *pgxpool.Pool
+		sql      string
+		rollback bool
+		want     int
+	}{
+		{"insert", pool, `INSERT INTO destinations (destination) SELECT 'a' || i FROM generate_series(1, 100) i`, false, 100},
+		{"upsert", pool, `INSERT INTO destinations (destination, retry_interval) SELECT 'a' || i, 5 FROM generate_series(91, 110) i
+			ON CONFLICT (destination) DO UPDATE SET retry_interval = excluded.retry_interval`, false, 110},
+		{"insert or skip", pool, `INSERT INTO destinations (destination) SELECT 'a' || i FROM generate_series(101, 120) i
+			ON CONFLICT DO NOTHING`, false, 120},
+		{"skip every one", pool, `INSERT INTO destinations (destination) VALUES ('a1'), ('a2') ON CONFLICT DO NOTHING`, false, 120},
+		{"update", pool, `UPDATE destinations SET retry_last_ts = 7`, false, 120},
+		{"delete", pool, `DELETE FROM destinations WHERE destination IN ('a1', 'a2', 'a3', 'nope')`, false, 117},
+		{"rolled back", pool, `INSERT INTO destinations (destination) VALUES ('b1'), ('b2')`, true, 117},
+		{"other search_path", other, `INSERT INTO ` + qualified + ` (destination) VALUES ('b3')`, false, 118},
+		{"truncate", pool, `TRUNCATE destinations, destination_rooms, projection_checkpoints`, false, 0},
+		{"insert after truncate", pool, `INSERT INTO destinations (destination) VALUES ('c1'), ('c2')`, false, 2},
+	}
+	for _, st := range steps {
+		tx, err := st.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, st.sql); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		end := tx.Commit
+		if st.rollback {
+			end = tx.Rollback
+		}
+		if err := end(ctx); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		checkTotal(t, pool, r, st.name, st.want)
+	}
+
+	// Four writers insert overlapping names, sorted as the projectors
+	// do, with the rooms projector's statement; one upserts.
+	concurrently(t, 4, 30*time.Second, "insert", func(w int) error {
+		for i := range 50 {
+			names := []string{fmt.Sprintf("w%02d", (i*7+w*13)%100), fmt.Sprintf("x%02d", (i*11+w)%100)}
+			sql := `INSERT INTO destinations (destination) SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING`
+			if w == 0 {
+				sql = `INSERT INTO destinations (destination) SELECT * FROM unnest($1::text[])
+					ON CONFLICT (destination) DO UPDATE SET retry_interval = destinations.retry_interval + 1`
+			}
+			if _, err := pool.Exec(ctx, sql, names); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	checkTotal(t, pool, r, "concurrent inserts", -1)
+}
+
+// checkTotal fails t unless the list's total is the number of rows and,
+// unless want is -1, want.
+func checkTotal(t *testing.T, pool *pgxpool.Pool, r *pgprojection.Reader, step string, want int) {
+	t.Helper()
+	var rows int
+	if err := pool.QueryRow(t.Context(), "SELECT count(*) FROM destinations").Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	got := r.Page(projection.Query{Limit: 1})
+	if !r.Ready() {
+		t.Fatalf("%s: the reader failed", step)
+	}
+	if got.Total != rows || (want >= 0 && rows != want) {
+		t.Errorf("after %s: total %d, %d rows, want %d", step, got.Total, rows, want)
 	}
 }
 

@@ -142,6 +142,16 @@ func searchSQL(search string) (string, []any) {
 	return ` WHERE destination ILIKE $1`, []any{"%" + esc + "%"}
 }
 
+// totalSQL counts the destinations a search matches; with no search, it
+// reads the count the triggers keep (migrations/0002_destinations_total.sql).
+func totalSQL(search string) (string, []any) {
+	if search == "" {
+		return "SELECT n FROM destinations_total", nil
+	}
+	where, args := searchSQL(search)
+	return "SELECT count(*) FROM destinations" + where, args
+}
+
 func itoa(n int) string { return string(rune('0' + n)) } // n is 1..3
 
 // Page is admin.Reader's: one page of the list and the number matching.
@@ -158,14 +168,14 @@ func (r *Reader) Page(q projection.Query) projection.Page {
 
 func (r *Reader) page(ctx context.Context, q projection.Query) (projection.Page, error) {
 	out := projection.Page{Destinations: []destination.State{}}
-	where, args := searchSQL(q.Search)
-	if err := r.pool.QueryRow(ctx, "SELECT count(*) FROM destinations"+where, args...).Scan(&out.Total); err != nil {
+	sql, args := totalSQL(q.Search)
+	if err := r.pool.QueryRow(ctx, sql, args...).Scan(&out.Total); err != nil {
 		return out, err
 	}
 	if q.Limit == 0 || q.From >= int64(out.Total) {
 		return out, nil
 	}
-	sql, args := PageSQL(q)
+	sql, args = PageSQL(q)
 	rows, err := r.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return out, err
