@@ -82,13 +82,14 @@ func (r *Reader) failed(err error) {
 	}
 }
 
-const selectColumns = `SELECT destination, retry_last_ts, retry_interval, failure_ts, last_successful_stream_ordering, catching_up FROM destinations`
+// rowColumns are the columns of a destination.State, in scanState's order.
+const rowColumns = `d.destination, d.retry_last_ts, d.retry_interval, d.failure_ts, d.last_successful_stream_ordering, d.catching_up`
 
 // Get is admin.Reader's: one destination by exact name.
 func (r *Reader) Get(name string) (destination.State, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), queryTimeout)
 	defer cancel()
-	s, err := scanState(r.pool.QueryRow(ctx, selectColumns+` WHERE destination = $1`, name))
+	s, err := scanState(r.pool.QueryRow(ctx, `SELECT `+rowColumns+` FROM destinations AS d WHERE destination = $1`, name))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return destination.State{}, false
 	}
@@ -99,38 +100,95 @@ func (r *Reader) Get(name string) (destination.State, bool) {
 	return s, true
 }
 
-// orderSQL is the ORDER BY of each order and direction; each has an index
-// (see migrations/0001_destinations.sql). NULL sorts as 0.
-var orderSQL = [2]map[projection.Order]string{
-	{ // forwards
-		projection.ByDestination:                  "destination ASC",
-		projection.ByRetryLastTS:                  "retry_last_ts ASC, destination ASC",
-		projection.ByRetryInterval:                "retry_interval ASC, destination ASC",
-		projection.ByFailureTS:                    "failure_ts ASC NULLS FIRST, destination ASC",
-		projection.ByLastSuccessfulStreamOrdering: "last_successful_stream_ordering ASC NULLS FIRST, destination ASC",
-	},
-	{ // backwards
-		projection.ByDestination:                  "destination DESC",
-		projection.ByRetryLastTS:                  "retry_last_ts DESC, destination ASC",
-		projection.ByRetryInterval:                "retry_interval DESC, destination ASC",
-		projection.ByFailureTS:                    "failure_ts DESC NULLS LAST, destination ASC",
-		projection.ByLastSuccessfulStreamOrdering: "last_successful_stream_ordering DESC NULLS LAST, destination ASC",
-	},
+// sortColumns is the column of each order, and whether it may be NULL
+// (NULL sorts as 0: first when ascending). Ties are broken by destination
+// ascending in both directions, as Synapse does; each order and direction
+// has an index on (column, destination) (see
+// migrations/0001_destinations.sql).
+var sortColumns = map[projection.Order]struct {
+	name     string
+	nullable bool
+}{
+	projection.ByDestination:                  {"destination", false},
+	projection.ByRetryLastTS:                  {"retry_last_ts", false},
+	projection.ByRetryInterval:                {"retry_interval", false},
+	projection.ByFailureTS:                    {"failure_ts", true},
+	projection.ByLastSuccessfulStreamOrdering: {"last_successful_stream_ordering", true},
 }
 
-// PageSQL returns the list query of q and its arguments (exported for the
-// EXPLAIN test and the docs).
-func PageSQL(q projection.Query) (string, []any) {
-	dir := 0
-	if q.Backwards {
-		dir = 1
+// orderBy is the ORDER BY of q's order and direction, each column name
+// preceded by prefix; reversed, it is that order read from its end, which
+// is the same index scanned backwards.
+func orderBy(q projection.Query, prefix string, reversed bool) string {
+	c := sortColumns[q.Order]
+	dir, tie := "ASC", "ASC"
+	switch back := q.Backwards != reversed; {
+	case back && c.nullable:
+		dir = "DESC NULLS LAST"
+	case back:
+		dir = "DESC"
+	case c.nullable:
+		dir = "ASC NULLS FIRST"
 	}
-	where, args := searchSQL(q.Search)
-	args = append(args, q.Limit, q.From)
-	n := len(args)
-	return selectColumns + where + " ORDER BY " + orderSQL[dir][q.Order] +
-		" LIMIT $" + itoa(n-1) + " OFFSET $" + itoa(n), args
+	if reversed {
+		tie = "DESC"
+	}
+	if c.name == "destination" {
+		return prefix + "destination " + dir
+	}
+	return prefix + c.name + " " + dir + ", " + prefix + "destination " + tie
 }
+
+// PageSQL returns the list query of q, when total destinations match it
+// (q.From < total), and its arguments (exported for the EXPLAIN test and
+// the docs).
+//
+// OFFSET walks the order's index up to the page. A page past the middle
+// walks from the other end instead (the same index scanned backwards), so
+// no page walks more than half of the index; the outer ORDER BY then puts
+// the page back in q's order (a sort of the page only).
+//
+// Past the first few pages it is a deferred join: the inner query walks
+// the index reading only the index (an index-only scan, where the
+// visibility map is set: see migrations/0003_destinations_autovacuum.sql),
+// and only the page's rows are read from the table, one primary-key lookup
+// each. LIMIT 1 keeps that lookup a nested loop, which keeps the index
+// order. A lookup costs about what walking ten index entries with their
+// rows does, so a page no deeper than deferDepth of its lengths reads the
+// rows as it walks instead.
+func PageSQL(q projection.Query, total int) (string, []any) {
+	where, args := searchSQL(q.Search)
+	limit, offset := q.Limit, q.From
+	rest := int64(total) - q.From // rows from the page's start to the end
+	reversed := q.From > rest
+	if reversed {
+		limit, offset = rest, 0
+		if q.Limit < rest {
+			limit, offset = q.Limit, rest-q.Limit
+		}
+	}
+	args = append(args, limit, offset)
+	n := len(args)
+	walk := " ORDER BY " + orderBy(q, "", reversed) + " LIMIT $" + itoa(n-1) + " OFFSET $" + itoa(n)
+	if offset/deferDepth < limit {
+		page := "SELECT " + rowColumns + " FROM destinations AS d" + where + walk
+		if !reversed {
+			return page, args
+		}
+		return "SELECT * FROM (" + page + ") AS d ORDER BY " + orderBy(q, "d.", false), args
+	}
+	key := "destination"
+	if c := sortColumns[q.Order].name; c != "destination" {
+		key += ", " + c
+	}
+	return "SELECT " + rowColumns + " FROM (SELECT " + key + " FROM destinations" + where + walk + ") AS p" +
+		" CROSS JOIN LATERAL (SELECT * FROM destinations AS d WHERE d.destination = p.destination LIMIT 1) AS d" +
+		" ORDER BY " + orderBy(q, "p.", false), args
+}
+
+// deferDepth: a page whose offset is at least deferDepth times its limit
+// is read with a deferred join (see PageSQL).
+const deferDepth = 10
 
 // searchSQL is the WHERE clause of a search: ILIKE with % and _ escaped,
 // which in the C collation ignores ASCII case only, as projection.Matcher.
@@ -166,22 +224,28 @@ func (r *Reader) Page(q projection.Query) projection.Page {
 	return page
 }
 
+// page reads the total and the page in one snapshot: PageSQL's walk from
+// the end needs the total the page is counted against.
 func (r *Reader) page(ctx context.Context, q projection.Query) (projection.Page, error) {
 	out := projection.Page{Destinations: []destination.State{}}
-	sql, args := totalSQL(q.Search)
-	if err := r.pool.QueryRow(ctx, sql, args...).Scan(&out.Total); err != nil {
-		return out, err
-	}
-	if q.Limit == 0 || q.From >= int64(out.Total) {
-		return out, nil
-	}
-	sql, args = PageSQL(q)
-	rows, err := r.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return out, err
-	}
-	out.Destinations, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (destination.State, error) {
-		return scanState(row)
+	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+	err := pgx.BeginTxFunc(ctx, r.pool, opts, func(tx pgx.Tx) error {
+		sql, args := totalSQL(q.Search)
+		if err := tx.QueryRow(ctx, sql, args...).Scan(&out.Total); err != nil {
+			return err
+		}
+		if q.Limit == 0 || q.From >= int64(out.Total) {
+			return nil
+		}
+		sql, args = PageSQL(q, out.Total)
+		rows, err := tx.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		out.Destinations, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (destination.State, error) {
+			return scanState(row)
+		})
+		return err
 	})
 	if out.Destinations == nil {
 		out.Destinations = []destination.State{}
