@@ -199,7 +199,7 @@ func TestConcurrentMigrations(t *testing.T) {
 		mu.Unlock()
 		return err
 	})
-	if want := []int{1, 2, 3}; !slices.Equal(applied, want) {
+	if want := []int{1, 2, 3, 4}; !slices.Equal(applied, want) {
 		t.Errorf("applied %v between the three, want %v", applied, want)
 	}
 }
@@ -320,6 +320,54 @@ func checkTotal(t *testing.T, pool *pgxpool.Pool, r *pgprojection.Reader, step s
 	}
 }
 
+// TestMigrateWithoutTrigramIndex: a role that may not use pg_trgm (here:
+// it is installed in a schema the role cannot use) still migrates, without
+// the search index, and answers every query as the reference does.
+func TestMigrateWithoutTrigramIndex(t *testing.T) {
+	srv := pgtest.Own(t)
+	ctx := t.Context()
+	admin, err := pgxpool.New(ctx, srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, sql := range []string{
+		"CREATE SCHEMA private",
+		"CREATE EXTENSION pg_trgm SCHEMA private",
+		"CREATE ROLE fedsender LOGIN",
+		"GRANT CREATE ON DATABASE postgres TO fedsender",
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	pool, err := pgprojection.Connect(ctx, srv.URL+" user=fedsender", "fedsender")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pgprojection.Migrate(ctx, pool, "fedsender"); err != nil {
+		t.Fatal(err)
+	}
+	var indexes []string
+	rows, err := pool.Query(ctx, "SELECT indexname FROM pg_indexes WHERE schemaname = 'fedsender' AND tablename = 'destinations'")
+	if err == nil {
+		indexes, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(indexes, "destinations_destination_trgm") {
+		t.Fatalf("a trigram index was created with pg_trgm out of reach: %v", indexes)
+	}
+	_, js, _ := projectiontest.JetStream(t)
+	states := append(projectiontest.Fixture(), projectiontest.Generate(300, 2)...)
+	appendStates(t, js, states)
+	p := runProjector(t, js, pool)
+	projectiontest.Eventually(t, 10*time.Second, p.Synced, "projector not synced")
+	projectiontest.Check(t, pgprojection.NewReader(pool, p, nil), states)
+}
+
 // TestPostgresRestart: PostgreSQL stopped while events flow, then started
 // again: the reader answers not ready meanwhile, and every event is in the
 // table afterwards.
@@ -388,7 +436,7 @@ func (n planNode) walk(underLimit bool, f func(n planNode, underLimit bool)) {
 // at a size where a sequential scan would otherwise win: reading the rows
 // as it walks for a page near either end, and the index alone deeper,
 // the page's rows then read by primary key. The total is read from the
-// kept count.
+// kept count, and a search's count uses the trigram index.
 func TestExplainUsesIndexes(t *testing.T) {
 	url := pgtest.URL(t)
 	pool, _ := connect(t, url)
@@ -451,6 +499,21 @@ func TestExplainUsesIndexes(t *testing.T) {
 	}
 	if n := explain(t, pool, "SELECT n FROM destinations_total"); n.NodeType != "Seq Scan" || len(n.Plans) > 0 {
 		t.Errorf("the total reads more than its one row: %+v", n)
+	}
+	var trgm bool
+	if err := pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE tablename = 'destinations' AND schemaname = current_schema() "+
+		"AND indexname = 'destinations_destination_trgm')").Scan(&trgm); err != nil {
+		t.Fatal(err)
+	}
+	if !trgm {
+		t.Skip("no trigram index here (pg_trgm cannot be created)")
+	}
+	var used bool
+	explain(t, pool, "SELECT count(*) FROM destinations WHERE destination ILIKE $1", "%1234%").walk(false, func(n planNode, _ bool) {
+		used = used || n.IndexName == "destinations_destination_trgm"
+	})
+	if !used {
+		t.Error("a search's count does not use the trigram index")
 	}
 }
 
