@@ -8,7 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fedsender/fedsender/internal/projection"
 	"github.com/fedsender/fedsender/internal/projection/pgprojection"
@@ -24,13 +27,22 @@ type postgresResult struct {
 	EventsPerSec float64 `json:"projector_events_per_sec"`
 	Orders       []listLatency
 	WorstP99     float64 `json:"worst_p99_ms"`
+	// Search is searches for a random number below 1000; Updated is list
+	// pages after a hundredth of the rows changed since the last VACUUM.
+	Search  listLatency `json:"search"`
+	Updated listLatency `json:"updated"`
+	Changed int64       `json:"updated_rows"`
 }
 
 // runPostgres preloads adminDests destinations (as the admin part does),
 // projects them into PostgreSQL (FEDSENDER_BENCH_POSTGRES_URL, or a
-// throwaway server from the installed binaries), and times Reader.Page:
-// pages of 100 at random offsets, each order in both directions. It times
-// the SQL read model itself, without the HTTP layer the admin part adds.
+// throwaway server from the installed binaries), runs VACUUM ANALYZE as
+// autovacuum would within a minute of such a load, and times Reader.Page:
+// pages of 100 at random offsets, each order in both directions; searches;
+// and pages again after a hundredth of the rows changed (just under the
+// autovacuum threshold of migrations/0003_destinations_autovacuum.sql). It
+// times the SQL read model itself, without the HTTP layer the admin part
+// adds.
 func runPostgres(ctx context.Context, e *env) (*postgresResult, error) {
 	n := e.p.adminDests
 	url := os.Getenv("FEDSENDER_BENCH_POSTGRES_URL")
@@ -61,7 +73,60 @@ func runPostgres(ctx context.Context, e *env) (*postgresResult, error) {
 	if _, err := pgprojection.Migrate(ctx, pool, schema); err != nil {
 		return nil, err
 	}
+	elapsed, err := project(ctx, s, pool)
+	if err != nil {
+		return nil, err
+	}
+	res := &postgresResult{Destinations: n, Events: n, Seconds: elapsed.Seconds(), EventsPerSec: float64(n) / elapsed.Seconds()}
+	e.progress("postgres: %d events projected in %.1fs", n, elapsed.Seconds())
+	if _, err := pool.Exec(ctx, "VACUUM ANALYZE destinations"); err != nil {
+		return nil, err
+	}
 
+	rd := pgprojection.NewReader(pool, nil, errLogger)
+	if got := rd.Page(projection.Query{Limit: 1}).Total; got != n {
+		return nil, fmt.Errorf("PostgreSQL holds %d destinations, want %d", got, n)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, o := range projection.Orders() {
+		for _, back := range []bool{false, true} {
+			name := o.String() + " f"
+			if back {
+				name = o.String() + " b"
+			}
+			l, err := timePages(rd, name, e.p.adminRequests, func(int) projection.Query {
+				return projection.Query{Order: o, Backwards: back, From: int64(r.IntN(n)), Limit: 100}
+			})
+			if err != nil {
+				return nil, err
+			}
+			res.Orders = append(res.Orders, l)
+			res.WorstP99 = max(res.WorstP99, l.P99)
+		}
+	}
+	orders := projection.Orders()
+	res.Search, err = timePages(rd, "destination=<search>", e.p.adminRequests, func(i int) projection.Query {
+		return projection.Query{Order: orders[i%len(orders)], Search: strconv.Itoa(r.IntN(1000)), Limit: 100}
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Every row whose hash ends in 00 (one in a hundred, on pages all over
+	// the table) changes, as a failure or a new stream ordering would.
+	tag, err := pool.Exec(ctx, "UPDATE destinations SET retry_last_ts = retry_last_ts + 1 WHERE hashtext(destination) % 100 = 0")
+	if err != nil {
+		return nil, err
+	}
+	res.Changed = tag.RowsAffected()
+	res.Updated, err = timePages(rd, "after updates", e.p.adminRequests, func(i int) projection.Query {
+		return projection.Query{Order: orders[i/2%len(orders)], Backwards: i%2 == 1, From: int64(r.IntN(n)), Limit: 100}
+	})
+	return res, err
+}
+
+// project runs a projector on s's event log into pool until it is synced,
+// and returns how long it took.
+func project(ctx context.Context, s *natsServer, pool *pgxpool.Pool) (time.Duration, error) {
 	proj := pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: s.js, Pool: pool, Log: errLogger})
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -72,45 +137,28 @@ func runPostgres(ctx context.Context, e *env) (*postgresResult, error) {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			stop()
 			<-done
-			return nil, errors.New("the projector did not catch up within 10 minutes")
+			return 0, errors.New("the projector did not catch up within 10 minutes")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
 	stop()
-	if err := <-done; err != nil {
-		return nil, err
-	}
-	res := &postgresResult{Destinations: n, Events: n, Seconds: elapsed.Seconds(), EventsPerSec: float64(n) / elapsed.Seconds()}
-	e.progress("postgres: %d events projected in %.1fs", n, elapsed.Seconds())
+	return elapsed, <-done
+}
 
-	rd := pgprojection.NewReader(pool, nil, errLogger)
-	if got := rd.Page(projection.Query{Limit: 1}).Total; got != n {
-		return nil, fmt.Errorf("PostgreSQL holds %d destinations, want %d", got, n)
+// timePages times count pages of rd, the i-th asking query(i).
+func timePages(rd *pgprojection.Reader, name string, count int, query func(i int) projection.Query) (listLatency, error) {
+	ds := make([]time.Duration, 0, count)
+	for i := range count {
+		q := query(i)
+		t0 := time.Now()
+		rd.Page(q)
+		ds = append(ds, time.Since(t0))
 	}
-	r := rand.New(rand.NewPCG(5, 6))
-	for _, o := range projection.Orders() {
-		for _, back := range []bool{false, true} {
-			var ds []time.Duration
-			for range e.p.adminRequests {
-				q := projection.Query{Order: o, Backwards: back, From: int64(r.IntN(n)), Limit: 100}
-				t0 := time.Now()
-				rd.Page(q)
-				ds = append(ds, time.Since(t0))
-			}
-			if !rd.Ready() {
-				return nil, errors.New("a list query failed")
-			}
-			name := o.String() + " f"
-			if back {
-				name = o.String() + " b"
-			}
-			l := listLatency{OrderBy: name, latencySummary: summarize(ds)}
-			res.Orders = append(res.Orders, l)
-			res.WorstP99 = max(res.WorstP99, l.P99)
-		}
+	if !rd.Ready() {
+		return listLatency{}, fmt.Errorf("postgres: a %s query failed", name)
 	}
-	return res, nil
+	return listLatency{OrderBy: name, latencySummary: summarize(ds)}, nil
 }
 
 // postgresRows prints the postgres part.
@@ -123,8 +171,12 @@ func (r *results) postgresRows(row func(name, value, lo, hi, setup string)) {
 		return
 	}
 	row("postgres projector events/s", f0(pg.EventsPerSec), "", "", fmt.Sprintf("%d destination events into an empty schema in %.1fs (batches of 500, one transaction each)", pg.Events, pg.Seconds))
-	row("postgres list p99 ms", f2(pg.WorstP99), "", "", fmt.Sprintf("Reader.Page (count + page of 100 at random offsets), worst of %d order/dir, %d destinations", len(pg.Orders), pg.Destinations))
+	row("postgres list p99 ms", f2(pg.WorstP99), "", "", fmt.Sprintf("Reader.Page (total + page of 100 at random offsets) after VACUUM ANALYZE, worst of %d order/dir, %d destinations", len(pg.Orders), pg.Destinations))
 	for _, l := range pg.Orders {
 		row("  "+l.OrderBy, f2(l.P99), f2(l.P50), f2(l.Max), "p99 (p50, max)")
 	}
+	row("  "+pg.Search.OrderBy, f2(pg.Search.P99), f2(pg.Search.P50), f2(pg.Search.Max),
+		fmt.Sprintf("%d searches for a random number below 1000 (never asked before), order_by rotated", pg.Search.Requests))
+	row("  "+pg.Updated.OrderBy, f2(pg.Updated.P99), f2(pg.Updated.P50), f2(pg.Updated.Max),
+		fmt.Sprintf("%d pages, every order/dir, after %d rows changed since the VACUUM (just under autovacuum's threshold)", pg.Updated.Requests, pg.Changed))
 }
