@@ -26,10 +26,13 @@
 //   - tracing (only when -only names it): the pipeline's sustained rate with
 //     tracing off (the default) and on (every span sampled and exported to
 //     an in-memory exporter), alternating, and the overhead.
-//   - postgres (only when -only names it): the PostgreSQL read model's
-//     projector events/s into an empty schema, and its list p99 per order,
-//     at the admin part's 100,000 destinations (FEDSENDER_BENCH_POSTGRES_URL,
-//     or a throwaway server from the installed binaries).
+//   - postgres (only when -only names it; FEDSENDER_BENCH_POSTGRES_URL, or
+//     a throwaway server from the installed binaries): the PostgreSQL read
+//     model's projector events/s into an empty schema and, at the admin
+//     part's 100,000 destinations, its list p50/p99 per order, searches,
+//     and pages after a hundredth of the rows changed; then the pipeline's
+//     sustained load with postgres.url set (deliveries/s, the projector's
+//     lag and catch-up), and the rooms projector's PDUs/s on backlogs.
 //
 // Flags: -short runs smaller sizes for a quick check; -only runs the named
 // parts (comma separated: pipeline, baseline, rss, catchup, admin; latency is part
@@ -214,8 +217,6 @@ func run() int {
 			res.admin, err = runAdmin(ctx, e)
 		case "postgres":
 			res.postgres, err = runPostgres(ctx, e)
-		case "pgload":
-			res.pgload, err = runPGLoadPart(ctx, e)
 		}
 		if err != nil {
 			progress("%s: FAILED: %v", part, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 
 	"github.com/fedsender/fedsender/internal/config"
 	"github.com/fedsender/fedsender/internal/projection/pgprojection"
-	"github.com/fedsender/fedsender/internal/projection/pgprojection/pgtest"
 	"github.com/fedsender/fedsender/internal/service"
 	"github.com/fedsender/fedsender/streams"
 )
@@ -57,33 +55,16 @@ func runRoomsBacklog(ctx context.Context, e *env, url string, pdus, rooms int) (
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
-	schema := fmt.Sprintf("bench_rooms_%d", time.Now().UnixNano())
-	pool, err := pgprojection.Connect(ctx, url, schema)
+	pool, _, drop, err := benchSchema(ctx, url, "bench_rooms")
 	if err != nil {
 		return res, err
 	}
-	defer pool.Close()
-	defer pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE") //nolint:errcheck // best effort
-	if _, err := pgprojection.Migrate(ctx, pool, schema); err != nil {
+	defer drop()
+	took, err := project(ctx, s.js, pool)
+	if err != nil {
 		return res, err
 	}
-	proj := pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: s.js, Pool: pool, Log: errLogger})
-	pctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	start := time.Now()
-	go func() { done <- proj.Run(pctx) }()
-	for !proj.Synced() && time.Since(start) < 10*time.Minute && ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
-	res.Seconds = time.Since(start).Seconds()
-	synced := proj.Synced()
-	stop()
-	if err := <-done; err != nil {
-		return res, err
-	}
-	if !synced {
-		return res, fmt.Errorf("the projector did not apply %d PDUs within 10 minutes", pdus)
-	}
+	res.Seconds = took.Seconds()
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM destination_rooms").Scan(&res.Rows); err != nil {
 		return res, err
 	}
@@ -114,7 +95,11 @@ type pgLoadResult struct {
 // destination_rooms from the same load, and samples its consumers' lag.
 func runPGLoad(ctx context.Context, e *env, url string) (*pgLoadResult, error) {
 	res := &pgLoadResult{}
-	schema := fmt.Sprintf("bench_load_%d", time.Now().UnixNano())
+	_, schema, drop, err := benchSchema(ctx, url, "bench_load") // fedsender opens its own pool
+	if err != nil {
+		return nil, err
+	}
+	defer drop()
 	during := func(ctx context.Context, in *instance) error {
 		lag := func(ctx context.Context) (pdus, events uint64, err error) {
 			if pdus, err = consumerLag(ctx, in.js, streams.PDUStream, pgprojection.RoomsConsumerName); err != nil {
@@ -196,27 +181,12 @@ func consumerLag(ctx context.Context, js jetstream.JetStream, stream, name strin
 	return info.NumPending + uint64(info.NumAckPending), nil
 }
 
-// runPGLoadPart runs runPGLoad on FEDSENDER_BENCH_POSTGRES_URL or a
-// throwaway server.
-func runPGLoadPart(ctx context.Context, e *env) (*pgLoadResult, error) {
-	url := os.Getenv("FEDSENDER_BENCH_POSTGRES_URL")
-	if url == "" {
-		srv, err := pgtest.Start()
-		if err != nil {
-			return nil, err
-		}
-		defer srv.Close()
-		url = srv.URL
-	}
-	return runPGLoad(ctx, e, url)
-}
-
-// pgLoadRows prints the pgload part.
+// pgLoadRows prints the postgres part's load figures.
 func (r *results) pgLoadRows(row func(name, value, lo, hi, setup string)) {
-	l := r.pgload
-	if l == nil {
+	if r.postgres == nil || r.postgres.Load == nil {
 		return
 	}
+	l := r.postgres.Load
 	row("deliveries/s with postgres.url", f0(l.Rate), "", "", "the pipeline part's sustained load, PostgreSQL read model on")
 	row("  projector max PDUs behind", fmt.Sprint(l.MaxPDUsBehind), "", "", fmt.Sprintf("fedsender-pgrooms pending+unacked, sampled every 250 ms; %d PDUs × %d destinations over %d rooms", l.PDUs, r.params.dests, r.params.rooms))
 	row("  projector max events behind", fmt.Sprint(l.MaxEventsBehind), "", "", "fedsender-pgprojection pending+unacked")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/projection"
 	"github.com/fedsender/fedsender/internal/projection/pgprojection"
@@ -32,6 +33,9 @@ type postgresResult struct {
 	Search  listLatency `json:"search"`
 	Updated listLatency `json:"updated"`
 	Changed int64       `json:"updated_rows"`
+	// Load is the pipeline's load with PostgreSQL on, and the rooms
+	// projector on backlogs.
+	Load *pgLoadResult `json:"load"`
 }
 
 // runPostgres preloads adminDests destinations (as the admin part does),
@@ -63,17 +67,12 @@ func runPostgres(ctx context.Context, e *env) (*postgresResult, error) {
 		return nil, err
 	}
 	defer s.close()
-	schema := fmt.Sprintf("bench_%d", time.Now().UnixNano())
-	pool, err := pgprojection.Connect(ctx, url, schema)
+	pool, _, drop, err := benchSchema(ctx, url, "bench")
 	if err != nil {
 		return nil, err
 	}
-	defer pool.Close()
-	defer pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE") //nolint:errcheck // best effort
-	if _, err := pgprojection.Migrate(ctx, pool, schema); err != nil {
-		return nil, err
-	}
-	elapsed, err := project(ctx, s, pool)
+	defer drop()
+	elapsed, err := project(ctx, s.js, pool)
 	if err != nil {
 		return nil, err
 	}
@@ -121,13 +120,35 @@ func runPostgres(ctx context.Context, e *env) (*postgresResult, error) {
 	res.Updated, err = timePages(rd, "after updates", e.p.adminRequests, func(i int) projection.Query {
 		return projection.Query{Order: orders[i/2%len(orders)], Backwards: i%2 == 1, From: int64(r.IntN(n)), Limit: 100}
 	})
+	if err != nil {
+		return nil, err
+	}
+	res.Load, err = runPGLoad(ctx, e, url)
 	return res, err
 }
 
-// project runs a projector on s's event log into pool until it is synced,
+// benchSchema connects to a new schema of url named after prefix and
+// migrates it; drop removes the schema and closes the pool.
+func benchSchema(ctx context.Context, url, prefix string) (pool *pgxpool.Pool, schema string, drop func(), err error) {
+	schema = fmt.Sprintf("%s_%d", prefix, time.Now().UnixNano())
+	if pool, err = pgprojection.Connect(ctx, url, schema); err != nil {
+		return nil, "", nil, err
+	}
+	drop = func() {
+		pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+schema+" CASCADE") //nolint:errcheck // best effort
+		pool.Close()
+	}
+	if _, err := pgprojection.Migrate(ctx, pool, schema); err != nil {
+		drop()
+		return nil, "", nil, err
+	}
+	return pool, schema, drop, nil
+}
+
+// project runs a projector on js's streams into pool until it is synced,
 // and returns how long it took.
-func project(ctx context.Context, s *natsServer, pool *pgxpool.Pool) (time.Duration, error) {
-	proj := pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: s.js, Pool: pool, Log: errLogger})
+func project(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool) (time.Duration, error) {
+	proj := pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: js, Pool: pool, Log: errLogger})
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	start := time.Now()

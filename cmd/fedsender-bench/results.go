@@ -25,7 +25,6 @@ type results struct {
 	tracing  *tracingResult
 	admin    *adminResult
 	postgres *postgresResult
-	pgload   *pgLoadResult
 	errors   []string
 }
 
@@ -63,6 +62,11 @@ type summary struct {
 	TracingOverhead    *float64 `json:"tracing_overhead,omitempty"`
 	PostgresEventsPS   *float64 `json:"postgres_projector_events_per_sec,omitempty"`
 	PostgresListP99    *float64 `json:"postgres_list_p99_ms,omitempty"`
+	// The pipeline's load with postgres.url set, and the rooms projector
+	// on the backlog with the pipeline's rooms.
+	PostgresDeliveries *float64 `json:"postgres_deliveries_per_sec,omitempty"`
+	PostgresCatchUp    *float64 `json:"postgres_projector_catch_up_seconds,omitempty"`
+	PostgresRoomsPDUPS *float64 `json:"postgres_rooms_projector_pdus_per_sec,omitempty"`
 }
 
 func ptr(v float64) *float64 {
@@ -106,6 +110,12 @@ func (r *results) summary() summary {
 	r.tracingSummary(&s)
 	if pg := r.postgres; pg != nil {
 		s.PostgresEventsPS, s.PostgresListP99 = ptr(pg.EventsPerSec), ptr(pg.WorstP99)
+		if l := pg.Load; l != nil {
+			s.PostgresDeliveries, s.PostgresCatchUp = ptr(l.Rate), ptr(l.CatchUp.Seconds())
+			if len(l.Backlogs) > 0 {
+				s.PostgresRoomsPDUPS = ptr(l.Backlogs[0].PDUsPerSec())
+			}
+		}
 	}
 	return s
 }

@@ -113,8 +113,14 @@ func TestContract(t *testing.T) {
 // dump returns every row of the destinations table, as text.
 func dump(t *testing.T, pool *pgxpool.Pool) []string {
 	t.Helper()
-	rows, err := pool.Query(t.Context(), `SELECT concat_ws('|', destination, retry_last_ts, retry_interval,
+	return rowsAsText(t, pool, `SELECT concat_ws('|', destination, retry_last_ts, retry_interval,
 		failure_ts, last_successful_stream_ordering, catching_up, event_seq) FROM destinations ORDER BY destination`)
+}
+
+// rowsAsText returns the single text column of every row query answers.
+func rowsAsText(t *testing.T, pool *pgxpool.Pool, query string) []string {
+	t.Helper()
+	rows, err := pool.Query(t.Context(), query)
 	if err != nil {
 		t.Fatal(err)
 	}

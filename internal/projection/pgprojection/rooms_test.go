@@ -81,24 +81,8 @@ func publishFanout(t *testing.T, js jetstream.JetStream, n int) *fanout {
 
 func dumpRooms(t *testing.T, pool *pgxpool.Pool) []string {
 	t.Helper()
-	rows, err := pool.Query(t.Context(), `SELECT concat_ws('|', destination, room_id, stream_ordering)
+	return rowsAsText(t, pool, `SELECT concat_ws('|', destination, room_id, stream_ordering)
 		FROM destination_rooms ORDER BY destination, room_id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // checkRooms asks the reader for every page shape of every destination's
