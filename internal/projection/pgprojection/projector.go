@@ -178,7 +178,7 @@ func (p *Projector) runEvents(ctx context.Context, cons jetstream.Consumer) (reb
 		if !p.retry(ctx, "apply events", func(ctx context.Context) error { return p.applyEvents(ctx, rows, last) }) {
 			return false
 		}
-		ackAll(p, msgs)
+		p.ackAll(msgs)
 		p.progress(&p.eventsCaught, &p.eventsBehind, pending)
 	}
 	return false

@@ -61,7 +61,7 @@ func (p *Projector) runRooms(ctx context.Context, cons jetstream.Consumer) {
 		if !p.retry(ctx, "apply rooms", func(ctx context.Context) error { return p.applyRooms(ctx, b.rows, b.last) }) {
 			break
 		}
-		ackAll(p, b.msgs)
+		p.ackAll(b.msgs)
 		p.progress(&p.roomsCaught, &p.pdusBehind, b.pending)
 	}
 	for range batches { // let fetchRooms end
@@ -124,7 +124,7 @@ func fetch(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
 	return msgs, err
 }
 
-func ackAll(p *Projector, msgs []jetstream.Msg) {
+func (p *Projector) ackAll(msgs []jetstream.Msg) {
 	for _, m := range msgs {
 		if err := m.Ack(); err != nil {
 			p.opts.Log.Debug("pgprojection: ack", "error", err) // redelivery is harmless
