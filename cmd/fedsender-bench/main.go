@@ -31,8 +31,9 @@
 //     model's projector events/s into an empty schema and, at the admin
 //     part's 100,000 destinations, its list p50/p99 per order, searches,
 //     and pages after a hundredth of the rows changed; then the pipeline's
-//     sustained load with postgres.url set (deliveries/s, the projector's
-//     lag and catch-up), and the rooms projector's PDUs/s on backlogs.
+//     sustained load without and with postgres.url set, alternating
+//     (deliveries/s, the projector's lag and catch-up), and the rooms
+//     projector's PDUs/s on backlogs.
 //
 // Flags: -short runs smaller sizes for a quick check; -only runs the named
 // parts (comma separated: pipeline, baseline, rss, catchup, admin; latency is part

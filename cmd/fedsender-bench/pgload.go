@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -77,27 +78,30 @@ func runRoomsBacklog(ctx context.Context, e *env, url string, pdus, rooms int) (
 // pgLoadResult is the pipeline's sustained rate with the PostgreSQL read
 // model on, and how its projector kept up with that load.
 type pgLoadResult struct {
-	Rate float64 `json:"deliveries_per_sec"`
-	// PDUs published in the run; each names every destination.
+	// Each round's sustained rate without and with PostgreSQL, alternating,
+	// and their medians.
+	Off, On         []float64
+	OffRate, OnRate float64
+	// PDUs published in the last round with PostgreSQL; each names every
+	// destination.
 	PDUs uint64 `json:"pdus"`
 	// The most PDUs and destination events the projector's consumers had
 	// not yet applied, sampled every 250 ms while publishing.
 	MaxPDUsBehind   uint64 `json:"max_pdus_behind"`
 	MaxEventsBehind uint64 `json:"max_events_behind"`
-	// From the end of publishing until both consumers had nothing left.
+	// From the end of publishing until both consumers had nothing left
+	// (the slowest round).
 	CatchUp time.Duration `json:"catch_up_ns"`
 	// The projector alone on a backlog: few rooms, then a room per PDU.
 	Backlogs []roomsBacklog
 }
 
-// runPGLoad runs the pipeline's sustained-rate measurement with
-// postgres.url set, so the projector fills destinations and
-// destination_rooms from the same load, and samples its consumers' lag.
-func runPGLoad(ctx context.Context, e *env, url string) (*pgLoadResult, error) {
-	res := &pgLoadResult{}
+// sustainWithPostgres is sustain with postgres.url set on a new schema; it
+// samples the projector's lag into res and times its catch-up.
+func sustainWithPostgres(ctx context.Context, e *env, url, name string, res *pgLoadResult) (float64, error) {
 	_, schema, drop, err := benchSchema(ctx, url, "bench_load") // fedsender opens its own pool
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	defer drop()
 	during := func(ctx context.Context, in *instance) error {
@@ -130,7 +134,7 @@ func runPGLoad(ctx context.Context, e *env, url string) (*pgLoadResult, error) {
 		for {
 			pdus, events, err := lag(wctx)
 			if err == nil && pdus == 0 && events == 0 {
-				res.CatchUp = time.Since(stopped)
+				res.CatchUp = max(res.CatchUp, time.Since(stopped))
 				break
 			}
 			if wctx.Err() != nil {
@@ -145,13 +149,34 @@ func runPGLoad(ctx context.Context, e *env, url string) (*pgLoadResult, error) {
 		res.PDUs = s.CachedInfo().State.LastSeq
 		return nil
 	}
-	rate, err := e.sustain(ctx, "pgload", service.Deps{}, func(c *config.Config) {
+	return e.sustain(ctx, name, service.Deps{}, func(c *config.Config) {
 		c.Postgres.URL, c.Postgres.Schema = url, schema
 	}, during)
-	if err != nil {
-		return nil, err
+}
+
+// runPGLoad runs the pipeline's sustained-rate measurement without and
+// with postgres.url set, alternating, so that the projector fills
+// destinations and destination_rooms from the same load, and samples its
+// consumers' lag; then the rooms projector alone on two backlogs.
+func runPGLoad(ctx context.Context, e *env, url string) (*pgLoadResult, error) {
+	res := &pgLoadResult{}
+	rounds := 2
+	if e.p.short {
+		rounds = 1
 	}
-	res.Rate = rate
+	for i := range rounds {
+		off, err := e.sustain(ctx, fmt.Sprintf("pgload-off-%d", i), service.Deps{}, nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("round %d without PostgreSQL: %w", i+1, err)
+		}
+		on, err := sustainWithPostgres(ctx, e, url, fmt.Sprintf("pgload-on-%d", i), res)
+		if err != nil {
+			return nil, fmt.Errorf("round %d with PostgreSQL: %w", i+1, err)
+		}
+		e.progress("postgres: round %d, %.0f deliveries/s without PostgreSQL, %.0f with", i+1, off, on)
+		res.Off, res.On = append(res.Off, off), append(res.On, on)
+	}
+	res.OffRate, res.OnRate = median(res.Off), median(res.On)
 	pdus := []int{20_000, 5_000}
 	if e.p.short {
 		pdus = []int{5_000, 1_000}
@@ -187,7 +212,9 @@ func (r *results) pgLoadRows(row func(name, value, lo, hi, setup string)) {
 		return
 	}
 	l := r.postgres.Load
-	row("deliveries/s with postgres.url", f0(l.Rate), "", "", "the pipeline part's sustained load, PostgreSQL read model on")
+	row("deliveries/s without / with postgres.url", f0(l.OffRate)+" / "+f0(l.OnRate), "", "",
+		fmt.Sprintf("the pipeline part's sustained load, medians of %d alternating rounds (%s / %s)", len(l.On), roundRates(l.Off), roundRates(l.On)))
+	row("  PostgreSQL read model's cost", fmt.Sprintf("%.1f%%", 100*(1-l.OnRate/l.OffRate)), "", "", "1 − with/without")
 	row("  projector max PDUs behind", fmt.Sprint(l.MaxPDUsBehind), "", "", fmt.Sprintf("fedsender-pgrooms pending+unacked, sampled every 250 ms; %d PDUs × %d destinations over %d rooms", l.PDUs, r.params.dests, r.params.rooms))
 	row("  projector max events behind", fmt.Sprint(l.MaxEventsBehind), "", "", "fedsender-pgprojection pending+unacked")
 	row("  projector catch-up s", f2(l.CatchUp.Seconds()), "", "", "end of publishing → both consumers empty")
@@ -195,4 +222,13 @@ func (r *results) pgLoadRows(row func(name, value, lo, hi, setup string)) {
 		row("rooms projector PDUs/s", f0(b.PDUsPerSec()), "", "", fmt.Sprintf("backlog of %d PDUs over %d rooms, each to 200 destinations: %d rows in %.1fs (%.0f rows/s)",
 			b.PDUs, b.Rooms, b.Rows, b.Seconds, float64(b.Rows)/b.Seconds))
 	}
+}
+
+// roundRates lists per-round rates.
+func roundRates(vs []float64) string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = f0(v)
+	}
+	return strings.Join(out, ", ")
 }

@@ -111,7 +111,7 @@ func (r *results) summary() summary {
 	if pg := r.postgres; pg != nil {
 		s.PostgresEventsPS, s.PostgresListP99 = ptr(pg.EventsPerSec), ptr(pg.WorstP99)
 		if l := pg.Load; l != nil {
-			s.PostgresDeliveries, s.PostgresCatchUp = ptr(l.Rate), ptr(l.CatchUp.Seconds())
+			s.PostgresDeliveries, s.PostgresCatchUp = ptr(l.OnRate), ptr(l.CatchUp.Seconds())
 			if len(l.Backlogs) > 0 {
 				s.PostgresRoomsPDUPS = ptr(l.Backlogs[0].PDUsPerSec())
 			}
