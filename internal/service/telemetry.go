@@ -184,56 +184,51 @@ func (o *observability) serveMetrics(cfg config.Config, run func(string, func(co
 // revisions of the destinations bucket that the read model's index
 // (applied returns the newest it applied) has not applied yet.
 func (o *observability) observeProjectionLag(js jetstream.JetStream, applied func() uint64) error {
-	if o.mp == nil {
-		return nil
-	}
-	meter := o.mp.Meter(telemetry.ScopeName)
-	lag, err := meter.Int64ObservableGauge(telemetry.MetricProjectionLag,
-		metric.WithDescription("Revisions of the destinations bucket the admin read model has not applied yet."),
-		metric.WithUnit("{revision}"))
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	reg, err := meter.RegisterCallback(func(ctx context.Context, obs metric.Observer) error {
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		s, err := js.Stream(ctx, "KV_"+streams.DestinationBucket)
-		if err != nil {
-			return nil // not created yet, or NATS busy: no observation this time
-		}
-		last := s.CachedInfo().State.LastSeq
-		obs.ObserveInt64(lag, int64(last-min(applied(), last)))
-		return nil
-	}, lag)
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	o.closers = append(o.closers, func(context.Context) error { return reg.Unregister() })
-	return nil
+	return o.observeGauge(telemetry.MetricProjectionLag,
+		"Revisions of the destinations bucket the admin read model has not applied yet.", "{revision}",
+		func(ctx context.Context, obs metric.Observer, lag metric.Int64ObservableGauge) {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			s, err := js.Stream(ctx, "KV_"+streams.DestinationBucket)
+			if err != nil {
+				return // not created yet, or NATS busy: no observation this time
+			}
+			last := s.CachedInfo().State.LastSeq
+			obs.ObserveInt64(lag, int64(last-min(applied(), last)))
+		})
 }
 
 // observePostgresLag registers fedsender_postgres_projection_lag_messages:
 // the messages of each stream the PostgreSQL projector's consumers had yet
 // to deliver at their last fetch.
 func (o *observability) observePostgresLag(behind func() (events, pdus uint64)) error {
+	eventsAttr := metric.WithAttributes(attribute.String("stream", streams.EventStream))
+	pdusAttr := metric.WithAttributes(attribute.String("stream", streams.PDUStream))
+	return o.observeGauge(telemetry.MetricPostgresLag,
+		"Messages the PostgreSQL read model's projector has not applied yet, by stream.", "{message}",
+		func(_ context.Context, obs metric.Observer, lag metric.Int64ObservableGauge) {
+			events, pdus := behind()
+			obs.ObserveInt64(lag, int64(min(events, 1<<63-1)), eventsAttr)
+			obs.ObserveInt64(lag, int64(min(pdus, 1<<63-1)), pdusAttr)
+		})
+}
+
+// observeGauge registers an integer gauge whose values observe gives at
+// each collection, unregistered by close; nothing without metrics.
+func (o *observability) observeGauge(name, description, unit string,
+	observe func(context.Context, metric.Observer, metric.Int64ObservableGauge)) error {
 	if o.mp == nil {
 		return nil
 	}
 	meter := o.mp.Meter(telemetry.ScopeName)
-	lag, err := meter.Int64ObservableGauge(telemetry.MetricPostgresLag,
-		metric.WithDescription("Messages the PostgreSQL read model's projector has not applied yet, by stream."),
-		metric.WithUnit("{message}"))
+	gauge, err := meter.Int64ObservableGauge(name, metric.WithDescription(description), metric.WithUnit(unit))
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	eventsAttr := metric.WithAttributes(attribute.String("stream", streams.EventStream))
-	pdusAttr := metric.WithAttributes(attribute.String("stream", streams.PDUStream))
-	reg, err := meter.RegisterCallback(func(_ context.Context, obs metric.Observer) error {
-		events, pdus := behind()
-		obs.ObserveInt64(lag, int64(min(events, 1<<63-1)), eventsAttr)
-		obs.ObserveInt64(lag, int64(min(pdus, 1<<63-1)), pdusAttr)
+	reg, err := meter.RegisterCallback(func(ctx context.Context, obs metric.Observer) error {
+		observe(ctx, obs, gauge)
 		return nil
-	}, lag)
+	}, gauge)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
