@@ -92,29 +92,8 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 	res := &throughput{EnvBytes: len(factory.envelope("tp", 0, roomName(0)))}
 
 	// Sustained rate.
-	acks := newAckChecker()
-	fd := &feeder{
-		pub: in.pub, acked: f.minCount, lead: p.lead, acks: acks,
-		make: func(n int) []byte { return factory.envelope("tp", n, roomName(n%p.rooms)) },
-	}
-	pubCtx, stopPub := context.WithCancel(ctx)
-	pubDone := make(chan struct{})
-	go func() { defer close(pubDone); fd.run(pubCtx) }()
-	w := windowed{
-		count:      f.total,
-		pending:    func() bool { return f.minCount() < fd.count() },
-		failed:     acks.failed,
-		diagnose:   func() string { return pipelineState(f, fd.count()) },
-		stallAfter: 10 * time.Second,
-	}
 	e.progress("pipeline: %d receivers, fedsender at %s; warm-up %v, then %d × %v", p.dests, in.svc.NATSURL, p.warmup, p.windows, p.window)
-	res.Rates, err = w.measure(ctx, p.warmup, p.window, p.windows)
-	stopPub()
-	<-pubDone
-	if err2 := acks.finish(); err == nil {
-		err = err2
-	}
-	res.Published = fd.count()
+	res.Rates, res.Published, err = e.measureSustained(ctx, f, in, "tp")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -133,7 +112,7 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 	rec.Store(l)
 	before := f.checks()
 	e.progress("latency: %d PDUs at %.1f PDUs/s (%.0f%% of the sustained rate) to %d destinations", lat.PDUs, lat.PDURate, 100*p.latencyPct, p.dests)
-	acks = newAckChecker()
+	acks := newAckChecker()
 	if latencyProfile != "" {
 		pf, err := os.Create(latencyProfile)
 		if err != nil {

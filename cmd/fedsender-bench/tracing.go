@@ -142,11 +142,31 @@ func (e *env) sustain(ctx context.Context, name string, deps service.Deps, mutat
 	} else {
 		duringErr <- nil
 	}
+	r, _, err := e.measureSustained(ctx, f, in, name)
+	stopDuring()
+	if err2 := <-duringErr; err == nil {
+		err = err2
+	}
+	if err != nil {
+		return 0, err
+	}
+	if c := f.checks(); c.Violations > 0 {
+		return 0, fmt.Errorf("receivers saw %d protocol violations: %v", c.Violations, c.Examples)
+	}
+	return r.Mean, nil
+}
+
+// measureSustained publishes PDUs tagged tag to every receiver of f
+// through in, kept at most the lead ahead of what all have acknowledged,
+// and measures the delivery rate over the warm-up and windows; it returns
+// the rates and how many PDUs were published.
+func (e *env) measureSustained(ctx context.Context, f *fleet, in *instance, tag string) (rates, int64, error) {
+	p := e.p
 	factory := newPDUFactory(f.names, p.pduSize)
 	acks := newAckChecker()
 	fd := &feeder{
 		pub: in.pub, acked: f.minCount, lead: p.lead, acks: acks,
-		make: func(n int) []byte { return factory.envelope(name, n, roomName(n%p.rooms)) },
+		make: func(n int) []byte { return factory.envelope(tag, n, roomName(n%p.rooms)) },
 	}
 	pubCtx, stopPub := context.WithCancel(ctx)
 	pubDone := make(chan struct{})
@@ -161,20 +181,10 @@ func (e *env) sustain(ctx context.Context, name string, deps service.Deps, mutat
 	r, err := w.measure(ctx, p.warmup, p.window, p.windows)
 	stopPub()
 	<-pubDone
-	stopDuring()
 	if err2 := acks.finish(); err == nil {
 		err = err2
 	}
-	if err2 := <-duringErr; err == nil {
-		err = err2
-	}
-	if err != nil {
-		return 0, err
-	}
-	if c := f.checks(); c.Violations > 0 {
-		return 0, fmt.Errorf("receivers saw %d protocol violations: %v", c.Violations, c.Examples)
-	}
-	return r.Mean, nil
+	return r, fd.count(), err
 }
 
 // tracingRows adds the part's rows to the results table: medians, with the
