@@ -110,7 +110,7 @@ func openKV(t *testing.T) loader {
 			}
 		}
 		rx.Observe(items)
-		stopPrevious = run(t, idx.Run, proj.Run, rx.Run)
+		stopPrevious = projectiontest.Start(t, idx.Run, proj.Run, rx.Run)
 		projectiontest.Eventually(t, 10*time.Second, func() bool {
 			synced, rev := proj.Synced()
 			return synced && idx.Ready() && idx.Revision() >= rev && idx.Len() == len(states) && rx.Ready()
@@ -133,34 +133,6 @@ func purge(ctx context.Context, js jetstream.JetStream, name string) error {
 		return fmt.Errorf("purge %s: %w", name, err)
 	}
 	return nil
-}
-
-// run runs each function until stop is called or t ends, and fails t if
-// one returns an error or does not return.
-func run(t *testing.T, runs ...func(context.Context) error) (stop func()) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, len(runs))
-	for _, run := range runs {
-		go func() { errc <- run(ctx) }()
-	}
-	stop = sync.OnceFunc(func() {
-		cancel()
-		deadline := time.After(10 * time.Second)
-		for range runs {
-			select {
-			case err := <-errc:
-				if err != nil {
-					t.Errorf("read model Run: %v", err)
-				}
-			case <-deadline:
-				t.Error("read model Run did not return within 10s of its context ending")
-				return
-			}
-		}
-	})
-	t.Cleanup(stop)
-	return stop
 }
 
 // openPostgres migrates a fresh schema, and loads each set into it with

@@ -104,23 +104,7 @@ func TestWithKVProjection(t *testing.T) {
 		t.Errorf("/readyz before the projection runs = %d, want 503", status)
 	}
 
-	runCtx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 2)
-	go func() { errc <- proj.Run(runCtx) }()
-	go func() { errc <- projector.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		for range 2 {
-			select {
-			case err := <-errc:
-				if err != nil {
-					t.Errorf("read model Run: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("read model Run did not return within 10s of its context ending")
-			}
-		}
-	})
+	projectiontest.Start(t, proj.Run, projector.Run)
 	poll(t, "/readyz to answer 200", func() bool { s, _ := call("GET", "/readyz"); return s == 200 })
 
 	want := `{"destinations":[` +

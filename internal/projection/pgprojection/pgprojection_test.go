@@ -78,20 +78,7 @@ func appendStates(t *testing.T, js jetstream.JetStream, states []destination.Sta
 func runProjector(t *testing.T, js jetstream.JetStream, pool *pgxpool.Pool) *pgprojection.Projector {
 	t.Helper()
 	p := pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: js, Pool: pool, MaxBackoff: 200 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return within 10s of its context ending")
-		}
-	})
+	projectiontest.Start(t, p.Run)
 	return p
 }
 

@@ -115,20 +115,7 @@ func env(n int, room string, dests ...string) streams.Envelope {
 
 func run(t *testing.T, x *roomindex.Index) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- x.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return within 10s")
-		}
-	})
+	projectiontest.Start(t, x.Run)
 }
 
 // TestBackfillAndRetention: a new index reads what the reader skips, and
