@@ -60,16 +60,8 @@ func startMicro(t *testing.T) (string, *cliResetter) {
 		{Destination: "example.com"},
 		{Destination: "b.example.com", Offset: 7},
 	}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- admin.ServeMicro(ctx, nc, admin.Options{Reader: rd, Rooms: cliRooms{}, Resetter: res})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeMicro: %v", err)
-		}
+	projectiontest.Start(t, func(ctx context.Context) error {
+		return admin.ServeMicro(ctx, nc, admin.Options{Reader: rd, Rooms: cliRooms{}, Resetter: res})
 	})
 	projectiontest.Eventually(t, 5*time.Second, func() bool {
 		_, err := nc.Request(streams.AdminSubject("list"), nil, time.Second)

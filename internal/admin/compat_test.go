@@ -40,15 +40,7 @@ func newSurfaces(t *testing.T, load loader) *surfaces {
 	s := &surfaces{nc: nc, loader: load, model: &swapModel{}, resetter: &fakeResetter{}}
 	opts := admin.Options{Tokens: []string{token}, Reader: s.model, Rooms: s.model, Resetter: s.resetter}
 	s.http = admin.New(opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- admin.ServeMicro(ctx, nc, opts) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ServeMicro: %v", err)
-		}
-	})
+	projectiontest.Start(t, func(ctx context.Context) error { return admin.ServeMicro(ctx, nc, opts) })
 	projectiontest.Eventually(t, 5*time.Second, func() bool {
 		_, err := nc.Request(streams.AdminSubject("list"), nil, time.Second)
 		return err == nil
