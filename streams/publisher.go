@@ -12,7 +12,10 @@ import (
 
 // Publisher is the client a homeserver (or `fedsender publish`) uses to hand
 // PDUs to fedsender. It validates each envelope before publishing, so an
-// invalid one is an error at the caller rather than a dead letter.
+// invalid one is an error at the caller rather than a dead letter. An
+// envelope with some invalid destinations is valid (DecodePDU lists them in
+// PDU.Refused): it is published, and the reader refuses those destinations
+// one by one.
 type Publisher struct {
 	js jetstream.JetStream
 }

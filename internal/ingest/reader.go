@@ -2,7 +2,10 @@
 // the partition supervisors of its destinations. It validates every envelope
 // (a homeserver may publish without fedsender's client) and moves invalid ones
 // to the dead-letter subject with the reason in a header, so nothing crashes
-// and nothing valid is held up.
+// and nothing valid is held up. An invalid destination of a valid envelope
+// gets a dead letter of its own; the PDU still goes to the other
+// destinations. fedsender's own server name is dropped from every PDU's
+// destinations.
 package ingest
 
 import (
@@ -10,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -39,7 +41,9 @@ type Options struct {
 	Budget *queuebudget.Budget
 	// Start is the first stream sequence to read.
 	Start uint64
-	Log   *slog.Logger
+	// Origin is fedsender's own server_name: never a destination.
+	Origin string
+	Log    *slog.Logger
 	// Tracer records the ingest and fan-out spans (zero: tracing off).
 	Tracer telemetry.Tracer
 	// Metrics counts queued PDUs and dead letters (nil: none).
@@ -172,6 +176,9 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 		}
 		last = md.Sequence.Stream
 		pdu, err := streams.DecodePDU(msg.Data())
+		if err == nil {
+			pdu.Destinations = streams.DropOrigin(pdu.Destinations, r.opts.Origin)
+		}
 		sctx := ctx
 		if r.opts.Tracer.Enabled() {
 			sctx, fanOuts = r.traceIngest(ctx, msg, last, pdu, err, fanOuts)
@@ -179,6 +186,9 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 		if err != nil {
 			r.deadLetter(sctx, msg, last, err)
 			continue
+		}
+		for _, ref := range pdu.Refused {
+			r.refuseDestination(sctx, msg, last, ref)
 		}
 		valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
 		it := streams.Item{Seq: last, TS: md.Timestamp.UnixMilli(), PDU: pdu}
@@ -222,13 +232,21 @@ func (r *Reader) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, 
 	r.opts.Metrics.DeadLetter(ctx)
 	r.opts.Log.WarnContext(ctx, "refused an envelope: moved to the dead-letter subject",
 		"sequence", seq, "subject", streams.DeadLetterPDU, "reason", reason)
-	dl := nats.NewMsg(streams.DeadLetterPDU)
-	dl.Data = msg.Data()
-	dl.Header.Set(streams.HeaderReason, reason.Error())
-	dl.Header.Set(streams.HeaderSourceSeq, strconv.FormatUint(seq, 10))
 	// The id makes a replay after a restart, or a second replica, a no-op.
-	dl.Header.Set(jetstream.MsgIDHeader, "pdu-"+strconv.FormatUint(seq, 10))
+	r.publishDeadLetter(streams.DeadLetter(msg.Data(), seq, reason))
+}
+
+// refuseDestination records one invalid destination of a valid envelope:
+// the PDU goes to the others.
+func (r *Reader) refuseDestination(ctx context.Context, msg jetstream.Msg, seq uint64, ref streams.RefusedDestination) {
+	r.opts.Metrics.DestinationRefused(ctx, telemetry.RefusedInvalidServerName)
+	r.opts.Log.WarnContext(ctx, "refused a destination: recorded on the dead-letter subject, the PDU goes to the others",
+		"sequence", seq, "subject", streams.DeadLetterPDU, "reason", ref)
+	r.publishDeadLetter(streams.DestinationDeadLetter(msg.Data(), seq, ref))
+}
+
+func (r *Reader) publishDeadLetter(dl *nats.Msg) {
 	if _, err := r.opts.JS.PublishMsgAsync(dl); err != nil && !errors.Is(err, context.Canceled) {
-		r.opts.Log.Error("could not dead-letter an envelope", "sequence", seq, "error", err)
+		r.opts.Log.Error("could not record a dead letter", "dead_letter_id", dl.Header.Get(jetstream.MsgIDHeader), "error", err)
 	}
 }

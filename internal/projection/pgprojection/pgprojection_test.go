@@ -77,7 +77,8 @@ func appendStates(t *testing.T, js jetstream.JetStream, states []destination.Sta
 // runProjector runs a projector until the test ends.
 func runProjector(t *testing.T, js jetstream.JetStream, pool *pgxpool.Pool) *pgprojection.Projector {
 	t.Helper()
-	p := pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: js, Pool: pool, MaxBackoff: 200 * time.Millisecond})
+	p := pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: js, Pool: pool, MaxBackoff: 200 * time.Millisecond,
+		Origin: "origin.example"})
 	projectiontest.Start(t, p.Run)
 	return p
 }
