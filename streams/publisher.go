@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -9,6 +10,10 @@ import (
 
 	"github.com/fedsender/fedsender/internal/telemetry"
 )
+
+// ErrTooLarge is returned for an envelope over the NATS server's
+// max_payload.
+var ErrTooLarge = errors.New("envelope too large")
 
 // Publisher is the client a homeserver (or `fedsender publish`) uses to hand
 // PDUs to fedsender. It validates each envelope before publishing, so an
@@ -62,14 +67,33 @@ func (p *Publisher) PublishAsyncContext(ctx context.Context, envelope []byte) (j
 	return p.js.PublishMsgAsync(msg)
 }
 
+// Check reports whether Publish would take the envelope, without
+// publishing it: it validates it, and checks that with its headers it is
+// within the NATS server's max_payload (the error wraps ErrTooLarge).
+func (p *Publisher) Check(ctx context.Context, envelope []byte) (*PDU, error) {
+	_, pdu, err := p.build(ctx, envelope)
+	return pdu, err
+}
+
 func (p *Publisher) message(ctx context.Context, envelope []byte) (*nats.Msg, error) {
+	msg, _, err := p.build(ctx, envelope)
+	return msg, err
+}
+
+func (p *Publisher) build(ctx context.Context, envelope []byte) (*nats.Msg, *PDU, error) {
 	pdu, err := DecodePDU(envelope)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	msg := nats.NewMsg(PDUSubject)
 	msg.Header.Set(jetstream.MsgIDHeader, pdu.EventID)
 	telemetry.Inject(ctx, msg.Header)
 	msg.Data = envelope
-	return msg, nil
+	// The client would refuse it with a bare "maximum payload exceeded".
+	size, limit := int64(msg.Size()-len(msg.Subject)), p.js.Conn().MaxPayload()
+	if size > limit {
+		return nil, nil, fmt.Errorf("%w: envelope is %d bytes with its headers, over the NATS server's max_payload of %d bytes",
+			ErrTooLarge, size, limit)
+	}
+	return msg, pdu, nil
 }

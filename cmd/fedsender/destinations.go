@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -161,23 +160,15 @@ func parseDestinations(args []string) (destinationsCall, error) {
 }
 
 func (c destinationsCall) natsURL() (string, error) {
-	switch {
-	case c.server != "":
-		return c.server, nil
-	case c.config != "":
-		cfg, err := loadConfig(c.config)
-		if err != nil {
-			return "", err
-		}
-		url, err := natsURL(cfg)
-		if err != nil {
-			return "", fmt.Errorf("%w: use --server", err)
-		}
-		return url, nil
-	case os.Getenv("NATS_URL") != "":
-		return os.Getenv("NATS_URL"), nil
+	cfg, err := commandNATS(c.server, c.config)
+	if err != nil {
+		return "", err
 	}
-	return nats.DefaultURL, nil
+	url, err := natsURL(cfg)
+	if err != nil {
+		return "", fmt.Errorf("%w: use --server", err)
+	}
+	return url, nil
 }
 
 // destinationRow is Synapse's destination object.

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -10,6 +12,18 @@ import (
 
 	"github.com/fedsender/fedsender/internal/config"
 )
+
+// commandNATS is what a command connects with: --server alone (no
+// configuration file needed), else the configuration file's nats section,
+// else $NATS_URL, else nats://127.0.0.1:4222.
+func commandNATS(server, configPath string) (config.Config, error) {
+	if server == "" && configPath != "" {
+		return loadConfig(configPath)
+	}
+	var cfg config.Config
+	cfg.NATS.URL = cmp.Or(server, os.Getenv("NATS_URL"), nats.DefaultURL)
+	return cfg, nil
+}
 
 // natsURL is where a command finds the NATS of a running fedsender:
 // nats.url, or the embedded server's nats.listen.
