@@ -37,7 +37,7 @@ func NewPublisher(js jetstream.JetStream) *Publisher {
 // sequence (Synapse's stream ordering) and whether JetStream recognised it
 // as a duplicate.
 func (p *Publisher) Publish(ctx context.Context, envelope []byte) (seq uint64, duplicate bool, err error) {
-	msg, err := p.message(ctx, envelope)
+	msg, err := p.Message(ctx, envelope)
 	if err != nil {
 		return 0, false, err
 	}
@@ -60,30 +60,21 @@ func (p *Publisher) PublishAsync(envelope []byte) (jetstream.PubAckFuture, error
 // Publish does. ctx is not used for cancellation: the future resolves when
 // JetStream answers or the JetStream context's async timeout passes.
 func (p *Publisher) PublishAsyncContext(ctx context.Context, envelope []byte) (jetstream.PubAckFuture, error) {
-	msg, err := p.message(ctx, envelope)
+	msg, err := p.Message(ctx, envelope)
 	if err != nil {
 		return nil, err
 	}
 	return p.js.PublishMsgAsync(msg)
 }
 
-// Check reports whether Publish would take the envelope, without
-// publishing it: it validates it, and checks that with its headers it is
-// within the NATS server's max_payload (the error wraps ErrTooLarge).
-func (p *Publisher) Check(ctx context.Context, envelope []byte) (*PDU, error) {
-	_, pdu, err := p.build(ctx, envelope)
-	return pdu, err
-}
-
-func (p *Publisher) message(ctx context.Context, envelope []byte) (*nats.Msg, error) {
-	msg, _, err := p.build(ctx, envelope)
-	return msg, err
-}
-
-func (p *Publisher) build(ctx context.Context, envelope []byte) (*nats.Msg, *PDU, error) {
+// Message returns the message Publish would publish, without publishing
+// it: the envelope validated, and with its headers within the NATS
+// server's max_payload (the error wraps ErrTooLarge). Callers may change
+// its headers (a replay sets its own Nats-Msg-Id).
+func (p *Publisher) Message(ctx context.Context, envelope []byte) (*nats.Msg, error) {
 	pdu, err := DecodePDU(envelope)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	msg := nats.NewMsg(PDUSubject)
 	msg.Header.Set(jetstream.MsgIDHeader, pdu.EventID)
@@ -92,8 +83,8 @@ func (p *Publisher) build(ctx context.Context, envelope []byte) (*nats.Msg, *PDU
 	// The client would refuse it with a bare "maximum payload exceeded".
 	size, limit := int64(msg.Size()-len(msg.Subject)), p.js.Conn().MaxPayload()
 	if size > limit {
-		return nil, nil, fmt.Errorf("%w: envelope is %d bytes with its headers, over the NATS server's max_payload of %d bytes",
+		return nil, fmt.Errorf("%w: envelope is %d bytes with its headers, over the NATS server's max_payload of %d bytes",
 			ErrTooLarge, size, limit)
 	}
-	return msg, pdu, nil
+	return msg, nil
 }

@@ -66,7 +66,7 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	defer nc.Close()
 	pub := streams.NewPublisher(js)
 	for _, l := range lines {
-		if _, err := pub.Check(ctx, l.data); err != nil {
+		if _, err := pub.Message(ctx, l.data); err != nil {
 			return fmt.Errorf("line %d: %w", l.n, err)
 		}
 	}
