@@ -207,6 +207,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 		m.pduDests, m.catchUps, m.resets, m.resolveFailures, m.deadLetters} {
 		c.Add(context.Background(), 0)
 	}
+	m.refusedDests.Add(context.Background(), 0, metric.WithAttributes(attribute.String(AttrReason, RefusedInvalidServerName)))
 	return m, nil
 }
 
