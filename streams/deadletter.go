@@ -1,6 +1,9 @@
 package streams
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -21,14 +24,23 @@ func DeadLetter(envelope []byte, seq uint64, reason error) *nats.Msg {
 }
 
 // DestinationDeadLetter is the dead-letter record of one refused
-// destination of an envelope the reader accepted: the envelope as
-// published, with the destination (quoted) and its index in headers. Its
-// id is pdu-<seq>-<index>.
-func DestinationDeadLetter(envelope []byte, seq uint64, ref RefusedDestination) *nats.Msg {
-	dl := DeadLetter(envelope, seq, ref.Reason)
+// destination of a PDU the reader accepted: the envelope with only that
+// destination (the PDU as published, but for insignificant white space),
+// which is what a replay republishes, so that a room's odd server name
+// costs one PDU's worth of storage per PDU, not the whole server list. The
+// destination (quoted) and its index in the published envelope are in
+// headers; the id is pdu-<seq>-<index>.
+func DestinationDeadLetter(pdu *PDU, seq uint64, ref RefusedDestination) (*nats.Msg, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(Envelope{RoomID: pdu.RoomID, EventID: pdu.EventID, PDU: pdu.Raw, Destinations: []string{ref.Name}}); err != nil {
+		return nil, fmt.Errorf("streams: dead letter for %v: %w", ref, err)
+	}
+	dl := DeadLetter(bytes.TrimSuffix(b.Bytes(), []byte("\n")), seq, ref.Reason)
 	index := strconv.Itoa(ref.Index)
 	dl.Header.Set(HeaderDestination, quoteName(ref.Name))
 	dl.Header.Set(HeaderDestinationIndex, index)
 	dl.Header.Set(jetstream.MsgIDHeader, "pdu-"+strconv.FormatUint(seq, 10)+"-"+index)
-	return dl
+	return dl, nil
 }

@@ -22,11 +22,11 @@ Usage:
   fedsender deadletter replay --seq N | --all
 
 list prints every record of the FEDSENDER_DEADLETTER stream, oldest first
-(--json: one JSON object a line, with the envelope as published). replay
-republishes a record's envelope to fedsender.pdu (for a refused
-destination: the envelope with only that destination) and deletes the
-record once JetStream has it; an envelope that would be refused again is
-kept. Connection:
+(--json: one JSON object a line, with the record's envelope: as published,
+or for a refused destination with only that destination). replay
+republishes a record's envelope to fedsender.pdu and deletes the record
+once JetStream has it; an envelope that would be refused again is kept.
+Connection:
 
   --server URL    NATS server (default $NATS_URL, else nats://127.0.0.1:4222)
   --config FILE   take the NATS server from fedsender's configuration instead

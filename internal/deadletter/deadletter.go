@@ -3,8 +3,8 @@
 // whole, and the destinations it refused one by one. It backs the
 // `fedsender deadletter` command; nothing in the delivery path uses it.
 //
-// A replay republishes the record's envelope on the PDU subject (for a
-// refused destination, the envelope with only that destination) and
+// A replay republishes the record's envelope on the PDU subject (a refused
+// destination's record holds the envelope with only that destination) and
 // deletes the record once JetStream has acknowledged the republish. The
 // republish carries Nats-Msg-Id "replay-" plus the record's own id
 // (pdu-<seq>[-<index>]), not the event id: the event id may still be in the
@@ -14,7 +14,6 @@
 package deadletter
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,7 +49,9 @@ type Record struct {
 	DestinationIndex int
 	// Destination is that destination, as the envelope gave it.
 	Destination string
-	Envelope    []byte // as published
+	// Envelope is the envelope as published, or for a refused destination
+	// the envelope with only that destination: what a replay republishes.
+	Envelope []byte
 }
 
 func record(seq uint64, at time.Time, h nats.Header, data []byte) Record {
@@ -61,8 +62,8 @@ func record(seq uint64, at time.Time, h nats.Header, data []byte) Record {
 		r.DestinationIndex = i
 		r.Destination = h.Get(streams.HeaderDestination) // quoted; replaced by the exact name below
 		var env streams.Envelope
-		if json.Unmarshal(data, &env) == nil && i < len(env.Destinations) {
-			r.Destination = env.Destinations[i]
+		if json.Unmarshal(data, &env) == nil && len(env.Destinations) == 1 {
+			r.Destination = env.Destinations[0]
 		}
 	}
 	return r
@@ -131,12 +132,7 @@ type Replayed struct {
 // streams.Publisher checks it (the error wraps ErrStillInvalid when it
 // would be refused again: the record is kept), and then deletes the record.
 func Replay(ctx context.Context, js jetstream.JetStream, r Record) (Replayed, error) {
-	envelope, err := r.replayEnvelope()
-	if err != nil {
-		return Replayed{}, err
-	}
-	pub := streams.NewPublisher(js)
-	msg, err := pub.Message(ctx, envelope)
+	msg, err := streams.NewPublisher(js).Message(ctx, r.Envelope)
 	if err != nil {
 		return Replayed{}, fmt.Errorf("%w: %w", ErrStillInvalid, err)
 	}
@@ -163,24 +159,4 @@ func recordID(r Record) string {
 		return r.ID
 	}
 	return "deadletter-" + strconv.FormatUint(r.Seq, 10)
-}
-
-// replayEnvelope is the envelope to republish: as recorded, or for a
-// refused destination the envelope with only that destination.
-func (r Record) replayEnvelope() ([]byte, error) {
-	if r.DestinationIndex < 0 {
-		return r.Envelope, nil
-	}
-	var env streams.Envelope
-	if err := json.Unmarshal(r.Envelope, &env); err != nil || r.DestinationIndex >= len(env.Destinations) {
-		return nil, fmt.Errorf("%w: record %d names destinations[%d] of an envelope without it", ErrStillInvalid, r.Seq, r.DestinationIndex)
-	}
-	env.Destinations = []string{env.Destinations[r.DestinationIndex]}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // the PDU as it was, but for insignificant white space
-	if err := enc.Encode(env); err != nil {
-		return nil, fmt.Errorf("deadletter: %w", err)
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

@@ -31,6 +31,10 @@ import (
 // maxBatch bounds the PDUs handed to the supervisors in one go.
 const maxBatch = 512
 
+// maxWarned bounds the refused destination names logged at warning level
+// (the first time each is seen); later ones are logged at debug level.
+const maxWarned = 1024
+
 // Options configure a Reader.
 type Options struct {
 	JS     jetstream.JetStream
@@ -64,6 +68,7 @@ type Observer interface {
 type Reader struct {
 	opts        Options
 	parts       map[string]int
+	warned      map[string]struct{} // refused names logged at warning level
 	through     atomic.Uint64
 	deadLetters atomic.Int64
 	running     atomic.Bool
@@ -71,7 +76,7 @@ type Reader struct {
 
 // New returns a reader.
 func New(opts Options) *Reader {
-	return &Reader{opts: opts, parts: map[string]int{}}
+	return &Reader{opts: opts, parts: map[string]int{}, warned: map[string]struct{}{}}
 }
 
 // Through is the last sequence handed to the supervisors.
@@ -188,7 +193,7 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			continue
 		}
 		for _, ref := range pdu.Refused {
-			r.refuseDestination(sctx, msg, last, ref)
+			r.refuseDestination(sctx, pdu, last, ref)
 		}
 		valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
 		it := streams.Item{Seq: last, TS: md.Timestamp.UnixMilli(), PDU: pdu}
@@ -237,12 +242,24 @@ func (r *Reader) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, 
 }
 
 // refuseDestination records one invalid destination of a valid envelope:
-// the PDU goes to the others.
-func (r *Reader) refuseDestination(ctx context.Context, msg jetstream.Msg, seq uint64, ref streams.RefusedDestination) {
+// the PDU goes to the others. A room's odd server name comes with each of
+// its PDUs: each is recorded and counted, but only the first few distinct
+// names are logged at warning level.
+func (r *Reader) refuseDestination(ctx context.Context, pdu *streams.PDU, seq uint64, ref streams.RefusedDestination) {
 	r.opts.Metrics.DestinationRefused(ctx, telemetry.RefusedInvalidServerName)
-	r.opts.Log.WarnContext(ctx, "refused a destination: recorded on the dead-letter subject, the PDU goes to the others",
+	level := slog.LevelDebug
+	if _, seen := r.warned[ref.Name]; !seen && len(r.warned) < maxWarned {
+		r.warned[ref.Name] = struct{}{}
+		level = slog.LevelWarn
+	}
+	r.opts.Log.Log(ctx, level, "refused a destination: recorded on the dead-letter subject, the PDU goes to the others",
 		"sequence", seq, "subject", streams.DeadLetterPDU, "reason", ref)
-	r.publishDeadLetter(streams.DestinationDeadLetter(msg.Data(), seq, ref))
+	dl, err := streams.DestinationDeadLetter(pdu, seq, ref)
+	if err != nil {
+		r.opts.Log.Error("could not record a dead letter", "sequence", seq, "error", err)
+		return
+	}
+	r.publishDeadLetter(dl)
 }
 
 func (r *Reader) publishDeadLetter(dl *nats.Msg) {

@@ -70,8 +70,11 @@ func TestInvalidDestinationsAreRefusedOneByOne(t *testing.T) {
 		if reason := hd.Get(streams.HeaderReason); !strings.Contains(reason, "invalid server name") {
 			t.Errorf("dead letter %s: reason %q does not say the server name is invalid", i, reason)
 		}
-		if string(dl.Data()) != env {
-			t.Errorf("dead letter %s carries %s, want the envelope as published", i, dl.Data())
+		// The envelope with only the refused destination: what a replay
+		// republishes.
+		only := `{"room_id":"!a:origin.test","event_id":"$mixed","pdu":{"event_id":"$mixed","room_id":"!a:origin.test","type":"m.room.message"},"destinations":[` + name + `]}`
+		if string(dl.Data()) != only {
+			t.Errorf("dead letter %s carries %s, want %s", i, dl.Data(), only)
 		}
 	}
 	m.waitFor(func() bool { return m.sum(telemetry.MetricDestinationsRefused, "reason=invalid_server_name") == 2 }, "two refused destinations")
