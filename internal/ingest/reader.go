@@ -195,7 +195,9 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 		for _, ref := range pdu.Refused {
 			r.refuseDestination(sctx, pdu, last, ref)
 		}
-		valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
+		if len(pdu.Destinations) > 0 { // none: a PDU only for fedsender's own server
+			valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
+		}
 		it := streams.Item{Seq: last, TS: md.Timestamp.UnixMilli(), PDU: pdu}
 		if r.opts.Observer != nil {
 			observed = append(observed, it)
