@@ -10,16 +10,26 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// DeadLetter is the dead-letter record of an envelope refused whole: the
+// DeadLetter is the dead-letter record of a PDU envelope refused whole: the
 // envelope as published, the reason and the PDU stream sequence it had.
 // Its Nats-Msg-Id, pdu-<seq>, makes recording it again (after a restart,
 // or by a second replica) a no-op within the stream's duplicate window.
 func DeadLetter(envelope []byte, seq uint64, reason error) *nats.Msg {
-	dl := nats.NewMsg(DeadLetterPDU)
+	return deadLetter(DeadLetterPDU, "pdu-", envelope, seq, reason)
+}
+
+// EDUDeadLetter is DeadLetter for an EDU envelope: subject DeadLetterEDU,
+// id edu-<seq> (seq in the EDU stream).
+func EDUDeadLetter(envelope []byte, seq uint64, reason error) *nats.Msg {
+	return deadLetter(DeadLetterEDU, "edu-", envelope, seq, reason)
+}
+
+func deadLetter(subject, idPrefix string, envelope []byte, seq uint64, reason error) *nats.Msg {
+	dl := nats.NewMsg(subject)
 	dl.Data = envelope
 	dl.Header.Set(HeaderReason, reason.Error())
 	dl.Header.Set(HeaderSourceSeq, strconv.FormatUint(seq, 10))
-	dl.Header.Set(jetstream.MsgIDHeader, "pdu-"+strconv.FormatUint(seq, 10))
+	dl.Header.Set(jetstream.MsgIDHeader, idPrefix+strconv.FormatUint(seq, 10))
 	return dl
 }
 
@@ -31,16 +41,28 @@ func DeadLetter(envelope []byte, seq uint64, reason error) *nats.Msg {
 // destination (quoted) and its index in the published envelope are in
 // headers; the id is pdu-<seq>-<index>.
 func DestinationDeadLetter(pdu *PDU, seq uint64, ref RefusedDestination) (*nats.Msg, error) {
+	env := Envelope{RoomID: pdu.RoomID, EventID: pdu.EventID, PDU: pdu.Raw, Destinations: []string{ref.Name}}
+	return destinationDeadLetter(DeadLetterPDU, "pdu-", env, seq, ref)
+}
+
+// EDUDestinationDeadLetter is DestinationDeadLetter for an EDU: the EDU
+// envelope with only the refused destination, id edu-<seq>-<index>.
+func EDUDestinationDeadLetter(edu *EDU, seq uint64, ref RefusedDestination) (*nats.Msg, error) {
+	env := EDUEnvelope{EDUType: edu.Type, Content: edu.Content, Key: edu.Key, Destinations: []string{ref.Name}}
+	return destinationDeadLetter(DeadLetterEDU, "edu-", env, seq, ref)
+}
+
+func destinationDeadLetter(subject, idPrefix string, env any, seq uint64, ref RefusedDestination) (*nats.Msg, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(Envelope{RoomID: pdu.RoomID, EventID: pdu.EventID, PDU: pdu.Raw, Destinations: []string{ref.Name}}); err != nil {
+	if err := enc.Encode(env); err != nil {
 		return nil, fmt.Errorf("streams: dead letter for %v: %w", ref, err)
 	}
-	dl := DeadLetter(bytes.TrimSuffix(b.Bytes(), []byte("\n")), seq, ref.Reason)
+	dl := deadLetter(subject, idPrefix, bytes.TrimSuffix(b.Bytes(), []byte("\n")), seq, ref.Reason)
 	index := strconv.Itoa(ref.Index)
 	dl.Header.Set(HeaderDestination, quoteName(ref.Name))
 	dl.Header.Set(HeaderDestinationIndex, index)
-	dl.Header.Set(jetstream.MsgIDHeader, "pdu-"+strconv.FormatUint(seq, 10)+"-"+index)
+	dl.Header.Set(jetstream.MsgIDHeader, idPrefix+strconv.FormatUint(seq, 10)+"-"+index)
 	return dl, nil
 }

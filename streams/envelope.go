@@ -86,26 +86,13 @@ func (env Envelope) validate() (*PDU, error) {
 	if err := checkID("event_id", env.EventID, '$'); err != nil {
 		return nil, err
 	}
-	pdu := bytes.TrimSpace(env.PDU)
-	if len(pdu) == 0 || string(pdu) == "null" {
-		return nil, fmt.Errorf("%w: pdu is missing", ErrInvalidEnvelope)
-	}
-	if pdu[0] != '{' {
-		return nil, fmt.Errorf("%w: pdu is not a JSON object", ErrInvalidEnvelope)
-	}
-	canonical, err := canonicaljson.Canonicalize(pdu)
+	pdu, canonical, err := checkObject("pdu", env.PDU, MaxPDUSize)
 	if err != nil {
-		return nil, fmt.Errorf("%w: pdu is not valid canonical JSON material: %v", ErrInvalidEnvelope, err)
+		return nil, err
 	}
-	if len(canonical) > MaxPDUSize {
-		return nil, fmt.Errorf("%w: pdu is %d bytes, over the %d-byte limit", ErrInvalidEnvelope, len(canonical), MaxPDUSize)
-	}
-	if len(env.Destinations) == 0 {
-		return nil, fmt.Errorf("%w: destinations is missing or empty", ErrInvalidEnvelope)
-	}
-	dests, refused := SplitDestinations(env.Destinations)
-	if len(dests) == 0 {
-		return nil, fmt.Errorf("%w: no valid destination: %s", ErrInvalidEnvelope, describeRefused(refused))
+	dests, refused, err := checkDestinations(env.Destinations)
+	if err != nil {
+		return nil, err
 	}
 	return &PDU{RoomID: env.RoomID, EventID: env.EventID, Raw: pdu, Canonical: canonical, Destinations: dests,
 		Refused: refused, DuplicateDestinations: len(env.Destinations) - len(refused) - len(dests)}, nil
@@ -121,4 +108,37 @@ func checkID(key, v string, sigil byte) error {
 		return fmt.Errorf("%w: %s %q does not start with %q", ErrInvalidEnvelope, key, v, sigil)
 	}
 	return nil
+}
+
+// checkObject checks a JSON object member of an envelope and returns it
+// trimmed and in canonical JSON, which must fit in limit bytes.
+func checkObject(key string, raw json.RawMessage, limit int) (trimmed, canonical []byte, err error) {
+	trimmed = bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
+		return nil, nil, fmt.Errorf("%w: %s is missing", ErrInvalidEnvelope, key)
+	}
+	if trimmed[0] != '{' {
+		return nil, nil, fmt.Errorf("%w: %s is not a JSON object", ErrInvalidEnvelope, key)
+	}
+	canonical, err = canonicaljson.Canonicalize(trimmed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %s is not valid canonical JSON material: %v", ErrInvalidEnvelope, key, err)
+	}
+	if len(canonical) > limit {
+		return nil, nil, fmt.Errorf("%w: %s is %d bytes, over the %d-byte limit", ErrInvalidEnvelope, key, len(canonical), limit)
+	}
+	return trimmed, canonical, nil
+}
+
+// checkDestinations splits an envelope's destinations (SplitDestinations);
+// an envelope without a valid one is refused whole.
+func checkDestinations(names []string) (dests []string, refused []RefusedDestination, err error) {
+	if len(names) == 0 {
+		return nil, nil, fmt.Errorf("%w: destinations is missing or empty", ErrInvalidEnvelope)
+	}
+	dests, refused = SplitDestinations(names)
+	if len(dests) == 0 {
+		return nil, nil, fmt.Errorf("%w: no valid destination: %s", ErrInvalidEnvelope, describeRefused(refused))
+	}
+	return dests, refused, nil
 }

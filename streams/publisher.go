@@ -30,10 +30,11 @@ func NewPublisher(js jetstream.JetStream) *Publisher {
 	return &Publisher{js: js}
 }
 
-// Publish validates an envelope's JSON and publishes it unchanged, with
-// Nats-Msg-Id set to the event id so that a retry is not sent twice, and the
+// Publish validates an envelope's JSON (a PDU or an EDU envelope, see
+// Message) and publishes it unchanged, with a PDU's Nats-Msg-Id set to the
+// event id so that a retry is not sent twice, and the
 // W3C trace context of ctx (traceparent, tracestate) in the headers, so that
-// fedsender continues the caller's trace. It returns the PDU's stream
+// fedsender continues the caller's trace. It returns the envelope's stream
 // sequence (Synapse's stream ordering) and whether JetStream recognised it
 // as a duplicate.
 func (p *Publisher) Publish(ctx context.Context, envelope []byte) (seq uint64, duplicate bool, err error) {
@@ -41,6 +42,10 @@ func (p *Publisher) Publish(ctx context.Context, envelope []byte) (seq uint64, d
 	if err != nil {
 		return 0, false, err
 	}
+	return p.publish(ctx, msg)
+}
+
+func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) (seq uint64, duplicate bool, err error) {
 	ack, err := p.js.PublishMsg(ctx, msg)
 	if err != nil {
 		return 0, false, fmt.Errorf("streams: publish: %w", err)
@@ -67,17 +72,42 @@ func (p *Publisher) PublishAsyncContext(ctx context.Context, envelope []byte) (j
 	return p.js.PublishMsgAsync(msg)
 }
 
+// PublishWithID is Publish with Nats-Msg-Id set to id (an EDU publisher's
+// retry of, say, a to-device message with the same id is then dropped by
+// JetStream within the duplicate window). An empty id sets none.
+func (p *Publisher) PublishWithID(ctx context.Context, envelope []byte, id string) (seq uint64, duplicate bool, err error) {
+	msg, err := p.Message(ctx, envelope)
+	if err != nil {
+		return 0, false, err
+	}
+	msg.Header.Del(jetstream.MsgIDHeader)
+	if id != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+	}
+	return p.publish(ctx, msg)
+}
+
 // Message returns the message Publish would publish, without publishing
 // it: the envelope validated, and with its headers within the NATS
-// server's max_payload (the error wraps ErrTooLarge). Callers may change
-// its headers (a replay sets its own Nats-Msg-Id).
+// server's max_payload (the error wraps ErrTooLarge). An envelope with an
+// edu_type is an EDU, published on EDUSubject without Nats-Msg-Id; any
+// other is a PDU, on PDUSubject with its event id. Callers may change its
+// headers (a replay sets its own Nats-Msg-Id).
 func (p *Publisher) Message(ctx context.Context, envelope []byte) (*nats.Msg, error) {
-	pdu, err := DecodePDU(envelope)
-	if err != nil {
-		return nil, err
+	var msg *nats.Msg
+	if IsEDU(envelope) {
+		if _, err := DecodeEDU(envelope); err != nil {
+			return nil, err
+		}
+		msg = nats.NewMsg(EDUSubject)
+	} else {
+		pdu, err := DecodePDU(envelope)
+		if err != nil {
+			return nil, err
+		}
+		msg = nats.NewMsg(PDUSubject)
+		msg.Header.Set(jetstream.MsgIDHeader, pdu.EventID)
 	}
-	msg := nats.NewMsg(PDUSubject)
-	msg.Header.Set(jetstream.MsgIDHeader, pdu.EventID)
 	telemetry.Inject(ctx, msg.Header)
 	msg.Data = envelope
 	// The client would refuse it with a bare "maximum payload exceeded".

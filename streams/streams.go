@@ -16,8 +16,16 @@ const (
 	PDUSubject       = "fedsender.pdu"
 	DeadLetterStream = "FEDSENDER_DEADLETTER"
 	DeadLetterPDU    = "fedsender.deadletter.pdu"
+	EDUStream        = "FEDSENDER_EDU"
+	EDUSubject       = "fedsender.edu"
+	DeadLetterEDU    = "fedsender.deadletter.edu"
+	// ServerUpSubject (core NATS) carries {"destination": "server"} when
+	// the homeserver saw an authenticated request from that server.
+	ServerUpSubject  = "fedsender.server_up"
 	EventStream      = "FEDSENDER_DEST_EVENTS"
 	OffsetBucket     = "fedsender-offsets"
+	EDUOffsetBucket  = "fedsender-edu-offsets"
+	DeviceListBucket = "fedsender-device-lists"
 	PartitionBucket  = "fedsender-partitions"
 
 	// HeaderReason carries a dead letter's reason.
@@ -69,6 +77,16 @@ func StreamConfigs(o Options) []jetstream.StreamConfig {
 		Duplicates:  o.DuplicateWindow,
 		AllowDirect: true,
 	}, {
+		Name:        EDUStream,
+		Description: "EDUs to deliver: one message per EDU, with its destinations",
+		Subjects:    []string{EDUSubject},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.Retention,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+		Duplicates:  o.DuplicateWindow,
+		AllowDirect: true,
+	}, {
 		Name:        DeadLetterStream,
 		Description: "Envelopes fedsender refused, with the reason in the Fedsender-Reason header",
 		Subjects:    []string{"fedsender.deadletter.>"},
@@ -93,6 +111,18 @@ func KVConfigs(o Options) []jetstream.KeyValueConfig {
 	return []jetstream.KeyValueConfig{{
 		Bucket:      OffsetBucket,
 		Description: "last_successful_stream_ordering per destination, key <partition>.<destination token>",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}, {
+		Bucket:      EDUOffsetBucket,
+		Description: "per destination, the " + EDUStream + " sequence below which every must-deliver EDU was acknowledged, key <partition>.<destination token>",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}, {
+		Bucket:      DeviceListBucket,
+		Description: "the device-list chain: per destination and user, the newest stream_id delivered, key <destination token>.<user token>",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,

@@ -44,18 +44,19 @@ func publish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		in = f
 	}
 	// Validate every line before publishing any, so a bad file publishes
-	// nothing. Invalid destinations do not make a line invalid: fedsender
+	// nothing. A line with an edu_type is an EDU envelope, any other a PDU
+	// envelope. Invalid destinations do not make a line invalid: fedsender
 	// refuses them one by one and delivers to the others.
 	lines, err := readEnvelopes(in)
 	if err != nil {
 		return err
 	}
 	for _, l := range lines {
-		pdu, err := streams.DecodePDU(l.data)
+		refused, err := streams.Validate(l.data)
 		if err != nil {
 			return fmt.Errorf("line %d: %w", l.n, err)
 		}
-		for _, r := range pdu.Refused {
+		for _, r := range refused {
 			fmt.Fprintf(stderr, "line %d: %v: fedsender refuses this destination and delivers to the others\n", l.n, r)
 		}
 	}

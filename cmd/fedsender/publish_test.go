@@ -15,7 +15,13 @@ import (
 // pduCount is how many messages the PDU stream holds.
 func pduCount(t *testing.T, js jetstream.JetStream) uint64 {
 	t.Helper()
-	s, err := js.Stream(context.Background(), streams.PDUStream)
+	return streamCount(t, js, streams.PDUStream)
+}
+
+// streamCount is how many messages a stream holds.
+func streamCount(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,5 +75,25 @@ func TestPublishNamesTheLineAndTheLimitOfAnOversizeEnvelope(t *testing.T) {
 	}
 	if n := pduCount(t, js); n != 0 {
 		t.Errorf("the PDU stream holds %d envelopes: an oversize line must stop the file before anything is published", n)
+	}
+}
+
+func TestPublishTakesEDULinesBesidePDULinesAllOrNothing(t *testing.T) {
+	_, js, url := projectiontest.JetStream(t)
+	typing := `{"edu_type":"m.typing","content":{"room_id":"!r:a.org","user_id":"@u:a.org","typing":true},"destinations":["b.org"]}` + "\n"
+	badEDU := `{"edu_type":"m.typing","content":"not an object","destinations":["b.org"]}` + "\n"
+	code, _, errs := runCmd(t, jsonLine(1, "b.org")+typing+badEDU, "publish", "--server", url)
+	if code == 0 || !strings.Contains(errs, "line 3") || !strings.Contains(errs, "content is not a JSON object") {
+		t.Errorf("invalid EDU line: exit %d, stderr %q; want an error naming line 3 and the reason", code, errs)
+	}
+	if p, e := pduCount(t, js), streamCount(t, js, streams.EDUStream); p != 0 || e != 0 {
+		t.Fatalf("after a refused file the streams hold %d PDUs and %d EDUs, want none", p, e)
+	}
+	code, out, errs := runCmd(t, jsonLine(1, "b.org")+typing+jsonLine(2, "b.org"), "publish", "--server", url)
+	if code != 0 || !strings.Contains(out, "published 3 envelopes") {
+		t.Fatalf("publish: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if p, e := pduCount(t, js), streamCount(t, js, streams.EDUStream); p != 2 || e != 1 {
+		t.Errorf("the streams hold %d PDUs and %d EDUs, want 2 and 1", p, e)
 	}
 }
