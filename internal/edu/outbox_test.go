@@ -1,0 +1,181 @@
+package edu
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedsender/fedsender/streams"
+)
+
+var now = time.UnixMilli(1_000_000_000)
+
+func item(seq uint64, eduType, key, content string) streams.EDUItem {
+	return streams.EDUItem{Seq: seq, TS: now.UnixMilli(), EDU: &streams.EDU{Type: eduType, Key: key, Content: []byte(content)}}
+}
+
+func typing(seq uint64, user string, on bool) streams.EDUItem {
+	return item(seq, TypeTyping, "", fmt.Sprintf(`{"room_id":"!r:a","typing":%v,"user_id":"%s"}`, on, user))
+}
+
+func toDevice(seq uint64) streams.EDUItem {
+	return item(seq, TypeToDevice, "", fmt.Sprintf(`{"message_id":"m%d","messages":{},"sender":"@s:a","type":"m.x"}`, seq))
+}
+
+func deviceList(seq uint64) streams.EDUItem {
+	return item(seq, TypeDeviceList, "", fmt.Sprintf(`{"device_id":"D","stream_id":%d,"user_id":"@s:a"}`, seq))
+}
+
+func types(b *Batch) []string {
+	var out []string
+	for _, e := range b.EDUs {
+		out = append(out, e.Type)
+	}
+	return out
+}
+
+func TestTypingCoalescesOnRoomAndUser(t *testing.T) {
+	coalesced := 0
+	o := New(Options{Coalesced: func(string) { coalesced++ }}, 0)
+	o.Add(typing(1, "@a:a", true), false)
+	o.Add(typing(2, "@b:a", true), false)
+	o.Add(typing(3, "@a:a", false), false)
+	b := o.Take(now)
+	if len(b.EDUs) != 2 || coalesced != 1 {
+		t.Fatalf("%d EDUs (%d coalesced), want 2 and 1", len(b.EDUs), coalesced)
+	}
+	if !strings.Contains(string(b.EDUs[0].Content), `"typing":false`) {
+		t.Errorf("first EDU %s: want @a's newer state, in its place", b.EDUs[0].Content)
+	}
+	if o.Done() != 3 {
+		t.Errorf("Done %d, want 3: droppable EDUs are done once handed over", o.Done())
+	}
+}
+
+func TestTypingIsNotKeptForABackedOffDestinationAndExpires(t *testing.T) {
+	var dropped []string
+	o := New(Options{Dropped: func(_, reason string) { dropped = append(dropped, reason) }}, 0)
+	o.Add(typing(1, "@a:a", true), true)
+	o.Add(typing(2, "@b:a", true), false)
+	if b := o.Take(now.Add(31 * time.Second)); b != nil {
+		t.Errorf("sent %v 31 s later", types(b))
+	}
+	if strings.Join(dropped, ",") != DroppedBackoff+","+DroppedExpired {
+		t.Errorf("dropped %v", dropped)
+	}
+}
+
+func TestPresenceMergesIntoOneEDUOfAtMost50Users(t *testing.T) {
+	o := New(Options{}, 0)
+	for i := range 60 {
+		o.Add(item(uint64(i+1), TypePresence, "", fmt.Sprintf(`{"push":[{"presence":"online","user_id":"@u%d:a"}]}`, i)), false)
+	}
+	// A newer state of user 0 replaces the first.
+	o.Add(item(61, TypePresence, "", `{"push":[{"presence":"offline","user_id":"@u0:a"}]}`), false)
+	b := o.Take(now)
+	if got := types(b); len(got) != 1 || got[0] != TypePresence {
+		t.Fatalf("EDUs %v, want one m.presence", got)
+	}
+	var c struct {
+		Push []struct{ UserID, Presence string }
+	}
+	if err := json.Unmarshal(b.EDUs[0].Content, &c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Push) != 50 || c.Push[0].Presence != "offline" {
+		t.Errorf("%d users, first %+v; want 50, the first one's newest state", len(c.Push), c.Push[0])
+	}
+	o.Acked(b)
+	if b2 := o.Take(now); b2 == nil || len(b2.EDUs) != 1 {
+		t.Fatalf("second transaction: want the 10 others")
+	}
+}
+
+func TestReceiptsMergeIntoAtMostFiveEDUs(t *testing.T) {
+	o := New(Options{}, 0)
+	// The same user, room and type under 7 explicit keys: each must go in
+	// an EDU of its own.
+	for i := range 7 {
+		o.Add(item(uint64(i+1), TypeReceipt, fmt.Sprint(i), fmt.Sprintf(`{"!r:a":{"m.read":{"@u:a":{"data":{"ts":%d},"event_ids":["$e%d"]}}}}`, i, i)), false)
+	}
+	o.Add(item(8, TypeReceipt, "", `{"!r:a":{"m.read":{"@v:a":{"data":{"ts":1},"event_ids":["$x"]}}}}`), false)
+	b := o.Take(now)
+	if len(b.EDUs) != MaxReceiptEDUs {
+		t.Fatalf("%d receipt EDUs, want %d", len(b.EDUs), MaxReceiptEDUs)
+	}
+	if b2 := o.Take(now); b2 == nil || len(b2.EDUs) != 2 {
+		t.Errorf("the rest: %v", b2)
+	}
+}
+
+func TestFillOrderLeavesSlotsSoNoKindStarves(t *testing.T) {
+	o := New(Options{}, 0)
+	seq := uint64(0)
+	next := func() uint64 { seq++; return seq }
+	for range 200 {
+		o.Add(toDevice(next()), false)
+	}
+	for range 200 {
+		o.Add(deviceList(next()), false)
+	}
+	o.Add(typing(next(), "@a:a", true), false)
+	o.Add(item(next(), TypePresence, "", `{"push":[{"presence":"online","user_id":"@p:a"}]}`), false)
+	o.Add(item(next(), "org.example.custom", "", `{}`), false)
+	b := o.Take(now)
+	count := map[string]int{}
+	for _, e := range b.EDUs {
+		count[e.Type]++
+	}
+	want := map[string]int{TypePresence: 1, TypeToDevice: 89, TypeDeviceList: 5, "org.example.custom": 1, TypeTyping: 1}
+	if fmt.Sprint(count) != fmt.Sprint(want) {
+		t.Errorf("one transaction carries %v, want %v", count, want)
+	}
+	if len(b.EDUs) > MaxEDUs || b.EDUs[0].Type != TypePresence || b.EDUs[len(b.EDUs)-1].Type != TypeTyping {
+		t.Errorf("order %v", types(b))
+	}
+	if o.Done() != 0 {
+		t.Errorf("Done %d before the acknowledgement", o.Done())
+	}
+	o.Acked(b)
+	if o.Done() != 89 || o.Pending() != 111+195 {
+		t.Errorf("after the ack Done %d, pending %d", o.Done(), o.Pending())
+	}
+}
+
+func TestAReturnedBatchKeepsMustDeliverAndNewestDroppable(t *testing.T) {
+	o := New(Options{}, 0)
+	o.Add(toDevice(1), false)
+	o.Add(item(2, TypePresence, "", `{"push":[{"presence":"online","user_id":"@p:a"}]}`), false)
+	o.Add(typing(3, "@a:a", true), false)
+	b := o.Take(now)
+	o.Return(b)
+	b = o.Take(now)
+	if got := types(b); fmt.Sprint(got) != "[m.presence m.direct_to_device]" {
+		t.Errorf("after a given-up transaction: %v, want presence and to-device again, typing dropped", got)
+	}
+}
+
+func TestDroppableHeldAreBounded(t *testing.T) {
+	dropped := 0
+	o := New(Options{MaxHeld: 3, Dropped: func(string, string) { dropped++ }}, 0)
+	for i := range 5 {
+		o.Add(item(uint64(i+1), TypePresence, "", fmt.Sprintf(`{"push":[{"user_id":"@u%d:a"}]}`, i)), false)
+	}
+	if o.Held() != 3 || dropped != 2 {
+		t.Errorf("held %d, dropped %d; want 3 and 2", o.Held(), dropped)
+	}
+}
+
+func TestMalformedContentIsForwardedAsGiven(t *testing.T) {
+	o := New(Options{}, 0)
+	o.Add(item(1, TypePresence, "", `{"not_push":1}`), false)
+	b := o.Take(now)
+	if len(b.EDUs) != 1 || string(b.EDUs[0].Content) != `{"not_push":1}` {
+		t.Errorf("EDUs %+v", b.EDUs)
+	}
+	if got := string(b.EDUs[0].JSON()); got != `{"content":{"not_push":1},"edu_type":"m.presence"}` {
+		t.Errorf("JSON %s", got)
+	}
+}
