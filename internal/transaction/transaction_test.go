@@ -49,3 +49,34 @@ func TestID(t *testing.T) {
 		t.Fatalf("ID %q has characters outside [0-9A-Za-z_-]", a)
 	}
 }
+
+func TestBuildWithEDUsIsCanonical(t *testing.T) {
+	pdus := []PDU{{Raw: []byte(`{ "a": 1 }`), Canonical: []byte(`{"a":1}`)}}
+	edus := [][]byte{[]byte(`{"content":{"x":1},"edu_type":"m.typing"}`)}
+	_, canonical := BuildWithEDUs("o", 1, pdus, edus)
+	want := `{"edus":[{"content":{"x":1},"edu_type":"m.typing"}],"origin":"o","origin_server_ts":1,"pdus":[{"a":1}]}`
+	if string(canonical) != want {
+		t.Errorf("canonical = %s\nwant %s", canonical, want)
+	}
+	eduOnly, _ := BuildWithEDUs("o", 1, nil, edus)
+	if string(eduOnly) != `{"edus":[{"content":{"x":1},"edu_type":"m.typing"}],"origin":"o","origin_server_ts":1,"pdus":[]}` {
+		t.Errorf("EDU-only body = %s: pdus must be present", eduOnly)
+	}
+}
+
+func TestIDWithEDUs(t *testing.T) {
+	pdus := []uint64{5, 9}
+	if IDWithEDUs("k", pdus, nil) != ID("k", pdus) {
+		t.Error("without EDUs the id is not ID's")
+	}
+	a := IDWithEDUs("k", pdus, []uint64{3})
+	if a != IDWithEDUs("k", pdus, []uint64{3}) {
+		t.Fatal("not deterministic")
+	}
+	for _, other := range []string{ID("k", pdus), IDWithEDUs("k", pdus, []uint64{4}), IDWithEDUs("k", nil, []uint64{3}),
+		IDWithEDUs("k", []uint64{5, 9, 3}, nil)} {
+		if other == a {
+			t.Errorf("different content, same id %s", a)
+		}
+	}
+}

@@ -39,6 +39,9 @@ func TestAcceptsTransaction(t *testing.T) {
 	if tx := txns[0]; tx.TxnID != "t1" || tx.OriginServerTS != 1_700_000_000_000 || tx.PDUs != 2 || tx.EDUs != 3 || !bytes.Equal(tx.Body, body) {
 		t.Fatalf("transaction %+v", tx)
 	}
+	if edus := e.rcv.EDUs(); len(edus) != 3 || edus[0].TxnID != "t1" || edus[0].Type == "" || edus[0].Content[0] != '{' {
+		t.Fatalf("EDUs %+v", edus)
+	}
 	if e.rcv.PDUCount() != 2 || e.rcv.Requests() != 1 || e.rcv.Duplicates() != 0 || e.rcv.RedeliveredPDUs() != 0 || e.rcv.InFlight() != 0 {
 		t.Fatalf("counts: PDUs %d requests %d duplicates %d redelivered %d in flight %d",
 			e.rcv.PDUCount(), e.rcv.Requests(), e.rcv.Duplicates(), e.rcv.RedeliveredPDUs(), e.rcv.InFlight())

@@ -3,6 +3,7 @@ package receiver
 import (
 	"context"
 	"fmt"
+	"slices"
 )
 
 // maxKeptViolations bounds the violation messages kept: a broken sender in a
@@ -60,6 +61,14 @@ func (r *Receiver) PDUs() []PDU {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.store.pduList()
+}
+
+// EDUs returns the well-formed EDUs of accepted transactions in arrival
+// order. A retried transaction answered from the txnId cache adds nothing.
+func (r *Receiver) EDUs() []EDU {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.store.edus)
 }
 
 // PDUCount is len(PDUs()), without copying them.

@@ -17,6 +17,14 @@ type PDU struct {
 	Error string
 }
 
+// EDU is one EDU of an accepted transaction.
+type EDU struct {
+	Type     string
+	Content  []byte // as sent
+	TxnID    string
+	Received time.Time
+}
+
 // Transaction is one accepted transaction.
 type Transaction struct {
 	TxnID          string
@@ -33,6 +41,7 @@ type Transaction struct {
 type store struct {
 	chunks  [][]byte // event id then room id of each PDU, back to back
 	pdus    []pduRecord
+	edus    []EDU             // few enough in tests to keep as they are
 	pduErrs map[uint32]string // PDU index -> injected error; rare
 	txns    []txnRecord
 	byTxnID map[string]uint32 // txnId -> index in txns
@@ -91,6 +100,10 @@ func (s *store) addTxn(in *incoming, keepBody bool) uint32 {
 	}
 	idx := uint32(len(s.txns))
 	s.txns = append(s.txns, rec)
+	for _, e := range in.edus {
+		e.TxnID, e.Received = in.txnID, in.received
+		s.edus = append(s.edus, e)
+	}
 	s.byTxnID[in.txnID] = idx
 	return idx
 }

@@ -41,6 +41,7 @@ type incoming struct {
 	received time.Time
 	ts       int64
 	pdus     []pduIDs // the well-formed PDUs, in order
+	edus     []EDU    // the well-formed EDUs, in order
 	nPDUs    int      // all PDUs, malformed ones included
 	nEDUs    int
 }
@@ -174,7 +175,9 @@ func (r *Receiver) check(txnID string, w wireTxn) (in *incoming, resp response, 
 		}
 	}
 	for i, raw := range w.edus {
-		r.checkEDU(txnID, i, raw)
+		if e, ok := r.checkEDU(txnID, i, raw); ok {
+			in.edus = append(in.edus, e)
+		}
 	}
 	return in, response{}, false
 }
@@ -208,7 +211,7 @@ func (r *Receiver) checkPDU(txnID string, i int, raw []byte) (pduIDs, bool) {
 	return p, false
 }
 
-func (r *Receiver) checkEDU(txnID string, i int, raw []byte) {
+func (r *Receiver) checkEDU(txnID string, i int, raw []byte) (EDU, bool) {
 	var typeRaw, content []byte
 	err := forEachMember(raw, func(key, val []byte) {
 		switch string(key) {
@@ -226,7 +229,10 @@ func (r *Receiver) checkEDU(txnID string, i int, raw []byte) {
 		r.violate("txn %s: EDU %d: edu_type %s is not a non-empty string", txnID, i, orMissing(typeRaw))
 	case len(content) == 0 || content[0] != '{':
 		r.violate("txn %s: EDU %d (%s): content %s is not an object", txnID, i, eduType, orMissing(content))
+	default:
+		return EDU{Type: eduType, Content: bytes.Clone(content)}, true
 	}
+	return EDU{}, false
 }
 
 // parseTS accepts a JSON integer in [0, 2^53-1], the canonical JSON range.
