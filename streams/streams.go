@@ -202,3 +202,8 @@ func DestinationFromOffsetKey(key string) (string, error) {
 	}
 	return "", fmt.Errorf("%w: %q", ErrBadSubject, key)
 }
+
+// DeviceListKey is a (destination, user)'s key in the device-list bucket.
+func DeviceListKey(destination, user string) string {
+	return EncodeToken(destination) + "." + EncodeToken(user)
+}

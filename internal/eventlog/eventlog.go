@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/edu"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -30,6 +31,8 @@ type Store struct {
 	js         jetstream.JetStream
 	events     jetstream.Stream
 	offsets    jetstream.KeyValue
+	eduOffsets jetstream.KeyValue
+	chains     jetstream.KeyValue
 	partitions jetstream.KeyValue
 }
 
@@ -43,11 +46,19 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", streams.OffsetBucket, err)
 	}
+	eduOffsets, err := js.KeyValue(ctx, streams.EDUOffsetBucket)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: open %s: %w", streams.EDUOffsetBucket, err)
+	}
+	chains, err := js.KeyValue(ctx, streams.DeviceListBucket)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: open %s: %w", streams.DeviceListBucket, err)
+	}
 	partitions, err := js.KeyValue(ctx, streams.PartitionBucket)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", streams.PartitionBucket, err)
 	}
-	return &Store{js: js, events: events, offsets: offsets, partitions: partitions}, nil
+	return &Store{js: js, events: events, offsets: offsets, eduOffsets: eduOffsets, chains: chains, partitions: partitions}, nil
 }
 
 // Append stores an event of a destination. expected is the sequence of the
@@ -126,6 +137,10 @@ type Loaded struct {
 	State     destination.State
 	EventSeq  uint64 // sequence of its newest event (0: none)
 	OffsetRev uint64 // revision of its offset key (0: none)
+	// EDUOffset is its EDU offset: every must-deliver EDU at or below it
+	// in the EDU stream was acknowledged; EDUOffsetRev its key's revision.
+	EDUOffset    uint64
+	EDUOffsetRev uint64
 }
 
 // LoadAll returns every destination the store knows, by name: its newest
@@ -135,7 +150,15 @@ func (s *Store) LoadAll(ctx context.Context) (map[string]*Loaded, error) {
 	if err := s.loadEvents(ctx, out); err != nil {
 		return nil, err
 	}
-	if err := s.loadOffsets(ctx, out); err != nil {
+	if err := s.loadOffsets(ctx, s.offsets, out, func(l *Loaded, off, rev uint64) {
+		l.OffsetRev = rev
+		l.State.Offset = max(l.State.Offset, off)
+	}); err != nil {
+		return nil, err
+	}
+	if err := s.loadOffsets(ctx, s.eduOffsets, out, func(l *Loaded, off, rev uint64) {
+		l.EDUOffset, l.EDUOffsetRev = off, rev
+	}); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -183,10 +206,11 @@ func (s *Store) loadEvents(ctx context.Context, out map[string]*Loaded) error {
 	return nil
 }
 
-func (s *Store) loadOffsets(ctx context.Context, out map[string]*Loaded) error {
-	w, err := s.offsets.WatchAll(ctx, jetstream.IgnoreDeletes())
+// loadOffsets reads an offsets bucket into out with set.
+func (s *Store) loadOffsets(ctx context.Context, kv jetstream.KeyValue, out map[string]*Loaded, set func(l *Loaded, off, rev uint64)) error {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return fmt.Errorf("eventlog: read %s: %w", streams.OffsetBucket, err)
+		return fmt.Errorf("eventlog: read %s: %w", kv.Bucket(), err)
 	}
 	defer w.Stop()
 	for {
@@ -210,10 +234,7 @@ func (s *Store) loadOffsets(ctx context.Context, out map[string]*Loaded) error {
 				l = &Loaded{State: destination.State{Destination: dest}}
 				out[dest] = l
 			}
-			l.OffsetRev = e.Revision()
-			if off > l.State.Offset {
-				l.State.Offset = off
-			}
+			set(l, off, e.Revision())
 		}
 	}
 }
@@ -223,6 +244,41 @@ func (s *Store) loadOffsets(ctx context.Context, out map[string]*Loaded) error {
 // `nats kv get fedsender-offsets <key>` reads it as is.
 func (s *Store) PutOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error) {
 	return put(ctx, s.offsets, streams.OffsetKey(partition, dest), []byte(strconv.FormatUint(offset, 10)), rev)
+}
+
+// PutEDUOffset moves a destination's EDU offset, as PutOffset does.
+func (s *Store) PutEDUOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error) {
+	return put(ctx, s.eduOffsets, streams.OffsetKey(partition, dest), []byte(strconv.FormatUint(offset, 10)), rev)
+}
+
+// LoadChain returns what a destination was sent of a user's device list
+// (empty when nothing).
+func (s *Store) LoadChain(ctx context.Context, dest, user string) (edu.Chain, error) {
+	var c edu.Chain
+	e, err := s.chains.Get(ctx, streams.DeviceListKey(dest, user))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("eventlog: device-list chain of %s for %s: %w", user, dest, err)
+	}
+	if err := json.Unmarshal(e.Value(), &c); err != nil {
+		return c, fmt.Errorf("eventlog: device-list chain of %s for %s: %w", user, dest, err)
+	}
+	return c, nil
+}
+
+// SaveChain stores a destination's chain of a user's device list. Only the
+// destination's actor writes it, after the destination acknowledged.
+func (s *Store) SaveChain(ctx context.Context, dest, user string, c edu.Chain) error {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("eventlog: encode chain: %w", err)
+	}
+	if _, err := s.chains.Put(ctx, streams.DeviceListKey(dest, user), data); err != nil {
+		return fmt.Errorf("eventlog: device-list chain of %s for %s: %w", user, dest, err)
+	}
+	return nil
 }
 
 // put creates key (rev 0) or moves it from revision rev: compare-and-swap
@@ -244,11 +300,13 @@ func put(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, rev
 }
 
 // Watermark is a partition's resume point: every PDU at or below Seq is done
-// for every destination of the partition that is not catching up.
+// for every destination of the partition that is not catching up, and every
+// EDU at or below EDUSeq (in the EDU stream) for every destination.
 type Watermark struct {
-	Seq   uint64 `json:"seq"`
-	Owner string `json:"owner,omitempty"`
-	At    int64  `json:"at"`
+	Seq    uint64 `json:"seq"`
+	EDUSeq uint64 `json:"edu_seq,omitempty"`
+	Owner  string `json:"owner,omitempty"`
+	At     int64  `json:"at"`
 }
 
 // LoadWatermark returns a partition's watermark and its revision (0, 0 if none).
