@@ -16,6 +16,7 @@ import (
 	"github.com/fedsender/fedsender/internal/backoff"
 	"github.com/fedsender/fedsender/internal/catchup"
 	dstate "github.com/fedsender/fedsender/internal/destination"
+	"github.com/fedsender/fedsender/internal/edu"
 	"github.com/fedsender/fedsender/internal/federation"
 	"github.com/fedsender/fedsender/internal/queuebudget"
 	"github.com/fedsender/fedsender/internal/telemetry"
@@ -61,6 +62,11 @@ type Config struct {
 	Tracer telemetry.Tracer
 	// Metrics counts deliveries and failures (nil: none).
 	Metrics *telemetry.Metrics
+	// Chains keeps what each destination was sent of each user's device
+	// list, to fill prev_id (nil: device-list updates are sent as given).
+	Chains edu.ChainStore
+	// EDU configures each destination's outbox.
+	EDU edu.Options
 }
 
 // Actor is one destination's actor.
@@ -71,6 +77,8 @@ type Actor struct {
 	log   *slog.Logger
 
 	queue    []streams.Item // pending PDUs in stream order; the in-flight ones first
+	out      *edu.Outbox    // EDUs not yet sent (or acknowledged)
+	chains   *edu.Chains    // nil: prev_id is not filled
 	through  uint64         // highest sequence the supervisor looked at for us
 	inflight *txn
 	sending  bool
@@ -98,12 +106,21 @@ type Actor struct {
 
 type txn struct {
 	id              string
-	body, canonical []byte
+	body, canonical []byte // built by the first attempt, kept for retries
+	ts              int64
+	pdus            []transaction.PDU
 	seqs            []uint64
 	eventIDs        []string
+	edus            *edu.Batch    // nil: none
+	delivered       edu.Delivered // device-list chains to commit after the 200
 	fromRooms       bool
-	attempt         int
-	span            trace.Span // this attempt's, when traced
+	// detached: catch-up dropped the queue while t carried EDUs; t is
+	// retried as it is (a to-device message must not reach the server
+	// twice under two transaction ids), but its PDUs are no longer the
+	// head of the queue.
+	detached bool
+	attempt  int
+	span     trace.Span // this attempt's, when traced
 }
 
 type sendDone struct {
@@ -120,15 +137,22 @@ type scanDone struct {
 }
 
 // New returns the producer of a destination's actor, starting from the state
-// its log holds; through is the highest sequence already accounted for. A
+// its log holds; through is the highest sequence already accounted for, and
+// eduOffset the destination's EDU offset. A
 // held actor queues PDUs but sends nothing until it gets Wake (or
 // ResetConnection): after a start, the supervisor spaces those out. gauge,
 // if not nil, is where the actor publishes its queue for the partition's
 // gauges.
-func New(cfg *Config, state dstate.State, through uint64, held bool, gauge *telemetry.QueueGauge) actor.Producer {
+func New(cfg *Config, state dstate.State, through, eduOffset uint64, held bool, gauge *telemetry.QueueGauge) actor.Producer {
 	return func() actor.Receiver {
 		gauge.Set(0, 0)
+		var chains *edu.Chains
+		if cfg.Chains != nil {
+			chains = edu.NewChains(cfg.Chains, state.Destination)
+		}
 		return &Actor{
+			out:      edu.New(cfg.EDU, eduOffset),
+			chains:   chains,
 			met:      cfg.Metrics.Destination(state.Destination),
 			gauge:    gauge,
 			cfg:      cfg,
@@ -149,6 +173,8 @@ func (a *Actor) Receive(c *actor.Context) {
 		a.ctx, a.engine, a.self, a.parent = c.Context(), c.Engine(), c.PID(), c.Parent()
 	case Enqueue:
 		a.enqueue(m)
+	case EnqueueEDU:
+		a.enqueueEDU(m)
 	case Wake:
 		a.held = false
 		a.trySend()
@@ -205,6 +231,15 @@ func (a *Actor) enqueue(m Enqueue) {
 	a.trySend()
 }
 
+func (a *Actor) enqueueEDU(m EnqueueEDU) {
+	failing := a.state.Failing()
+	for _, it := range m.Items {
+		a.out.Add(it, failing)
+	}
+	a.progress()
+	a.trySend()
+}
+
 // trySend starts the next transaction if none is in flight and the backoff
 // allows it.
 func (a *Actor) trySend() {
@@ -218,7 +253,10 @@ func (a *Actor) trySend() {
 		if a.catching && !a.scanning && !a.awaitingLive {
 			a.startScan()
 		}
-		return
+		if a.out.Empty() {
+			return
+		}
+		// EDUs go out during catch-up too.
 	}
 	if a.cfg.Slots == nil {
 		a.launch(func() {})
@@ -248,7 +286,10 @@ func (a *Actor) launch(release func()) {
 			a.inflight = a.build(a.queue, false)
 		case a.catching && len(a.rooms) > 0:
 			a.inflight = a.build(a.rooms, true)
-		default:
+		case !a.out.Empty():
+			a.inflight = a.build(nil, false)
+		}
+		if a.inflight == nil { // nothing, or only typing that expired
 			release()
 			a.trySend()
 			return
@@ -260,29 +301,87 @@ func (a *Actor) launch(release func()) {
 	ctx := httptrace.WithClientTrace(a.startAttempt(t), &httptrace.ClientTrace{
 		WroteRequest: func(httptrace.WroteRequestInfo) { release() },
 	})
+	prepare := t.body == nil
 	go func() {
+		if prepare {
+			a.prepare(ctx, t)
+		}
 		res, err := sender.SendTransaction(ctx, dest, t.id, t.body, t.canonical)
 		release()
+		if err == nil {
+			a.commitChains(ctx, t)
+		}
 		engine.Send(self, sendDone{t: t, res: res, err: err})
 	}()
 }
 
+// prepare fills the device-list updates' prev_id and builds t's body, on
+// the send goroutine: reading a chain may take a round trip to NATS. It
+// runs once per transaction, so a retry sends the same body; the chains
+// are only used by the one transaction in flight.
+func (a *Actor) prepare(ctx context.Context, t *txn) {
+	var edus [][]byte
+	if t.edus != nil {
+		if a.chains != nil {
+			d, err := a.chains.Fill(ctx, t.edus)
+			if err != nil {
+				a.log.ErrorContext(ctx, "could not read the device-list chains: device-list updates go without prev_id, and the server resyncs those users", "error", err)
+			}
+			t.delivered = d
+		}
+		edus = make([][]byte, len(t.edus.EDUs))
+		for i, e := range t.edus.EDUs {
+			edus[i] = e.JSON()
+		}
+	}
+	t.body, t.canonical = transaction.BuildWithEDUs(a.cfg.Origin, t.ts, t.pdus, edus)
+	t.pdus = nil
+}
+
+// commitChains records, after the destination's 200, the device-list
+// updates it was sent, before the actor learns of the success (and so
+// before the EDU offset moves past them).
+func (a *Actor) commitChains(ctx context.Context, t *txn) {
+	if a.chains == nil || len(t.delivered) == 0 {
+		return
+	}
+	if err := a.chains.Commit(ctx, t.delivered); err != nil {
+		a.log.WarnContext(ctx, "could not store the device-list chains: the next updates of these users may carry an older prev_id, and the server resyncs them", "error", err)
+	}
+	t.delivered = nil
+}
+
+// build takes up to 50 PDUs of items and up to 100 EDUs of the outbox;
+// nil when there is nothing to send. The body is built by prepare.
 func (a *Actor) build(items []streams.Item, fromRooms bool) *txn {
 	n := min(len(items), transaction.MaxPDUs)
-	pdus := make([]transaction.PDU, n)
-	t := &txn{seqs: make([]uint64, n), eventIDs: make([]string, n), fromRooms: fromRooms}
-	var ts int64
+	t := &txn{pdus: make([]transaction.PDU, n), seqs: make([]uint64, n), eventIDs: make([]string, n), fromRooms: fromRooms}
 	for i, it := range items[:n] {
-		pdus[i] = transaction.PDU{Raw: it.PDU.Raw, Canonical: it.PDU.Canonical}
+		t.pdus[i] = transaction.PDU{Raw: it.PDU.Raw, Canonical: it.PDU.Canonical}
 		t.seqs[i] = it.Seq
 		t.eventIDs[i] = it.PDU.EventID
-		ts = max(ts, it.TS)
+		t.ts = max(t.ts, it.TS)
 	}
-	// origin_server_ts is the stream time of the newest PDU, so a batch
-	// rebuilt after a restart has the same id and the same body.
-	t.body, t.canonical = transaction.Build(a.cfg.Origin, ts, pdus)
-	t.id = transaction.ID(a.cfg.Epoch, t.seqs)
+	var eduSeqs []uint64
+	if t.edus = a.out.Take(a.cfg.Now()); t.edus != nil {
+		eduSeqs = t.edus.Seqs
+		t.ts = max(t.ts, t.edus.TS)
+	}
+	if n == 0 && t.edus == nil {
+		return nil
+	}
+	// origin_server_ts is the stream time of the newest PDU or EDU, and
+	// the id depends only on the sequences carried, so a batch rebuilt
+	// after a restart has the same id and the same body.
+	t.id = transaction.IDWithEDUs(a.cfg.Epoch, t.seqs, eduSeqs)
 	return t
+}
+
+func (t *txn) eduCount() int {
+	if t.edus == nil {
+		return 0
+	}
+	return len(t.edus.EDUs)
 }
 
 func (a *Actor) sent(m sendDone) {
@@ -290,9 +389,9 @@ func (a *Actor) sent(m sendDone) {
 	t := m.t
 	drop := a.dropInflight
 	a.dropInflight = false
-	a.observeSent(t, m, drop)
+	a.observeSent(t, m, drop || t.detached)
 	if m.err == nil {
-		a.succeeded(t, m.res, drop)
+		a.succeeded(t, m.res, drop || t.detached)
 	} else {
 		a.failed(t, m.err, drop)
 	}
@@ -301,8 +400,12 @@ func (a *Actor) sent(m sendDone) {
 }
 
 func (a *Actor) succeeded(t *txn, res federation.TransactionResult, dropped bool) {
-	last := t.seqs[len(t.seqs)-1]
-	a.state.Offset = max(a.state.Offset, last)
+	if len(t.seqs) > 0 {
+		a.state.Offset = max(a.state.Offset, t.seqs[len(t.seqs)-1])
+	}
+	if t.edus != nil {
+		a.out.Acked(t.edus)
+	}
 	a.inflight = nil
 	if !dropped {
 		if t.fromRooms {
@@ -328,7 +431,11 @@ func (a *Actor) succeeded(t *txn, res federation.TransactionResult, dropped bool
 func (a *Actor) failed(t *txn, err error, dropped bool) {
 	if dropped {
 		a.inflight = nil
+		if t.edus != nil {
+			a.out.Return(t.edus)
+		}
 	}
+	a.out.DropTyping() // typing is not kept for a destination in backoff
 	var se *federation.SendError
 	status := 0
 	interval := a.cfg.Policy.Next(time.Duration(a.state.RetryInterval) * time.Millisecond)
@@ -364,9 +471,12 @@ func (a *Actor) dropQueue() {
 	a.unbudget(a.budgeted)
 	a.catching = true
 	a.queue, a.rooms, a.scanFrom, a.awaitingLive = nil, nil, 0, false
-	if a.sending {
+	switch {
+	case a.inflight != nil && a.inflight.edus != nil:
+		a.inflight.detached = true
+	case a.sending:
 		a.dropInflight = true
-	} else {
+	default:
 		a.inflight = nil
 	}
 }
@@ -424,15 +534,17 @@ func (a *Actor) record(e dstate.Event) {
 	a.engine.Send(a.parent, Changed{Destination: a.name, Event: ev})
 }
 
+// progress reports the actor's positions; while catching up, only the
+// EDU offset (the PDU positions are the catch-up's, reported by GoLive).
 func (a *Actor) progress() {
-	if a.catching {
-		return
+	p := Progress{Destination: a.name, EDUDone: a.out.Done(), EDUPending: a.out.Pending()}
+	if !a.catching {
+		p.DoneThrough, p.Offset = a.through, a.state.Offset
+		if len(a.queue) > 0 {
+			p.DoneThrough = a.queue[0].Seq - 1
+		}
 	}
-	done := a.through
-	if len(a.queue) > 0 {
-		done = a.queue[0].Seq - 1
-	}
-	a.engine.Send(a.parent, Progress{Destination: a.name, DoneThrough: done, Offset: a.state.Offset})
+	a.engine.Send(a.parent, p)
 }
 
 // Recover is middleware that turns a panic in an actor into a Crashed

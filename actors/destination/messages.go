@@ -13,6 +13,10 @@ type (
 		Items   []streams.Item
 		Through uint64
 	}
+	// EnqueueEDU hands the actor EDUs, in EDU stream order.
+	EnqueueEDU struct {
+		Items []streams.EDUItem
+	}
 	// Wake tells the actor its backoff is over (or it was started): try now.
 	Wake struct{}
 	// ResetConnection clears the retry timings and sends at once.
@@ -27,10 +31,16 @@ type (
 type (
 	// Progress reports the actor's position. DoneThrough: every PDU for this
 	// destination at or below it is acknowledged (or skipped by catch-up).
+	// EDUDone is the EDU offset: every must-deliver EDU at or below it is
+	// acknowledged, and every other handed over; EDUPending counts the
+	// must-deliver EDUs held. DoneThrough and Offset are 0 while catching
+	// up.
 	Progress struct {
 		Destination string
 		DoneThrough uint64
 		Offset      uint64
+		EDUDone     uint64
+		EDUPending  int
 	}
 	// Changed reports a state change to persist in the destination's log.
 	Changed struct {

@@ -22,6 +22,9 @@ import (
 // inflightItems returns the queued items t carries: the head of the queue
 // (or of the catch-up rooms), where they stay until t succeeds.
 func (a *Actor) inflightItems(t *txn) []streams.Item {
+	if t.detached {
+		return nil
+	}
 	items := a.queue
 	if t.fromRooms {
 		items = a.rooms
@@ -60,7 +63,7 @@ func (a *Actor) startAttempt(t *txn) context.Context {
 		telemetry.KeyDestination.String(a.name),
 		telemetry.KeyTxnID.String(t.id),
 		telemetry.KeyPDUs.Int(len(t.seqs)),
-		telemetry.KeyEDUs.Int(0), // fedsender sends no EDUs yet
+		telemetry.KeyEDUs.Int(t.eduCount()),
 		telemetry.KeyAttempt.Int(t.attempt),
 		telemetry.KeyCatchUp.Bool(a.catching),
 	))
@@ -91,7 +94,7 @@ func (a *Actor) observeSent(t *txn, m sendDone, dropped bool) {
 	if a.met == nil || m.err != nil {
 		return
 	}
-	a.met.Sent(a.ctx, len(t.seqs), 0, len(m.res.PDUErrors))
+	a.met.Sent(a.ctx, len(t.seqs), t.eduCount(), len(m.res.PDUErrors))
 	if dropped {
 		return // catch-up dropped the queue meanwhile: no stream times
 	}

@@ -49,6 +49,19 @@ type (
 	Advance struct{ Through uint64 }
 	// Reset clears a destination's retry timings and wakes it now.
 	Reset struct{ Destination string }
+	// EDUPair is one EDU for one destination of the partition.
+	EDUPair struct {
+		Destination string
+		Item        streams.EDUItem
+	}
+	// DispatchEDU hands over EDUs. Through: the EDU reader has dispatched
+	// every EDU up to it.
+	DispatchEDU struct {
+		Pairs   []EDUPair
+		Through uint64
+	}
+	// AdvanceEDU moves the EDU reader position.
+	AdvanceEDU struct{ Through uint64 }
 )
 
 type (
@@ -70,9 +83,16 @@ type entry struct {
 	timer          *time.Timer
 	offsetSaved    uint64
 	queue          telemetry.QueueGauge // the actor's queue, for the gauges
+	eduLast        uint64               // highest EDU sequence dispatched to it
+	eduDone        uint64               // its EDU offset, as the actor reported it
+	eduSaved       uint64               // the EDU offset persisted
+	eduPending     int                  // must-deliver EDUs it holds
 }
 
 func (e *entry) busy() bool { return !e.catching && e.done < e.lastSent }
+
+// eduBusy: EDUs handed to the actor are not all done.
+func (e *entry) eduBusy() bool { return e.eduDone < e.eduLast }
 
 // Supervisor is one partition's supervisor actor.
 type Supervisor struct {
@@ -81,8 +101,10 @@ type Supervisor struct {
 	entries   map[string]*entry
 	busy      map[string]*entry
 	readerPos uint64
+	eduPos    uint64 // the EDU reader's position
 	wm        eventlog.Watermark
 	wmSaved   uint64
+	eduSaved  uint64 // the EDU watermark persisted
 	w         *writer
 	log       *slog.Logger
 	lastCheck time.Time
@@ -101,13 +123,16 @@ func New(cfg *Config, id int, loaded map[string]*eventlog.Loaded, wm eventlog.Wa
 			entries:   make(map[string]*entry, len(loaded)),
 			busy:      map[string]*entry{},
 			readerPos: wm.Seq,
+			eduPos:    wm.EDUSeq,
 			wm:        wm,
 			wmSaved:   wm.Seq,
+			eduSaved:  wm.EDUSeq,
 			log:       cfg.Log.With("partition", id),
 		}
 		for name, l := range loaded {
 			e := &entry{state: l.State, done: l.State.Offset, lastSent: l.State.Offset,
-				catching: l.State.CatchingUp, catchPersisted: l.State.CatchingUp, offsetSaved: l.State.Offset}
+				catching: l.State.CatchingUp, catchPersisted: l.State.CatchingUp, offsetSaved: l.State.Offset,
+				eduLast: l.EDUOffset, eduDone: l.EDUOffset, eduSaved: l.EDUOffset}
 			s.entries[name] = e
 		}
 		s.w = newWriter(id, cfg.Store, s.log, loaded, wmRev)
@@ -125,6 +150,10 @@ func (s *Supervisor) Receive(c *actor.Context) {
 		s.dispatch(m)
 	case Advance:
 		s.readerPos = max(s.readerPos, m.Through)
+	case DispatchEDU:
+		s.dispatchEDU(m)
+	case AdvanceEDU:
+		s.eduPos = max(s.eduPos, m.Through)
 	case Reset:
 		s.reset(m.Destination)
 	case wakeDest:
@@ -197,7 +226,7 @@ func (s *Supervisor) entry(name string) *entry {
 func (s *Supervisor) spawn(name string, e *entry) *actor.PID {
 	if e.pid == nil {
 		e.incarnation++
-		e.pid = s.c.SpawnChild(destination.New(s.cfg.Destination, e.state, e.done, e.held, &e.queue), "dest",
+		e.pid = s.c.SpawnChild(destination.New(s.cfg.Destination, e.state, e.done, e.eduDone, e.held, &e.queue), "dest",
 			actor.WithID(name+"#"+strconv.Itoa(e.incarnation)),
 			actor.WithInboxSize(64),
 			actor.WithMiddleware(destination.Recover),
@@ -237,11 +266,35 @@ func (s *Supervisor) dispatch(m Dispatch) {
 	s.readerPos = max(s.readerPos, m.Through)
 }
 
+// dispatchEDU hands EDUs to their destinations' actors, but those done
+// before the last restart.
+func (s *Supervisor) dispatchEDU(m DispatchEDU) {
+	groups := map[string][]streams.EDUItem{}
+	for _, p := range m.Pairs {
+		if p.Item.Seq <= s.wm.EDUSeq {
+			continue
+		}
+		e := s.entry(p.Destination)
+		if p.Item.Seq <= e.eduDone {
+			continue
+		}
+		groups[p.Destination] = append(groups[p.Destination], p.Item)
+	}
+	for name, items := range groups {
+		e := s.entries[name]
+		e.eduLast = items[len(items)-1].Seq
+		s.engine.Send(s.spawn(name, e), destination.EnqueueEDU{Items: items})
+	}
+	s.eduPos = max(s.eduPos, m.Through)
+}
+
 func (s *Supervisor) progress(m destination.Progress) {
 	e := s.entries[m.Destination]
 	if e == nil {
 		return
 	}
+	e.eduDone = max(e.eduDone, m.EDUDone)
+	e.eduPending = m.EDUPending
 	e.done = max(e.done, m.DoneThrough)
 	e.state.Offset = max(e.state.Offset, m.Offset)
 	e.activeAt = time.Now()
@@ -341,11 +394,18 @@ func (s *Supervisor) tick() {
 // checkpoint persists moved offsets and the watermark, and stops idle actors.
 func (s *Supervisor) checkpoint(now time.Time) {
 	s.publishGauges()
-	wm := s.readerPos
+	wm, eduWM := s.readerPos, s.eduPos
 	for name, e := range s.entries {
 		if e.state.Offset > e.offsetSaved {
 			s.w.putOffset(name, e.state.Offset)
 			e.offsetSaved = e.state.Offset
+		}
+		if e.eduDone > e.eduSaved {
+			s.w.putEDUOffset(name, e.eduDone)
+			e.eduSaved = e.eduDone
+		}
+		if e.eduBusy() {
+			eduWM = min(eduWM, e.eduDone)
 		}
 		switch {
 		case e.catching && !e.catchPersisted:
@@ -353,13 +413,13 @@ func (s *Supervisor) checkpoint(now time.Time) {
 		case e.busy():
 			wm = min(wm, e.done)
 		}
-		if e.pid != nil && !e.busy() && !e.catching && !e.state.Failing() && now.Sub(e.activeAt) > s.cfg.IdleTimeout {
+		if e.pid != nil && !e.busy() && !e.eduBusy() && !e.catching && !e.state.Failing() && now.Sub(e.activeAt) > s.cfg.IdleTimeout {
 			s.engine.Poison(e.pid)
 			e.pid = nil
 		}
 	}
-	if wm > s.wmSaved {
-		s.wmSaved = wm
-		s.w.putWatermark(eventlog.Watermark{Seq: wm, Owner: s.cfg.Owner, At: now.UnixMilli()})
+	if wm > s.wmSaved || eduWM > s.eduSaved {
+		s.wmSaved, s.eduSaved = max(s.wmSaved, wm), max(s.eduSaved, eduWM)
+		s.w.putWatermark(eventlog.Watermark{Seq: s.wmSaved, EDUSeq: s.eduSaved, Owner: s.cfg.Owner, At: now.UnixMilli()})
 	}
 }

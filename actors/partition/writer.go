@@ -18,6 +18,7 @@ import (
 type Store interface {
 	AppendAsync(partition int, ev dstate.Event, expected uint64) (jetstream.PubAckFuture, error)
 	PutOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error)
+	PutEDUOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error)
 	PutWatermark(ctx context.Context, partition int, w eventlog.Watermark, rev uint64) (uint64, error)
 }
 
@@ -34,13 +35,19 @@ type writer struct {
 
 	mu      sync.Mutex
 	events  []dstate.Event
-	offsets map[string]uint64
+	offsets map[offsetKey]uint64
 	wm      *eventlog.Watermark
 	signal  chan struct{}
 
 	eventSeq  map[string]uint64
-	offsetRev map[string]uint64
+	offsetRev map[offsetKey]uint64
 	wmRev     uint64
+}
+
+// offsetKey names a destination's PDU offset, or with edu its EDU offset.
+type offsetKey struct {
+	dest string
+	edu  bool
 }
 
 // persisted tells the supervisor which events are durable.
@@ -51,13 +58,14 @@ type persisted struct {
 func newWriter(partition int, store Store, log *slog.Logger, loaded map[string]*eventlog.Loaded, wmRev uint64) *writer {
 	w := &writer{
 		partition: partition, store: store, log: log,
-		offsets:  map[string]uint64{},
+		offsets:  map[offsetKey]uint64{},
 		signal:   make(chan struct{}, 1),
-		eventSeq: map[string]uint64{}, offsetRev: map[string]uint64{}, wmRev: wmRev,
+		eventSeq: map[string]uint64{}, offsetRev: map[offsetKey]uint64{}, wmRev: wmRev,
 	}
 	for name, l := range loaded {
 		w.eventSeq[name] = l.EventSeq
-		w.offsetRev[name] = l.OffsetRev
+		w.offsetRev[offsetKey{dest: name}] = l.OffsetRev
+		w.offsetRev[offsetKey{dest: name, edu: true}] = l.EDUOffsetRev
 	}
 	return w
 }
@@ -77,8 +85,16 @@ func (w *writer) appendEvent(ev dstate.Event) {
 }
 
 func (w *writer) putOffset(dest string, offset uint64) {
+	w.putOffsetOf(offsetKey{dest: dest}, offset)
+}
+
+func (w *writer) putEDUOffset(dest string, offset uint64) {
+	w.putOffsetOf(offsetKey{dest: dest, edu: true}, offset)
+}
+
+func (w *writer) putOffsetOf(k offsetKey, offset uint64) {
 	w.mu.Lock()
-	w.offsets[dest] = max(w.offsets[dest], offset)
+	w.offsets[k] = max(w.offsets[k], offset)
 	w.mu.Unlock()
 	w.kick()
 }
@@ -101,24 +117,28 @@ func (w *writer) run(ctx context.Context) {
 		}
 		w.mu.Lock()
 		events, offsets, wm := w.events, w.offsets, w.wm
-		w.events, w.offsets, w.wm = nil, map[string]uint64{}, nil
+		w.events, w.offsets, w.wm = nil, map[offsetKey]uint64{}, nil
 		w.mu.Unlock()
 
 		done, failedEvents := w.writeEvents(ctx, events)
 		if len(done) > 0 {
 			w.engine.Send(w.super, persisted{events: done})
 		}
-		failedOffsets := map[string]uint64{}
+		failedOffsets := map[offsetKey]uint64{}
 		if len(failedEvents) == 0 {
-			for dest, off := range offsets {
-				rev, err := w.store.PutOffset(ctx, w.partition, dest, off, w.offsetRev[dest])
+			for k, off := range offsets {
+				put, what := w.store.PutOffset, "offset"
+				if k.edu {
+					put, what = w.store.PutEDUOffset, "EDU offset"
+				}
+				rev, err := put(ctx, w.partition, k.dest, off, w.offsetRev[k])
 				if err != nil {
-					if w.fail(ctx, "offset", dest, err) {
-						failedOffsets[dest] = off
+					if w.fail(ctx, what, k.dest, err) {
+						failedOffsets[k] = off
 					}
 					continue
 				}
-				w.offsetRev[dest] = rev
+				w.offsetRev[k] = rev
 			}
 		} else {
 			failedOffsets = offsets

@@ -91,19 +91,40 @@ func (r *Reader) Running() bool { return r.running.Load() }
 // Run reads until ctx ends.
 func (r *Reader) Run(ctx context.Context) error {
 	start := max(r.opts.Start, 1)
-	cons, err := r.opts.JS.OrderedConsumer(ctx, streams.PDUStream, jetstream.OrderedConsumerConfig{
+	r.through.Store(start - 1)
+	return consume(ctx, consumeOptions{
+		js: r.opts.JS, stream: streams.PDUStream, start: start, log: r.opts.Log, what: "PDUs",
+		running: &r.running, handle: r.handle, advance: r.advance,
+	})
+}
+
+// consumeOptions say what consume reads and what it does with it.
+type consumeOptions struct {
+	js      jetstream.JetStream
+	stream  string
+	start   uint64
+	log     *slog.Logger
+	what    string
+	running *atomic.Bool
+	handle  func(context.Context, []jetstream.Msg) error
+	advance func() // every second
+}
+
+// consume reads a stream from o.start with an ordered consumer, in batches
+// of what has arrived (at most maxBatch), until ctx ends.
+func consume(ctx context.Context, o consumeOptions) error {
+	cons, err := o.js.OrderedConsumer(ctx, o.stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   start,
+		OptStartSeq:   o.start,
 	})
 	if err != nil {
-		return fmt.Errorf("ingest: consume %s: %w", streams.PDUStream, err)
+		return fmt.Errorf("ingest: consume %s: %w", o.stream, err)
 	}
 	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * maxBatch))
 	if err != nil {
-		return fmt.Errorf("ingest: consume %s: %w", streams.PDUStream, err)
+		return fmt.Errorf("ingest: consume %s: %w", o.stream, err)
 	}
 	defer iter.Stop()
-	r.through.Store(start - 1)
 	msgs := make(chan jetstream.Msg, maxBatch)
 	errc := make(chan error, 1)
 	go func() {
@@ -119,9 +140,9 @@ func (r *Reader) Run(ctx context.Context) error {
 			msgs <- msg
 		}
 	}()
-	r.running.Store(true)
-	defer r.running.Store(false)
-	r.opts.Log.Info("reading PDUs", "from_sequence", start)
+	o.running.Store(true)
+	defer o.running.Store(false)
+	o.log.Info("reading "+o.what, "from_sequence", o.start)
 
 	advance := time.NewTicker(time.Second)
 	defer advance.Stop()
@@ -131,9 +152,9 @@ func (r *Reader) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case err := <-errc:
-			return fmt.Errorf("ingest: read %s: %w", streams.PDUStream, err)
+			return fmt.Errorf("ingest: read %s: %w", o.stream, err)
 		case <-advance.C:
-			r.advance()
+			o.advance()
 		case msg, ok := <-msgs:
 			if !ok {
 				return nil
@@ -151,7 +172,7 @@ func (r *Reader) Run(ctx context.Context) error {
 					break drain
 				}
 			}
-			if err := r.handle(ctx, batch); err != nil {
+			if err := o.handle(ctx, batch); err != nil {
 				return err
 			}
 		}
@@ -249,12 +270,7 @@ func (r *Reader) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, 
 // names are logged at warning level.
 func (r *Reader) refuseDestination(ctx context.Context, pdu *streams.PDU, seq uint64, ref streams.RefusedDestination) {
 	r.opts.Metrics.DestinationRefused(ctx, telemetry.RefusedInvalidServerName)
-	level := slog.LevelDebug
-	if _, seen := r.warned[ref.Name]; !seen && len(r.warned) < maxWarned {
-		r.warned[ref.Name] = struct{}{}
-		level = slog.LevelWarn
-	}
-	r.opts.Log.Log(ctx, level, "refused a destination: recorded on the dead-letter subject, the PDU goes to the others",
+	r.opts.Log.Log(ctx, warnOnce(r.warned, ref.Name), "refused a destination: recorded on the dead-letter subject, the PDU goes to the others",
 		"sequence", seq, "subject", streams.DeadLetterPDU, "reason", ref)
 	dl, err := streams.DestinationDeadLetter(pdu, seq, ref)
 	if err != nil {
@@ -265,7 +281,21 @@ func (r *Reader) refuseDestination(ctx context.Context, pdu *streams.PDU, seq ui
 }
 
 func (r *Reader) publishDeadLetter(dl *nats.Msg) {
-	if _, err := r.opts.JS.PublishMsgAsync(dl); err != nil && !errors.Is(err, context.Canceled) {
-		r.opts.Log.Error("could not record a dead letter", "dead_letter_id", dl.Header.Get(jetstream.MsgIDHeader), "error", err)
+	publishDeadLetter(r.opts.JS, r.opts.Log, dl)
+}
+
+func publishDeadLetter(js jetstream.JetStream, log *slog.Logger, dl *nats.Msg) {
+	if _, err := js.PublishMsgAsync(dl); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("could not record a dead letter", "dead_letter_id", dl.Header.Get(jetstream.MsgIDHeader), "error", err)
 	}
+}
+
+// warnOnce is the level to log a refused name at: warning the first time
+// it is seen, while fewer than maxWarned were, debug after.
+func warnOnce(warned map[string]struct{}, name string) slog.Level {
+	if _, seen := warned[name]; !seen && len(warned) < maxWarned {
+		warned[name] = struct{}{}
+		return slog.LevelWarn
+	}
+	return slog.LevelDebug
 }

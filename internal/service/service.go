@@ -58,6 +58,7 @@ type Service struct {
 	MetricsAddr string // the /metrics listener's address, if it listens
 	NATSURL     string // the embedded server's client URL, if it listens
 	reader      *ingest.Reader
+	eduReader   *ingest.EDUReader
 	proj        *readModel
 }
 
@@ -169,6 +170,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 			Log:        log,
 			Tracer:     obs.tracer,
 			Metrics:    obs.metrics,
+			Chains:     store,
 		},
 		Store:       store,
 		WakeLimiter: rate.NewLimiter(rate.Limit(cfg.Queue.StartupWakeRate), 1),
@@ -179,7 +181,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		Context:     runCtx,
 	}
 	pids := make([]*actor.PID, n)
-	start := uint64(0)
+	start, eduStart := uint64(0), uint64(0)
 	for p := range n {
 		wm, rev, err := store.LoadWatermark(ctx, p)
 		if err != nil {
@@ -188,11 +190,14 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		if p == 0 || wm.Seq < start {
 			start = wm.Seq
 		}
+		if p == 0 || wm.EDUSeq < eduStart {
+			eduStart = wm.EDUSeq
+		}
 		pids[p] = engine.Spawn(partition.New(pcfg, p, byPartition[p], wm, rev), "partition",
 			actor.WithID(strconv.Itoa(p)), actor.WithInboxSize(4096))
 	}
 	log.Info("fedsender starting", "server_name", cfg.ServerName, "key_id", key.KeyID(),
-		"destinations_known", len(loaded), "partitions", n, "resume_after_sequence", start)
+		"destinations_known", len(loaded), "partitions", n, "resume_after_sequence", start, "resume_after_edu_sequence", eduStart)
 
 	proj, err := newReadModel(ctx, js, cfg, start, log)
 	if err != nil {
@@ -200,7 +205,9 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
 		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics})
-	svc := &Service{reader: reader, proj: proj, NATSURL: natsURL}
+	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: pids, Start: eduStart + 1,
+		Origin: cfg.ServerName, Log: log, Metrics: obs.metrics})
+	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, NATSURL: natsURL}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 16)
@@ -214,6 +221,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		}()
 	}
 	run("reader", reader.Run)
+	run("EDU reader", eduReader.Run)
 	proj.start(run)
 	if svc.MetricsAddr, err = obs.serveMetrics(cfg, run); err != nil {
 		return err
@@ -271,6 +279,8 @@ func (s *Service) ready() error {
 	switch {
 	case !s.reader.Running():
 		return errors.New("the PDU reader is not running")
+	case !s.eduReader.Running():
+		return errors.New("the EDU reader is not running")
 	}
 	return s.proj.notReady()
 }

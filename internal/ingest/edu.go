@@ -1,0 +1,129 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/anthdm/hollywood/actor"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fedsender/fedsender/actors/partition"
+	"github.com/fedsender/fedsender/internal/telemetry"
+	"github.com/fedsender/fedsender/streams"
+)
+
+// EDUOptions configure an EDUReader.
+type EDUOptions struct {
+	JS     jetstream.JetStream
+	Engine *actor.Engine
+	// Partitions are the supervisors, indexed by partition.
+	Partitions []*actor.PID
+	// Start is the first EDU stream sequence to read.
+	Start uint64
+	// Origin is fedsender's own server_name: never a destination.
+	Origin string
+	Log    *slog.Logger
+	// Metrics counts dead letters and refused destinations (nil: none).
+	Metrics *telemetry.Metrics
+}
+
+// EDUReader is the one consumer of the EDU stream in a replica: it reads
+// it as Reader reads the PDU stream, with the same validation and dead
+// letters, and hands each EDU to the supervisors of its destinations'
+// partitions. EDUs are few and small beside PDUs: they take no queue
+// budget; each destination's outbox bounds what it holds.
+type EDUReader struct {
+	opts        EDUOptions
+	parts       map[string]int
+	warned      map[string]struct{}
+	through     atomic.Uint64
+	deadLetters atomic.Int64
+	running     atomic.Bool
+}
+
+// NewEDUReader returns an EDU reader.
+func NewEDUReader(opts EDUOptions) *EDUReader {
+	return &EDUReader{opts: opts, parts: map[string]int{}, warned: map[string]struct{}{}}
+}
+
+// Through is the last EDU sequence handed to the supervisors.
+func (r *EDUReader) Through() uint64 { return r.through.Load() }
+
+// DeadLetters counts the EDU envelopes refused since start.
+func (r *EDUReader) DeadLetters() int64 { return r.deadLetters.Load() }
+
+// Running reports whether the reader is consuming.
+func (r *EDUReader) Running() bool { return r.running.Load() }
+
+// Run reads until ctx ends.
+func (r *EDUReader) Run(ctx context.Context) error {
+	start := max(r.opts.Start, 1)
+	r.through.Store(start - 1)
+	return consume(ctx, consumeOptions{
+		js: r.opts.JS, stream: streams.EDUStream, start: start, log: r.opts.Log, what: "EDUs",
+		running: &r.running, handle: r.handle, advance: r.advance,
+	})
+}
+
+func (r *EDUReader) handle(ctx context.Context, batch []jetstream.Msg) error {
+	pairs := make(map[int][]partition.EDUPair)
+	var last uint64
+	for _, msg := range batch {
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+		last = md.Sequence.Stream
+		edu, err := streams.DecodeEDU(msg.Data())
+		if err != nil {
+			r.deadLetters.Add(1)
+			r.opts.Metrics.DeadLetter(ctx)
+			r.opts.Log.WarnContext(ctx, "refused an EDU envelope: moved to the dead-letter subject",
+				"sequence", last, "subject", streams.DeadLetterEDU, "reason", err)
+			publishDeadLetter(r.opts.JS, r.opts.Log, streams.EDUDeadLetter(msg.Data(), last, err))
+			continue
+		}
+		edu.Destinations = streams.DropOrigin(edu.Destinations, r.opts.Origin)
+		for _, ref := range edu.Refused {
+			r.refuseDestination(ctx, edu, last, ref)
+		}
+		it := streams.EDUItem{Seq: last, TS: md.Timestamp.UnixMilli(), EDU: edu}
+		for _, d := range edu.Destinations {
+			p, ok := r.parts[d]
+			if !ok {
+				p = streams.Partition(d, len(r.opts.Partitions))
+				r.parts[d] = p
+			}
+			pairs[p] = append(pairs[p], partition.EDUPair{Destination: d, Item: it})
+		}
+	}
+	for p, ps := range pairs {
+		r.opts.Engine.Send(r.opts.Partitions[p], partition.DispatchEDU{Pairs: ps, Through: last})
+	}
+	r.through.Store(last)
+	return nil
+}
+
+// refuseDestination records one invalid destination of a valid EDU
+// envelope; the EDU goes to the others.
+func (r *EDUReader) refuseDestination(ctx context.Context, edu *streams.EDU, seq uint64, ref streams.RefusedDestination) {
+	r.opts.Metrics.DestinationRefused(ctx, telemetry.RefusedInvalidServerName)
+	r.opts.Log.Log(ctx, warnOnce(r.warned, ref.Name), "refused a destination: recorded on the dead-letter subject, the EDU goes to the others",
+		"sequence", seq, "subject", streams.DeadLetterEDU, "reason", ref)
+	dl, err := streams.EDUDestinationDeadLetter(edu, seq, ref)
+	if err != nil {
+		r.opts.Log.Error("could not record a dead letter", "sequence", seq, "error", err)
+		return
+	}
+	publishDeadLetter(r.opts.JS, r.opts.Log, dl)
+}
+
+// advance tells every supervisor how far the reader is.
+func (r *EDUReader) advance() {
+	t := r.through.Load()
+	for _, pid := range r.opts.Partitions {
+		r.opts.Engine.Send(pid, partition.AdvanceEDU{Through: t})
+	}
+}

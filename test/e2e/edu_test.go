@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedsender/fedsender/internal/deadletter"
+	"github.com/fedsender/fedsender/streams"
+	"github.com/fedsender/fedsender/test/receiver"
+)
+
+// publishEDU publishes an EDU envelope; id, if set, is its Nats-Msg-Id.
+func (h *harness) publishEDU(eduType, key, content, id string, dests ...string) {
+	h.t.Helper()
+	env, err := json.Marshal(streams.EDUEnvelope{EDUType: eduType, Content: json.RawMessage(content), Destinations: dests, Key: key})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, _, err := h.pub.PublishWithID(context.Background(), env, id); err != nil {
+		h.t.Fatalf("publish %s: %v", eduType, err)
+	}
+}
+
+func toDeviceContent(id string) string {
+	return fmt.Sprintf(`{"message_id":%q,"messages":{"@bob:r":{"DEV":{"body":%q}}},"sender":"@alice:origin.test","type":"m.room_key_request"}`, id, id)
+}
+
+// eduField reads one string field of each EDU of a type the receiver
+// accepted, in arrival order.
+func eduField(r *receiver.Receiver, eduType, field string) []string {
+	var out []string
+	for _, e := range r.EDUs() {
+		if e.Type != eduType {
+			continue
+		}
+		var c map[string]json.RawMessage
+		if json.Unmarshal(e.Content, &c) != nil {
+			continue
+		}
+		out = append(out, strings.Trim(string(c[field]), `"`))
+	}
+	return out
+}
+
+func TestEDUsTravelWithPDUsAndAloneInTheirShapes(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	d := r.ServerName()
+	h.publishEDU("m.typing", "", `{"room_id":"!a:origin.test","typing":true,"user_id":"@alice:origin.test"}`, "", d)
+	h.publishEDU("m.direct_to_device", "", toDeviceContent("td1"), "td1", d)
+	eventually(t, 10*time.Second, func() bool { return len(r.EDUs()) >= 2 }, "%s got %d of 2 EDUs without any PDU", d, len(r.EDUs()))
+	if txns := r.Transactions(); txns[0].PDUs != 0 {
+		t.Errorf("first transaction carried %d PDUs, want an EDU-only one", txns[0].PDUs)
+	}
+	ev := h.publish("!a:origin.test", 1, d)
+	h.publishEDU("m.receipt", "", `{"!a:origin.test":{"m.read":{"@alice:origin.test":{"data":{"ts":1},"event_ids":["`+ev+`"]}}}}`, "", d)
+	h.publishEDU("m.presence", "", `{"push":[{"currently_active":true,"last_active_ago":1,"presence":"online","user_id":"@alice:origin.test"}]}`, "", d)
+	h.publishEDU("org.example.custom", "", `{"x":1}`, "", d)
+	eventually(t, 10*time.Second, func() bool { return len(r.EDUs()) >= 5 && r.PDUCount() == 1 }, "%s got %d of 5 EDUs", d, len(r.EDUs()))
+	var got []string
+	for _, e := range r.EDUs() {
+		got = append(got, e.Type)
+	}
+	slices.Sort(got)
+	if want := []string{"m.direct_to_device", "m.presence", "m.receipt", "m.typing", "org.example.custom"}; !slices.Equal(got, want) {
+		t.Errorf("EDU types %v, want %v", got, want)
+	}
+	if ids := eduField(r, "m.direct_to_device", "message_id"); !slices.Equal(ids, []string{"td1"}) {
+		t.Errorf("to-device message ids %v, want [td1] once", ids)
+	}
+	r.RequireNoViolations(t)
+}
+
+func TestDeviceListUpdatesGetPrevIDPerDestinationAcrossRestarts(t *testing.T) {
+	h := newHarness(t, nil)
+	r1, r2 := h.receiver(nil), h.receiver(nil)
+	update := func(streamID int, extra string, dests ...string) {
+		h.publishEDU("m.device_list_update", "", fmt.Sprintf(`{"device_id":"D","stream_id":%d,"user_id":"@alice:origin.test"%s}`, streamID, extra), "", dests...)
+	}
+	update(10, "", r1.ServerName())
+	update(11, "", r1.ServerName(), r2.ServerName())
+	eventually(t, 10*time.Second, func() bool { return len(r1.EDUs()) == 2 && len(r2.EDUs()) == 1 }, "device-list updates not delivered")
+	h.restart()
+	update(12, "", r1.ServerName())
+	update(13, `,"prev_id":[99]`, r1.ServerName())
+	// An update may be sent again after a restart (at least once): it
+	// carries the same prev_id each time.
+	want1 := map[string]string{"10": "[]", "11": "[10]", "12": "[11]", "13": "[99]"}
+	eventually(t, 10*time.Second, func() bool { return len(prevIDs(r1)) == len(want1) }, "updates after the restart not delivered")
+	if got := prevIDs(r1); fmt.Sprint(got) != fmt.Sprint(want1) {
+		t.Errorf("%s saw prev_id by stream_id %v, want %v: the chain across the restart, a given prev_id kept", r1.ServerName(), got, want1)
+	}
+	if got := prevIDs(r2); fmt.Sprint(got) != "map[11:[]]" {
+		t.Errorf("%s saw prev_id by stream_id %v: its first update has none", r2.ServerName(), got)
+	}
+}
+
+// prevIDs maps the stream_id of each device-list update a receiver got to
+// its prev_id, or to "differs" when two deliveries of it differ.
+func prevIDs(r *receiver.Receiver) map[string]string {
+	out := map[string]string{}
+	streamIDs := eduField(r, "m.device_list_update", "stream_id")
+	for i, prev := range eduField(r, "m.device_list_update", "prev_id") {
+		if old, ok := out[streamIDs[i]]; ok && old != prev {
+			prev = "differs"
+		}
+		out[streamIDs[i]] = prev
+	}
+	return out
+}
+
+func TestInvalidEDUEnvelopesAreDeadLetteredAndOneBadDestinationDropsNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	d := r.ServerName()
+	ctx := context.Background()
+	bad := map[string]string{
+		`{"edu_type":`: "not a JSON EDU envelope",
+		`{"edu_type":"m.typing","content":{},"destinations":[]}`:                                                    "destinations is missing or empty",
+		`{"edu_type":"m.typing","content":[],"destinations":["` + d + `"]}`:                                         "content is not a JSON object",
+		`{"edu_type":"m.typing","content":{"b":"` + strings.Repeat("x", 70000) + `"},"destinations":["` + d + `"]}`: "over the 65536-byte limit",
+	}
+	for env := range bad {
+		if _, err := h.js.Publish(ctx, streams.EDUSubject, []byte(env)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.publishEDU("m.direct_to_device", "", toDeviceContent("ok"), "", "[::1", d, "origin.test")
+	eventually(t, 10*time.Second, func() bool { return len(r.EDUs()) == 1 }, "the valid EDU did not reach %s", d)
+	var recs []deadletter.Record
+	eventually(t, 10*time.Second, func() bool {
+		var err error
+		recs, err = deadletter.List(ctx, h.js)
+		return err == nil && len(recs) == len(bad)+1
+	}, "dead letters: %d, want %d", len(recs), len(bad)+1)
+	for env, reason := range bad {
+		found := false
+		for _, rec := range recs {
+			found = found || (string(rec.Envelope) == env && strings.Contains(rec.Reason, reason))
+		}
+		if !found {
+			t.Errorf("no dead letter saying %q for %.60s", reason, env)
+		}
+	}
+	refused := 0
+	for _, rec := range recs {
+		if rec.Destination == "[::1" && strings.HasPrefix(rec.ID, "edu-") {
+			refused++
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d dead letters for the refused destination, want 1: %+v", refused, recs)
+	}
+	r.RequireNoViolations(t)
+}
+
+func TestMustDeliverEDUsSurviveBackoffAndRestartExactlyOnce(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	d := r.ServerName()
+	r.SetFault(receiver.Fault{Status: http.StatusServiceUnavailable})
+	h.publishEDU("m.direct_to_device", "", toDeviceContent("m0"), "m0", d)
+	eventually(t, 10*time.Second, func() bool { return h.destination(d).RetryLastTS != 0 }, "%s never failed", d)
+	// Backing off for ten minutes: typing is dropped, to-device kept.
+	h.publishEDU("m.typing", "", `{"room_id":"!a:origin.test","typing":true,"user_id":"@alice:origin.test"}`, "", d)
+	var want []string
+	for i := 1; i <= 150; i++ {
+		id := fmt.Sprintf("m%d", i)
+		h.publishEDU("m.direct_to_device", "", toDeviceContent(id), id, d)
+	}
+	// A publisher's retry with the same id is not sent twice.
+	h.publishEDU("m.direct_to_device", "", toDeviceContent("m1"), "m1", d)
+	h.publishEDU("m.signing_key_update", "", `{"master_key":{},"user_id":"@alice:origin.test"}`, "", d)
+	h.restart()
+	r.SetFault(receiver.Fault{})
+	eventually(t, 10*time.Second, func() bool {
+		return h.admin("POST", "/_synapse/admin/v1/federation/destinations/"+d+"/reset_connection", nil) == http.StatusOK
+	}, "reset_connection of %s never answered 200", d)
+	for i := 0; i <= 150; i++ {
+		want = append(want, fmt.Sprintf("m%d", i))
+	}
+	eventually(t, 20*time.Second, func() bool { return len(eduField(r, "m.direct_to_device", "message_id")) >= len(want) },
+		"%s got %d of %d to-device messages", d, len(eduField(r, "m.direct_to_device", "message_id")), len(want))
+	eventually(t, 5*time.Second, func() bool { return len(eduField(r, "m.signing_key_update", "user_id")) == 1 }, "no signing-key update")
+	if got := eduField(r, "m.direct_to_device", "message_id"); !slices.Equal(got, want) {
+		t.Errorf("to-device arrived as %v\nwant each once, in order", got)
+	}
+	if n := len(eduField(r, "m.typing", "user_id")); n != 0 {
+		t.Errorf("typing published during backoff was sent %d times, want never", n)
+	}
+	for _, txn := range r.Transactions() {
+		if txn.EDUs > 100 {
+			t.Errorf("transaction %s carried %d EDUs", txn.TxnID, txn.EDUs)
+		}
+	}
+	r.RequireNoViolations(t)
+}
