@@ -26,8 +26,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Checkpoint is how often offsets and the watermark are persisted.
 	Checkpoint time.Duration
-	Owner      string
-	Log        *slog.Logger
+	// ServerUpInterval: a destination is woken by the homeserver's
+	// server_up signal at most once per interval.
+	ServerUpInterval time.Duration
+	Owner            string
+	Log              *slog.Logger
 	// Context bounds the supervisor's background work.
 	Context context.Context
 }
@@ -62,6 +65,10 @@ type (
 	}
 	// AdvanceEDU moves the EDU reader position.
 	AdvanceEDU struct{ Through uint64 }
+	// ServerUp: the homeserver saw the destination up. A backing-off
+	// destination is reset and woken (at most once per ServerUpInterval);
+	// a healthy one is left alone.
+	ServerUp struct{ Destination string }
 )
 
 type (
@@ -87,6 +94,7 @@ type entry struct {
 	eduDone        uint64               // its EDU offset, as the actor reported it
 	eduSaved       uint64               // the EDU offset persisted
 	eduPending     int                  // must-deliver EDUs it holds
+	serverUpAt     time.Time            // the last server_up that woke it
 }
 
 func (e *entry) busy() bool { return !e.catching && e.done < e.lastSent }
@@ -156,6 +164,8 @@ func (s *Supervisor) Receive(c *actor.Context) {
 		s.eduPos = max(s.eduPos, m.Through)
 	case Reset:
 		s.reset(m.Destination)
+	case ServerUp:
+		s.serverUp(m.Destination)
 	case wakeDest:
 		s.wake(m.name)
 	case tick:
@@ -364,6 +374,20 @@ func (s *Supervisor) reset(name string) {
 	}
 	e.held = false
 	s.engine.Send(s.spawn(name, e), destination.ResetConnection{})
+}
+
+func (s *Supervisor) serverUp(name string) {
+	e := s.entries[name]
+	if e == nil || !e.state.Failing() {
+		return
+	}
+	now := time.Now()
+	if now.Sub(e.serverUpAt) < s.cfg.ServerUpInterval {
+		return
+	}
+	e.serverUpAt = now
+	s.log.Info("the homeserver saw the destination up: retrying now", "destination", name)
+	s.reset(name)
 }
 
 func (s *Supervisor) crashed(m destination.Crashed) {

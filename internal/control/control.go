@@ -4,6 +4,10 @@
 // NATS micro service) that is asked to reset a destination sends the
 // command there and waits for the owner's acknowledgement.
 //
+// The homeserver's "server is up" signal (streams.ServerUpSubject, Synapse's
+// REMOTE_SERVER_UP) is heard by every replica, not a queue group: each acts
+// only for the destinations of the partitions it owns.
+//
 // Only the partition number is in the subject; the destination travels in
 // the JSON body, and the owner checks that it is a valid server name of that
 // partition, so no server name can steer a command to another subject or
@@ -110,7 +114,15 @@ type ServerOptions struct {
 	Partitions int
 	// Reset performs a reset in the owner (hands it to the supervisor).
 	Reset func(ctx context.Context, dest string) error
-	Log   *slog.Logger
+	// ServerUp, if set, takes the homeserver's signal that dest is up, for
+	// a destination of an owned partition (normalised).
+	ServerUp func(dest string)
+	Log      *slog.Logger
+}
+
+// serverUp is the body of a server_up signal.
+type serverUp struct {
+	Destination string `json:"destination"`
 }
 
 // Serve takes the commands for the owned partitions until ctx ends, then
@@ -135,6 +147,18 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 		}
 		subs = append(subs, sub)
 	}
+	ups := make(chan *nats.Msg, 1024)
+	if opts.ServerUp != nil {
+		sub, err := opts.NC.ChanSubscribe(streams.ServerUpSubject, ups)
+		if err != nil {
+			return fmt.Errorf("control: subscribe %s: %w", streams.ServerUpSubject, err)
+		}
+		subs = append(subs, sub)
+	}
+	owned := make(map[int]bool, len(opts.Owned))
+	for _, p := range opts.Owned {
+		owned[p] = true
+	}
 	// The subscriptions are in place once the server has seen them.
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := opts.NC.FlushWithContext(fctx)
@@ -152,7 +176,27 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 				continue // cannot happen: only our subjects are subscribed
 			}
 			respond(m, handleReset(ctx, opts, p, m.Data))
+		case m := <-ups:
+			handleServerUp(opts, owned, m.Data)
 		}
+	}
+}
+
+// handleServerUp passes on a server_up signal for a destination this
+// replica owns; anything else is ignored (an invalid one logged).
+func handleServerUp(opts ServerOptions, owned map[int]bool, data []byte) {
+	var up serverUp
+	if err := json.Unmarshal(data, &up); err != nil || up.Destination == "" {
+		opts.Log.Warn("ignored a server_up signal: want {\"destination\": \"server name\"}", "subject", streams.ServerUpSubject, "body_bytes", len(data))
+		return
+	}
+	if err := servername.Validate(up.Destination); err != nil {
+		opts.Log.Warn("ignored a server_up signal", "subject", streams.ServerUpSubject, "error", err)
+		return
+	}
+	dest := servername.Normalize(up.Destination)
+	if owned[streams.Partition(dest, opts.Partitions)] {
+		opts.ServerUp(dest)
 	}
 }
 

@@ -96,3 +96,53 @@ func TestReset(t *testing.T) {
 		t.Errorf("resets performed = %v", got)
 	}
 }
+
+func TestServerUpReachesTheOwnerOfTheDestinationOnly(t *testing.T) {
+	nc, _, _ := projectiontest.JetStream(t)
+	const n = 8
+	orphan := streams.Partition("orphan.example", n)
+	var owned []int
+	for p := range n {
+		if p != orphan {
+			owned = append(owned, p)
+		}
+	}
+	ups := make(chan string, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- control.Serve(ctx, control.ServerOptions{NC: nc, Owned: owned, Partitions: n,
+			Reset: (&resets{}).reset, ServerUp: func(d string) { ups <- d }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	// Subscribed once a reset command is answered.
+	c := control.NewClient(nc, n)
+	projectiontest.Eventually(t, 5*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		return c.Reset(ctx, "matrix.org") == nil
+	}, "no owner answered")
+	for _, body := range []string{`not json`, `{"destination":"a b"}`, `{"destination":"orphan.example"}`, `{}`, `{"destination":"Matrix.ORG"}`} {
+		if err := nc.Publish(streams.ServerUpSubject, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case d := <-ups:
+		if d != "matrix.org" {
+			t.Errorf("server_up passed on for %q; want only matrix.org (normalised), the others invalid or not owned", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("server_up for an owned destination not passed on")
+	}
+	select {
+	case d := <-ups:
+		t.Errorf("server_up also passed on for %q", d)
+	default:
+	}
+}

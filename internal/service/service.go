@@ -176,9 +176,12 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		WakeLimiter: rate.NewLimiter(rate.Limit(cfg.Queue.StartupWakeRate), 1),
 		IdleTimeout: cfg.Queue.IdleTimeout,
 		Checkpoint:  cfg.Queue.CheckpointInterval,
-		Owner:       host,
-		Log:         log,
-		Context:     runCtx,
+		// Every inbound request of a failing server signals it up: one
+		// retry a minute is plenty.
+		ServerUpInterval: time.Minute,
+		Owner:            host,
+		Log:              log,
+		Context:          runCtx,
 	}
 	pids := make([]*actor.PID, n)
 	start, eduStart := uint64(0), uint64(0)
@@ -294,6 +297,11 @@ type resetter struct {
 func (r resetter) Reset(_ context.Context, dest string) error {
 	r.engine.Send(r.pids[streams.Partition(dest, len(r.pids))], partition.Reset{Destination: dest})
 	return nil
+}
+
+// ServerUp hands the homeserver's server_up signal to the supervisor.
+func (r resetter) ServerUp(dest string) {
+	r.engine.Send(r.pids[streams.Partition(dest, len(r.pids))], partition.ServerUp{Destination: dest})
 }
 
 func newFederationClient(cfg config.Config, key xmatrix.SigningKey, deps Deps, obs *observability) (*federation.Client, error) {

@@ -136,7 +136,8 @@ func startCommands(run func(string, func(context.Context) error), nc *nats.Conn,
 		owned[p] = p
 	}
 	run("control", func(ctx context.Context) error {
-		return control.Serve(ctx, control.ServerOptions{NC: nc, Owned: owned, Partitions: partitions, Reset: local.Reset, Log: log})
+		return control.Serve(ctx, control.ServerOptions{NC: nc, Owned: owned, Partitions: partitions, Reset: local.Reset,
+			ServerUp: local.ServerUp, Log: log})
 	})
 	client := control.NewClient(nc, partitions)
 	run("admin micro service", func(ctx context.Context) error {

@@ -201,3 +201,48 @@ func TestMustDeliverEDUsSurviveBackoffAndRestartExactlyOnce(t *testing.T) {
 	}
 	r.RequireNoViolations(t)
 }
+
+// serverUp publishes the homeserver's signal that dest is up.
+func (h *harness) serverUp(dest string) {
+	h.t.Helper()
+	if err := h.nc.Publish(streams.ServerUpSubject, []byte(`{"destination":"`+dest+`"}`)); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func TestServerUpWakesABackingOffDestinationAtOnceAndIsRateLimited(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	d := r.ServerName()
+	r.SetFault(receiver.Fault{Status: http.StatusServiceUnavailable, Times: 2})
+	h.publishEDU("m.direct_to_device", "", toDeviceContent("up1"), "", d)
+	eventually(t, 10*time.Second, func() bool { return h.destination(d).RetryLastTS != 0 }, "%s never failed", d)
+	first := h.destination(d).RetryLastTS
+	// Backing off for ten minutes: the signal retries now (and fails again).
+	h.serverUp(d)
+	eventually(t, 10*time.Second, func() bool { return r.Requests() == 2 && h.destination(d).RetryLastTS > first },
+		"server_up did not retry %s: %d requests", d, r.Requests())
+	// A second signal within the minute is not acted on. Nothing can show
+	// that it was ignored but the absence of a request: watch for a second.
+	h.serverUp(d)
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if r.Requests() != 2 {
+			t.Fatalf("a second server_up within a minute retried %s", d)
+		}
+	}
+	eventually(t, 10*time.Second, func() bool {
+		return h.admin("POST", "/_synapse/admin/v1/federation/destinations/"+d+"/reset_connection", nil) == http.StatusOK
+	}, "reset_connection of %s never answered 200", d)
+	eventually(t, 10*time.Second, func() bool { return len(r.EDUs()) == 1 }, "to-device not delivered after the reset")
+	if r.Requests() != 3 {
+		t.Errorf("%d requests, want 3: the failure, the server_up retry, the reset's", r.Requests())
+	}
+	// A healthy destination is left alone: no request without anything to send.
+	h.serverUp(d)
+	h.publishEDU("m.direct_to_device", "", toDeviceContent("up2"), "", d)
+	eventually(t, 10*time.Second, func() bool { return len(r.EDUs()) == 2 }, "second to-device not delivered")
+	if r.Requests() != 4 {
+		t.Errorf("%d requests, want 4", r.Requests())
+	}
+	r.RequireNoViolations(t)
+}
