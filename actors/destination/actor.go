@@ -403,8 +403,9 @@ func (a *Actor) succeeded(t *txn, res federation.TransactionResult, dropped bool
 	if len(t.seqs) > 0 {
 		a.state.Offset = max(a.state.Offset, t.seqs[len(t.seqs)-1])
 	}
+	acked := false
 	if t.edus != nil {
-		a.out.Acked(t.edus)
+		acked = a.out.Acked(t.edus)
 	}
 	a.inflight = nil
 	if !dropped {
@@ -425,7 +426,7 @@ func (a *Actor) succeeded(t *txn, res federation.TransactionResult, dropped bool
 		a.log.InfoContext(a.spanContext(t), "destination is back", "txn_id", t.id)
 		a.record(dstate.Event{Type: dstate.Recovered})
 	}
-	a.progress()
+	a.reportProgress(acked)
 }
 
 func (a *Actor) failed(t *txn, err error, dropped bool) {
@@ -536,8 +537,12 @@ func (a *Actor) record(e dstate.Event) {
 
 // progress reports the actor's positions; while catching up, only the
 // EDU offset (the PDU positions are the catch-up's, reported by GoLive).
-func (a *Actor) progress() {
-	p := Progress{Destination: a.name, EDUDone: a.out.Done(), EDUPending: a.out.Pending()}
+func (a *Actor) progress() { a.reportProgress(false) }
+
+// reportProgress is progress; acked says the destination just
+// acknowledged must-deliver EDUs, whose offset is then persisted at once.
+func (a *Actor) reportProgress(acked bool) {
+	p := Progress{Destination: a.name, EDUDone: a.out.Done(), EDUPending: a.out.Pending(), EDUAcked: acked}
 	if !a.catching {
 		p.DoneThrough, p.Offset = a.through, a.state.Offset
 		if len(a.queue) > 0 {

@@ -41,6 +41,8 @@ type (
 		Offset      uint64
 		EDUDone     uint64
 		EDUPending  int
+		// EDUAcked: the destination just acknowledged must-deliver EDUs.
+		EDUAcked bool
 	}
 	// Changed reports a state change to persist in the destination's log.
 	Changed struct {

@@ -305,6 +305,12 @@ func (s *Supervisor) progress(m destination.Progress) {
 	}
 	e.eduDone = max(e.eduDone, m.EDUDone)
 	e.eduPending = m.EDUPending
+	if m.EDUAcked && e.eduDone > e.eduSaved {
+		// Persisted now rather than at the next checkpoint: what the
+		// destination acknowledged is not sent again after a crash.
+		s.w.putEDUOffset(m.Destination, e.eduDone)
+		e.eduSaved = e.eduDone
+	}
 	e.done = max(e.done, m.DoneThrough)
 	e.state.Offset = max(e.state.Offset, m.Offset)
 	e.activeAt = time.Now()

@@ -11,7 +11,7 @@ import (
 // chainHistory is how many deliveries of one user's device list a chain
 // remembers: enough to rebuild, after a restart, the prev_id of updates
 // sent again because a to-device message before them was still pending.
-const chainHistory = 8
+const chainHistory = 64
 
 // Link is one m.device_list_update delivered to a destination: the EDU
 // stream sequence that carried it, its stream_id and the prev_id it had.

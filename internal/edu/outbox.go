@@ -366,10 +366,11 @@ func canonical(b []byte) []byte {
 	return b
 }
 
-// Acked records that the destination acknowledged the batch.
-func (o *Outbox) Acked(b *Batch) {
+// Acked records that the destination acknowledged the batch, and reports
+// whether it carried must-deliver EDUs.
+func (o *Outbox) Acked(b *Batch) bool {
 	if len(b.must) == 0 {
-		return
+		return false
 	}
 	sent := make(map[uint64]struct{}, len(b.must))
 	for _, s := range b.must {
@@ -379,6 +380,7 @@ func (o *Outbox) Acked(b *Batch) {
 		_, ok := sent[it.Seq]
 		return ok
 	})
+	return true
 }
 
 // Return gives back a batch that was not acknowledged and will not be

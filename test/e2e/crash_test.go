@@ -105,10 +105,11 @@ func (p *process) kill9() {
 	p.cmd.Wait()
 }
 
-func TestKill9UnderLoadLosesNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the real binary")
-	}
+// newCrashProcess writes the configuration of a real fedsender process
+// (not started) that logs to a file shown when the test fails, and returns
+// it with its signing key, its CA and its NATS port.
+func newCrashProcess(t *testing.T) (*process, xmatrix.SigningKey, *pki.CA, int) {
+	t.Helper()
 	dir := t.TempDir()
 	key, ca, keyPath, caPath := keyAndCAFiles(t, dir, "crash")
 	natsPort := freePort(t)
@@ -132,14 +133,27 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		if t.Failed() {
 			data, _ := os.ReadFile(logf.Name())
 			t.Logf("fedsender log:\n%s", data)
 		}
-	}()
+		logf.Close()
+	})
 	p := &process{t: t, bin: binary(t), conf: conf, log: logf}
+	t.Cleanup(func() {
+		if p.cmd != nil && p.cmd.ProcessState == nil {
+			p.kill9()
+		}
+	})
+	return p, key, ca, natsPort
+}
 
+func TestKill9UnderLoadLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binary")
+	}
+	p, key, ca, natsPort := newCrashProcess(t)
 	var rs []*receiver.Receiver
 	var dests []string
 	for range 3 {
@@ -150,18 +164,7 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 	}
 
 	p.start()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			p.kill9()
-		}
-	})
-	nc := connectWithin(t, fmt.Sprintf("nats://127.0.0.1:%d", natsPort), 60*time.Second)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := streams.NewPublisher(js)
+	nc, js, pub := publisherOf(t, natsPort)
 
 	const total = 3000
 	want := map[string][]string{}
@@ -197,6 +200,20 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 		inOrder(t, r, want)
 	}
 	t.Logf("redelivered after the crash: %d, %d, %d", rs[0].RedeliveredPDUs(), rs[1].RedeliveredPDUs(), rs[2].RedeliveredPDUs())
+}
+
+// publisherOf connects to a real fedsender's NATS server once its streams
+// exist, and returns the connection (closed when the test ends), its
+// JetStream context and a publisher.
+func publisherOf(t *testing.T, natsPort int) (*nats.Conn, jetstream.JetStream, *streams.Publisher) {
+	t.Helper()
+	nc := connectWithin(t, fmt.Sprintf("nats://127.0.0.1:%d", natsPort), 60*time.Second)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, streams.NewPublisher(js)
 }
 
 func connectWithin(t *testing.T, url string, within time.Duration) *nats.Conn {
