@@ -150,8 +150,7 @@ func New(cfg *Config, state dstate.State, through, eduOffset uint64, held bool, 
 		if cfg.Chains != nil {
 			chains = edu.NewChains(cfg.Chains, state.Destination)
 		}
-		return &Actor{
-			out:      edu.New(cfg.EDU, eduOffset),
+		a := &Actor{
 			chains:   chains,
 			met:      cfg.Metrics.Destination(state.Destination),
 			gauge:    gauge,
@@ -163,6 +162,11 @@ func New(cfg *Config, state dstate.State, through, eduOffset uint64, held bool, 
 			held:     held,
 			log:      cfg.Log.With("destination", state.Destination),
 		}
+		opts := cfg.EDU
+		opts.Coalesced = func(t string) { cfg.Metrics.EDUCoalesced(a.ctx, t) }
+		opts.Dropped = func(t, reason string) { cfg.Metrics.EDUDropped(a.ctx, t, reason) }
+		a.out = edu.New(opts, eduOffset)
+		return a
 	}
 }
 
@@ -406,6 +410,7 @@ func (a *Actor) succeeded(t *txn, res federation.TransactionResult, dropped bool
 	acked := false
 	if t.edus != nil {
 		acked = a.out.Acked(t.edus)
+		a.cfg.Metrics.EDUsSent(a.ctx, t.edus.Counts)
 	}
 	a.inflight = nil
 	if !dropped {

@@ -1,16 +1,17 @@
 package partition
 
 // publishGauges stores the partition's gauge values: its destinations by
-// state, and the PDUs waiting in their actors' queues with the stream time
-// of the oldest. It runs at each checkpoint, so the gauges are at most one
+// state, the PDUs waiting in their actors' queues with the stream time of
+// the oldest, and the must-deliver EDUs not yet acknowledged. It runs at each checkpoint, so the gauges are at most one
 // checkpoint interval old, and the delivery path pays nothing for them.
 func (s *Supervisor) publishGauges() {
 	g := s.cfg.Destination.Metrics.Partition(s.id)
 	if g == nil {
 		return
 	}
-	var healthy, backingOff, catchingUp, pending, oldest int64
+	var healthy, backingOff, catchingUp, pending, oldest, pendingEDUs int64
 	for _, e := range s.entries {
+		pendingEDUs += int64(e.eduPending)
 		switch {
 		case e.catching:
 			catchingUp++
@@ -32,4 +33,5 @@ func (s *Supervisor) publishGauges() {
 	g.CatchingUp.Store(catchingUp)
 	g.Pending.Store(pending)
 	g.OldestPendingTS.Store(oldest)
+	g.PendingEDUs.Store(pendingEDUs)
 }

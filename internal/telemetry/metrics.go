@@ -20,6 +20,10 @@ const (
 	MetricFailedTransactions  = "fedsender_federation_client_failed_transactions"
 	MetricSentPDUs            = "fedsender_federation_client_sent_pdus"
 	MetricSentEDUs            = "fedsender_federation_client_sent_edus"
+	MetricSentEDUsByType      = "fedsender_federation_client_sent_edus_by_type"
+	MetricCoalescedEDUs       = "fedsender_federation_edus_coalesced"
+	MetricDroppedEDUs         = "fedsender_federation_edus_dropped"
+	MetricPendingEDUs         = "fedsender_federation_transaction_queue_pending_edus"
 	MetricPDUErrors           = "fedsender_federation_client_pdu_errors"
 	MetricQueuedPDUs          = "fedsender_federation_client_sent_pdu_destinations_count"
 	MetricPDUDestinations     = "fedsender_federation_client_sent_pdu_destinations"
@@ -43,8 +47,24 @@ const (
 	AttrDestination = "destination" // only with MetricsOptions.PerDestination
 	AttrState       = "state"       // healthy, backing_off, catching_up
 	AttrPartition   = "partition"
-	AttrReason      = "reason" // why a destination was refused
+	AttrReason      = "reason" // why a destination was refused, or an EDU dropped
+	AttrType        = "type"   // an EDU's type; "other" for types fedsender does not know
 )
+
+// knownEDUTypes are the EDU types that label the EDU metrics as they are;
+// any other is counted as "other", so that a publisher cannot make series
+// without bound.
+var knownEDUTypes = map[string]bool{
+	"m.typing": true, "m.receipt": true, "m.presence": true, "m.direct_to_device": true,
+	"m.device_list_update": true, "m.signing_key_update": true, "org.matrix.signing_key_update": true,
+}
+
+func eduTypeAttr(t string) metric.MeasurementOption {
+	if !knownEDUTypes[t] {
+		t = "other"
+	}
+	return metric.WithAttributes(attribute.String(AttrType, t))
+}
 
 // RefusedInvalidServerName is the reason attribute of a destination that
 // is not a valid Matrix server name.
@@ -83,6 +103,7 @@ type Metrics struct {
 	sentTxns, failedTxns, sentPDUs, sentEDUs, pduErrors metric.Int64Counter
 	queuedPDUs, pduDests, catchUps, resets              metric.Int64Counter
 	resolveFailures, deadLetters, refusedDests          metric.Int64Counter
+	sentEDUsByType, coalescedEDUs, droppedEDUs          metric.Int64Counter
 	latency, backoff                                    metric.Float64Histogram
 
 	parts     []PartitionGauges
@@ -101,6 +122,8 @@ type PartitionGauges struct {
 	// OldestPendingTS is the stream time (ms since the epoch) of the oldest
 	// PDU waiting in a queue; 0 when none waits.
 	OldestPendingTS atomic.Int64
+	// PendingEDUs is the must-deliver EDUs not yet acknowledged.
+	PendingEDUs atomic.Int64
 }
 
 // QueueGauge is one destination actor's queue as the gauges see it: the
@@ -140,6 +163,9 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	m.failedTxns = counter(MetricFailedTransactions, "Transaction attempts that failed, by failure class.", "{transaction}")
 	m.sentPDUs = counter(MetricSentPDUs, "PDU deliveries a destination accepted: one per PDU and destination.", "{pdu}")
 	m.sentEDUs = counter(MetricSentEDUs, "EDUs in transactions a destination accepted.", "{edu}")
+	m.sentEDUsByType = counter(MetricSentEDUsByType, "EDUs in transactions a destination accepted, by type.", "{edu}")
+	m.coalescedEDUs = counter(MetricCoalescedEDUs, "Droppable EDUs (typing, receipts, presence, other types) replaced by a newer one with the same key before being sent, by type.", "{edu}")
+	m.droppedEDUs = counter(MetricDroppedEDUs, "Droppable EDUs never sent, by type and reason: backoff (typing for a destination in backoff), expired (typing older than 30 s), overflow (over the bound held for a destination that is down).", "{edu}")
 	m.pduErrors = counter(MetricPDUErrors, "PDUs a destination answered with a per-PDU error in an accepted transaction (never retried).", "{pdu}")
 	m.queuedPDUs = counter(MetricQueuedPDUs, "PDUs read from the stream and queued for one or more destinations.", "{pdu}")
 	m.pduDests = counter(MetricPDUDestinations, "PDU deliveries queued: one per PDU and destination.", "{pdu}")
@@ -167,6 +193,9 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	oldest, err := meter.Float64ObservableGauge(MetricOldestPending,
 		metric.WithDescription("Age of the oldest PDU waiting in a destination's queue, per partition (0: none waits)."), metric.WithUnit("s"))
 	errs = append(errs, err)
+	pendingEDUs, err := meter.Int64ObservableGauge(MetricPendingEDUs,
+		metric.WithDescription("Must-deliver EDUs (to-device, device lists, signing keys) not yet acknowledged, per partition."), metric.WithUnit("{edu}"))
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -186,6 +215,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 			states[1] += p.BackingOff.Load()
 			states[2] += p.CatchingUp.Load()
 			o.ObserveInt64(pending, p.Pending.Load(), m.partAttrs[i])
+			o.ObserveInt64(pendingEDUs, p.PendingEDUs.Load(), m.partAttrs[i])
 			age := 0.0
 			if ts := p.OldestPendingTS.Load(); ts > 0 {
 				age = float64(max(now-ts, 0)) / 1000
@@ -196,7 +226,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 			o.ObserveInt64(destinations, n, m.stateOpts[i])
 		}
 		return nil
-	}, destinations, pending, oldest)
+	}, destinations, pending, oldest, pendingEDUs)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +238,38 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 		c.Add(context.Background(), 0)
 	}
 	m.refusedDests.Add(context.Background(), 0, metric.WithAttributes(attribute.String(AttrReason, RefusedInvalidServerName)))
+	for t := range knownEDUTypes {
+		m.sentEDUsByType.Add(context.Background(), 0, eduTypeAttr(t))
+	}
+	for _, t := range []string{"m.typing", "m.receipt", "m.presence"} {
+		m.coalescedEDUs.Add(context.Background(), 0, eduTypeAttr(t))
+	}
+	m.droppedEDUs.Add(context.Background(), 0, eduTypeAttr("m.typing"), metric.WithAttributes(attribute.String(AttrReason, "backoff")))
 	return m, nil
+}
+
+// EDUsSent counts the EDUs of an accepted transaction by type.
+func (m *Metrics) EDUsSent(ctx context.Context, byType map[string]int) {
+	if m == nil {
+		return
+	}
+	for t, n := range byType {
+		m.sentEDUsByType.Add(ctx, int64(n), eduTypeAttr(t))
+	}
+}
+
+// EDUCoalesced counts a droppable EDU replaced by a newer one.
+func (m *Metrics) EDUCoalesced(ctx context.Context, eduType string) {
+	if m != nil {
+		m.coalescedEDUs.Add(ctx, 1, eduTypeAttr(eduType))
+	}
+}
+
+// EDUDropped counts a droppable EDU not sent, and why.
+func (m *Metrics) EDUDropped(ctx context.Context, eduType, reason string) {
+	if m != nil {
+		m.droppedEDUs.Add(ctx, 1, eduTypeAttr(eduType), metric.WithAttributes(attribute.String(AttrReason, reason)))
+	}
 }
 
 // Close unregisters the gauges' callback.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	dto "github.com/prometheus/client_model/go"
 	"net/http"
 	"slices"
 	"strings"
@@ -245,4 +246,70 @@ func TestServerUpWakesABackingOffDestinationAtOnceAndIsRateLimited(t *testing.T)
 		t.Errorf("%d requests, want 4", r.Requests())
 	}
 	r.RequireNoViolations(t)
+}
+
+func TestDownDestinationGetsNewestPresenceAndReceiptsWhenBackAndMetricsCountEDUs(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.receiver(nil)
+	d := r.ServerName()
+	metrics := "http://" + h.svc.MetricsAddr + "/metrics"
+	r.SetFault(receiver.Fault{Status: http.StatusServiceUnavailable})
+	h.publishEDU("m.direct_to_device", "", toDeviceContent("p0"), "", d)
+	eventually(t, 10*time.Second, func() bool { return h.destination(d).RetryLastTS != 0 }, "%s never failed", d)
+	presence := func(state string) string {
+		return `{"push":[{"presence":"` + state + `","user_id":"@alice:origin.test"}]}`
+	}
+	receipt := func(ev string) string {
+		return `{"!a:origin.test":{"m.read":{"@alice:origin.test":{"data":{"ts":1},"event_ids":["` + ev + `"]}}}}`
+	}
+	h.publishEDU("m.presence", "", presence("online"), "", d)
+	h.publishEDU("m.presence", "", presence("unavailable"), "", d)
+	h.publishEDU("m.receipt", "", receipt("$old"), "", d)
+	h.publishEDU("m.receipt", "", receipt("$new"), "", d)
+	h.publishEDU("m.typing", "", `{"room_id":"!a:origin.test","typing":true,"user_id":"@alice:origin.test"}`, "", d)
+	h.publishEDU("m.direct_to_device", "", toDeviceContent("p1"), "", d)
+	h.publishEDU("org.example.custom", "", `{}`, "", d)
+	eventually(t, 10*time.Second, func() bool {
+		fs := scrape(t, metrics)
+		return value(fs["fedsender_federation_edus_coalesced_total"], map[string]string{"type": "m.presence"}) == 1 &&
+			value(fs["fedsender_federation_edus_coalesced_total"], map[string]string{"type": "m.receipt"}) == 1 &&
+			value(fs["fedsender_federation_edus_dropped_total"], map[string]string{"type": "m.typing", "reason": "backoff"}) == 1 &&
+			sum(fs["fedsender_federation_transaction_queue_pending_edus"]) == 2
+	}, "metrics while %s is down: coalesced presence and receipt, dropped typing, 2 pending to-device", d)
+	r.SetFault(receiver.Fault{})
+	h.serverUp(d)
+	eventually(t, 10*time.Second, func() bool { return len(r.EDUs()) == 5 }, "%s got %d of 5 EDUs once back", d, len(r.EDUs()))
+	var c struct{ Push []struct{ Presence string } }
+	for _, e := range r.EDUs() {
+		switch e.Type {
+		case "m.presence":
+			if json.Unmarshal(e.Content, &c) != nil || len(c.Push) != 1 || c.Push[0].Presence != "unavailable" {
+				t.Errorf("presence %s, want only the newest state", e.Content)
+			}
+		case "m.receipt":
+			if !strings.Contains(string(e.Content), `"$new"`) || strings.Contains(string(e.Content), `"$old"`) {
+				t.Errorf("receipt %s, want only the newest", e.Content)
+			}
+		}
+	}
+	eventually(t, 10*time.Second, func() bool {
+		fs := scrape(t, metrics)
+		sent := fs["fedsender_federation_client_sent_edus_by_type_total"]
+		return value(sent, map[string]string{"type": "m.direct_to_device"}) == 2 && value(sent, map[string]string{"type": "m.presence"}) == 1 &&
+			value(sent, map[string]string{"type": "m.receipt"}) == 1 && value(sent, map[string]string{"type": "other"}) == 1 &&
+			sum(fs["fedsender_federation_transaction_queue_pending_edus"]) == 0
+	}, "metrics once %s is back", d)
+	r.RequireNoViolations(t)
+}
+
+// sum adds the values of every series of a gauge (-1 when absent).
+func sum(f *dto.MetricFamily) float64 {
+	if f == nil {
+		return -1
+	}
+	total := 0.0
+	for _, m := range f.GetMetric() {
+		total += m.GetGauge().GetValue()
+	}
+	return total
 }
