@@ -35,6 +35,12 @@ type Scanner interface {
 	Scan(ctx context.Context, dest string, from uint64, limit int, newest bool) (catchup.Result, error)
 }
 
+// EDUScanner reads again the must-deliver EDUs an actor held when it
+// failed; *catchup.Scanner is one.
+type EDUScanner interface {
+	ScanEDUs(ctx context.Context, dest string, from, through uint64) ([]streams.EDUItem, error)
+}
+
 // Config is shared by every destination actor of a process.
 type Config struct {
 	Origin     string
@@ -65,6 +71,9 @@ type Config struct {
 	// Chains keeps what each destination was sent of each user's device
 	// list, to fill prev_id (nil: device-list updates are sent as given).
 	Chains edu.ChainStore
+	// EDUScanner reads the EDU stream for an actor replacing one that
+	// failed.
+	EDUScanner EDUScanner
 	// EDU configures each destination's outbox.
 	EDU edu.Options
 }
@@ -131,6 +140,12 @@ type sendDone struct {
 
 type admitted struct{ release func() }
 
+type eduRestored struct {
+	items   []streams.EDUItem
+	through uint64
+	err     error
+}
+
 type scanDone struct {
 	res catchup.Result
 	err error
@@ -179,6 +194,11 @@ func (a *Actor) Receive(c *actor.Context) {
 		a.enqueue(m)
 	case EnqueueEDU:
 		a.enqueueEDU(m)
+	case RestoreEDUs:
+		a.out.Restoring()
+		a.restoreEDUs(m.Through)
+	case eduRestored:
+		a.eduRestored(m)
 	case Wake:
 		a.held = false
 		a.trySend()
@@ -240,6 +260,30 @@ func (a *Actor) enqueueEDU(m EnqueueEDU) {
 	for _, it := range m.Items {
 		a.out.Add(it, failing)
 	}
+	a.progress()
+	a.trySend()
+}
+
+// restoreEDUs reads the EDU stream again for what the failed actor held.
+func (a *Actor) restoreEDUs(through uint64) {
+	scanner, engine, self, ctx, dest, from := a.cfg.EDUScanner, a.engine, a.self, a.ctx, a.name, a.out.Done()+1
+	go func() {
+		items, err := scanner.ScanEDUs(ctx, dest, from, through)
+		engine.Send(self, eduRestored{items: items, through: through, err: err})
+	}()
+}
+
+func (a *Actor) eduRestored(m eduRestored) {
+	if m.err != nil {
+		if a.ctx.Err() != nil {
+			return
+		}
+		a.log.Error("could not read the EDU stream again; retrying in 5s", "error", m.err)
+		engine, self, through := a.engine, a.self, m.through
+		time.AfterFunc(5*time.Second, func() { engine.Send(self, RestoreEDUs{Through: through}) })
+		return
+	}
+	a.out.Restore(m.items)
 	a.progress()
 	a.trySend()
 }

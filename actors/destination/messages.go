@@ -17,6 +17,10 @@ type (
 	EnqueueEDU struct {
 		Items []streams.EDUItem
 	}
+	// RestoreEDUs tells an actor replacing one that failed to read the
+	// must-deliver EDUs after its EDU offset, through Through, from the
+	// stream again: they were in the failed actor's memory.
+	RestoreEDUs struct{ Through uint64 }
 	// Wake tells the actor its backoff is over (or it was started): try now.
 	Wake struct{}
 	// ResetConnection clears the retry timings and sends at once.

@@ -409,7 +409,11 @@ func (s *Supervisor) crashed(m destination.Crashed) {
 	s.w.appendEvent(ev)
 	e.catching, e.catchPersisted = true, false
 	delete(s.busy, m.Destination)
-	s.engine.Send(s.spawn(m.Destination, e), destination.Wake{})
+	pid := s.spawn(m.Destination, e)
+	if e.eduBusy() {
+		s.engine.Send(pid, destination.RestoreEDUs{Through: e.eduLast})
+	}
+	s.engine.Send(pid, destination.Wake{})
 }
 
 func (s *Supervisor) tick() {

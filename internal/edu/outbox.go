@@ -1,6 +1,7 @@
 package edu
 
 import (
+	"cmp"
 	"encoding/json"
 	"slices"
 	"strconv"
@@ -50,6 +51,10 @@ type Outbox struct {
 	through uint64            // the highest EDU sequence handed over
 	held    [numKinds]*keyed  // droppable, by kind
 	heldN   int
+	// restoring: must-deliver EDUs from Done+1 on are being read again
+	// (Restore), so Done may not pass it.
+	restoring bool
+	floor     uint64
 }
 
 // New returns an empty outbox; done is the destination's EDU offset (every
@@ -71,10 +76,37 @@ func New(opts Options, done uint64) *Outbox {
 // Done is the EDU offset: every must-deliver EDU at or below it is
 // acknowledged, and every droppable one was handed over.
 func (o *Outbox) Done() uint64 {
+	done := o.through
 	if len(o.must) > 0 {
-		return o.must[0].Seq - 1
+		done = o.must[0].Seq - 1
 	}
-	return o.through
+	if o.restoring {
+		done = min(done, o.floor)
+	}
+	return done
+}
+
+// Restoring marks the must-deliver EDUs after Done as being read again
+// from the stream (the actor holding them failed): Done stays where it is
+// until Restore hands them back.
+func (o *Outbox) Restoring() {
+	o.floor, o.restoring = o.Done(), true
+}
+
+// Restore takes back the must-deliver EDUs read again, in stream order,
+// before those handed over since.
+func (o *Outbox) Restore(items []streams.EDUItem) {
+	o.restoring = false
+	var back []streams.EDUItem
+	for _, it := range items {
+		if it.Seq > o.floor && KindOf(it.EDU.Type).MustDeliver() {
+			back = append(back, it)
+			o.through = max(o.through, it.Seq)
+		}
+	}
+	o.must = append(back, o.must...)
+	slices.SortStableFunc(o.must, func(a, b streams.EDUItem) int { return cmp.Compare(a.Seq, b.Seq) })
+	o.must = slices.CompactFunc(o.must, func(a, b streams.EDUItem) bool { return a.Seq == b.Seq })
 }
 
 // Pending counts the must-deliver EDUs not yet acknowledged.

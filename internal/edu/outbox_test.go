@@ -179,3 +179,26 @@ func TestMalformedContentIsForwardedAsGiven(t *testing.T) {
 		t.Errorf("JSON %s", got)
 	}
 }
+
+func TestRestoreHoldsDoneUntilTheStreamIsReadAgain(t *testing.T) {
+	o := New(Options{}, 5)
+	o.Restoring()
+	o.Add(toDevice(9), false)
+	o.Add(typing(10, "@a:a", true), false)
+	if o.Done() != 5 {
+		t.Fatalf("Done %d while restoring, want 5", o.Done())
+	}
+	o.Restore([]streams.EDUItem{toDevice(6), typing(7, "@b:a", true), deviceList(8)})
+	b := o.Take(now)
+	var seqs []uint64
+	for _, e := range b.EDUs {
+		seqs = append(seqs, e.Seq)
+	}
+	if fmt.Sprint(seqs) != "[6 9 8 0]" || o.Pending() != 3 {
+		t.Errorf("after Restore took %v (pending %d): want to-device 6 and 9, device list 8, the live typing", seqs, o.Pending())
+	}
+	o.Acked(b)
+	if o.Done() != 10 {
+		t.Errorf("Done %d after the ack, want 10", o.Done())
+	}
+}

@@ -154,12 +154,13 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	defer cancel()
 	host, _ := os.Hostname()
 	budget := queuebudget.New(cfg.Queue.MaxQueued)
+	scanner := catchup.New(js)
 	pcfg := &partition.Config{
 		Destination: &destination.Config{
 			Origin:  cfg.ServerName,
 			Epoch:   epoch,
 			Sender:  client,
-			Scanner: catchup.New(js),
+			Scanner: scanner,
 			Policy: backoff.Policy{Min: cfg.Backoff.MinInterval, Max: cfg.Backoff.MaxInterval,
 				Multiplier: cfg.Backoff.Multiplier, CatchUpAfter: cfg.Backoff.CatchUpAfter},
 			MaxPending: cfg.Queue.MaxPending,
@@ -171,6 +172,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 			Tracer:     obs.tracer,
 			Metrics:    obs.metrics,
 			Chains:     store,
+			EDUScanner: scanner,
 		},
 		Store:       store,
 		WakeLimiter: rate.NewLimiter(rate.Limit(cfg.Queue.StartupWakeRate), 1),
