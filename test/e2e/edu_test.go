@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/fedsender/fedsender/internal/config"
 	dto "github.com/prometheus/client_model/go"
 	"net/http"
 	"slices"
@@ -312,4 +313,44 @@ func sum(f *dto.MetricFamily) float64 {
 		total += m.GetGauge().GetValue()
 	}
 	return total
+}
+
+func TestToDeviceIsSentDuringCatchUpAndAcrossOverflow(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.Backoff.MinInterval = 100 * time.Millisecond
+		c.Backoff.MaxInterval = 500 * time.Millisecond
+		c.Backoff.CatchUpAfter = 150 * time.Millisecond
+		c.Queue.MaxPending = 4
+	})
+	r := h.receiver(nil)
+	d := r.ServerName()
+	r.SetFault(receiver.Fault{Hang: true})
+	h.publish("!first:origin.test", 0, d) // in flight, hanging
+	eventually(t, 10*time.Second, func() bool { return r.InFlight() == 1 }, "first transaction never arrived")
+	var want []string
+	for i := 1; i <= 30; i++ {
+		h.publish(fmt.Sprintf("!room%d:origin.test", i%3), i, d) // overflows the queue of 4: catch-up
+		id := fmt.Sprintf("c%d", i)
+		want = append(want, id)
+		h.publishEDU("m.direct_to_device", "", toDeviceContent(id), "", d)
+	}
+	// Down, long enough to catch up with only the newest PDU of each room.
+	r.SetFault(receiver.Fault{Status: http.StatusServiceUnavailable})
+	eventually(t, 10*time.Second, func() bool { return h.destination(d).RetryInterval > 150 }, "backoff never passed catch_up_after: %+v", h.destination(d))
+	for i := 31; i <= 60; i++ {
+		id := fmt.Sprintf("c%d", i)
+		want = append(want, id)
+		h.publishEDU("m.direct_to_device", "", toDeviceContent(id), "", d)
+		h.publish(fmt.Sprintf("!room%d:origin.test", i%3), i, d)
+	}
+	r.SetFault(receiver.Fault{})
+	eventually(t, 20*time.Second, func() bool { ids, _ := firstArrivals(r); return len(ids) == len(want) },
+		"%s got %d of %d to-device messages through overflow, backoff and catch-up", d, len(eduField(r, "m.direct_to_device", "message_id")), len(want))
+	if ids, again := firstArrivals(r); !slices.Equal(ids, want) || again != 0 {
+		t.Errorf("to-device arrived as %v (%d twice), want each once in order", ids, again)
+	}
+	if n := uniqueCount(r); n >= 61 {
+		t.Errorf("%d PDUs arrived: the destination never caught up with the newest PDU of each room, the test proves nothing", n)
+	}
+	r.RequireNoViolations(t)
 }
