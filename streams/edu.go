@@ -51,6 +51,10 @@ type EDUItem struct {
 	Seq uint64
 	TS  int64 // ms since the epoch
 	EDU *EDU
+	// NotBefore (ms since the epoch; 0: now) paces a droppable EDU for one
+	// destination: it is not worth a transaction of its own before then,
+	// but goes with any transaction sent earlier.
+	NotBefore int64
 }
 
 // IsEDU reports whether a JSON line is an EDU envelope: an object with an

@@ -99,6 +99,7 @@ type Actor struct {
 	awaitingLive bool           // reported a scan; waiting for GoLive or Rescan
 	dropInflight bool           // catch-up began while a send was running
 	held         bool           // waiting for the supervisor's rate-limited Wake after a start
+	dueAt        int64          // ms: a due message is coming then (0: none)
 	budgeted     int            // entries of queue counted in the budget
 	admitting    bool           // waiting for a send slot
 
@@ -139,6 +140,9 @@ type sendDone struct {
 }
 
 type admitted struct{ release func() }
+
+// due wakes the actor when a paced EDU is due.
+type due struct{}
 
 type eduRestored struct {
 	items   []streams.EDUItem
@@ -199,6 +203,9 @@ func (a *Actor) Receive(c *actor.Context) {
 		a.restoreEDUs(m.Through)
 	case eduRestored:
 		a.eduRestored(m)
+	case due:
+		a.dueAt = 0
+		a.trySend()
 	case Wake:
 		a.held = false
 		a.trySend()
@@ -264,6 +271,17 @@ func (a *Actor) enqueueEDU(m EnqueueEDU) {
 	a.trySend()
 }
 
+// wakeAt has the actor try again at ms (0: never), when a paced EDU is
+// due.
+func (a *Actor) wakeAt(ms int64) {
+	if ms == 0 || (a.dueAt != 0 && a.dueAt <= ms) {
+		return
+	}
+	a.dueAt = ms
+	engine, self := a.engine, a.self
+	time.AfterFunc(time.Until(time.UnixMilli(ms)), func() { engine.Send(self, due{}) })
+}
+
 // restoreEDUs reads the EDU stream again for what the failed actor held.
 func (a *Actor) restoreEDUs(through uint64) {
 	scanner, engine, self, ctx, dest, from := a.cfg.EDUScanner, a.engine, a.self, a.ctx, a.name, a.out.Done()+1
@@ -301,10 +319,13 @@ func (a *Actor) trySend() {
 		if a.catching && !a.scanning && !a.awaitingLive {
 			a.startScan()
 		}
-		if a.out.Empty() {
+		// EDUs go out during catch-up too; paced droppable ones only when
+		// due (or with another transaction).
+		ready, next := a.out.Ready(a.cfg.Now().UnixMilli())
+		if !ready {
+			a.wakeAt(next)
 			return
 		}
-		// EDUs go out during catch-up too.
 	}
 	if a.cfg.Slots == nil {
 		a.launch(func() {})

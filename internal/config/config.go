@@ -85,6 +85,11 @@ type FederationConfig struct {
 	// once across all destinations (0: 4 per CPU). Waiting destinations
 	// keep queueing and send bigger transactions.
 	SendSlots int `yaml:"send_slots"`
+	// ReceiptsPerRoomPerSecond paces a read receipt for an event older
+	// than a minute in a room of 10 or more servers: its destinations get
+	// it at this rate (Synapse's federation_rr_transactions_per_room_per_second),
+	// within 30 s, unless a transaction goes to them anyway.
+	ReceiptsPerRoomPerSecond float64 `yaml:"receipts_per_room_per_second"`
 }
 
 // MetricsConfig configures the Prometheus endpoint. Traces and other
@@ -173,7 +178,8 @@ func Default() Config {
 			Listen: "127.0.0.1:8008",
 		},
 		Federation: FederationConfig{
-			RequestTimeout: 60 * time.Second,
+			RequestTimeout:           60 * time.Second,
+			ReceiptsPerRoomPerSecond: 50,
 		},
 		Backoff: BackoffConfig{
 			MinInterval:  10 * time.Minute,

@@ -130,6 +130,9 @@ func (f FederationConfig) validate(p *problems) {
 	if f.SendSlots < 0 {
 		p.addf("federation.send_slots", "must be 0 (4 per CPU) or more, got %d", f.SendSlots)
 	}
+	if !(f.ReceiptsPerRoomPerSecond > 0) || math.IsInf(f.ReceiptsPerRoomPerSecond, 0) {
+		p.addf("federation.receipts_per_room_per_second", "must be more than 0, got %g", f.ReceiptsPerRoomPerSecond)
+	}
 }
 
 func (b BackoffConfig) validate(p *problems) {

@@ -20,6 +20,7 @@ type entry struct {
 	key     string
 	seq     uint64
 	ts      int64
+	due     int64  // ms; 0: now. Before it, it waits for another reason to send
 	content []byte // typing and other types: the content as published
 	parts   []part // presence and receipts
 	elem    *list.Element
@@ -52,9 +53,9 @@ func (k *keyed) remove(e *entry) {
 // typing one per room and user, anything else one per key or, without a
 // key, one of its own. Content that does not have the shape its type
 // should is forwarded as given, as one entry of the other types.
-func split(eduType, key string, seq uint64, ts int64, content []byte) []*entry {
+func split(eduType, key string, seq uint64, ts, due int64, content []byte) []*entry {
 	kind := KindOf(eduType)
-	base := entry{kind: kind, eduType: eduType, key: key, seq: seq, ts: ts}
+	base := entry{kind: kind, eduType: eduType, key: key, seq: seq, ts: ts, due: due}
 	one := func(k Kind, key string, parts []part) []*entry {
 		e := base
 		e.kind, e.key, e.parts = k, key, parts
@@ -71,7 +72,7 @@ func split(eduType, key string, seq uint64, ts int64, content []byte) []*entry {
 			}
 			out := make([]*entry, len(parts))
 			for i, p := range parts {
-				out[i] = &entry{kind: Presence, eduType: eduType, key: p.user, seq: seq, ts: ts, parts: []part{p}}
+				out[i] = &entry{kind: Presence, eduType: eduType, key: p.user, seq: seq, ts: ts, due: due, parts: []part{p}}
 			}
 			return out
 		}
@@ -83,7 +84,7 @@ func split(eduType, key string, seq uint64, ts int64, content []byte) []*entry {
 			out := make([]*entry, len(parts))
 			for i, p := range parts {
 				out[i] = &entry{kind: Receipt, eduType: eduType, key: p.room + "\x00" + p.rtype + "\x00" + p.user,
-					seq: seq, ts: ts, parts: []part{p}}
+					seq: seq, ts: ts, due: due, parts: []part{p}}
 			}
 			return out
 		}
@@ -123,6 +124,21 @@ func presenceParts(content []byte) ([]part, bool) {
 		parts[i] = part{user: u.UserID, raw: raw}
 	}
 	return parts, true
+}
+
+// ReceiptEventIDs returns the event ids an m.receipt content names.
+func ReceiptEventIDs(content []byte) []string {
+	parts, _ := receiptParts(content)
+	var ids []string
+	for _, p := range parts {
+		var v struct {
+			EventIDs []string `json:"event_ids"`
+		}
+		if json.Unmarshal(p.raw, &v) == nil {
+			ids = append(ids, v.EventIDs...)
+		}
+	}
+	return ids
 }
 
 func receiptParts(content []byte) ([]part, bool) {

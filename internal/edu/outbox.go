@@ -118,6 +118,28 @@ func (o *Outbox) Held() int { return o.heldN }
 // Empty reports whether there is nothing to send.
 func (o *Outbox) Empty() bool { return len(o.must) == 0 && o.heldN == 0 }
 
+// Ready reports whether something is worth a transaction at now (ms):
+// anything but droppable EDUs paced to later (which go with any
+// transaction). next is the earliest time a paced one becomes due (0:
+// none waits).
+func (o *Outbox) Ready(now int64) (ready bool, next int64) {
+	if len(o.must) > 0 {
+		return true, 0
+	}
+	for _, k := range o.held {
+		for el := k.order.Front(); el != nil; el = el.Next() {
+			due := el.Value.(*entry).due
+			if due <= now {
+				return true, 0
+			}
+			if next == 0 || due < next {
+				next = due
+			}
+		}
+	}
+	return false, next
+}
+
 // Add takes an EDU for the destination. EDUs come in stream order; one at
 // or below a sequence already handed over is a replay and ignored. Typing
 // for a destination in backoff is dropped.
@@ -135,7 +157,7 @@ func (o *Outbox) Add(it streams.EDUItem, failing bool) {
 		o.drop(it.EDU.Type, DroppedBackoff)
 		return
 	}
-	for _, e := range split(it.EDU.Type, it.EDU.Key, it.Seq, it.TS, it.EDU.Content) {
+	for _, e := range split(it.EDU.Type, it.EDU.Key, it.Seq, it.TS, it.NotBefore, it.EDU.Content) {
 		o.hold(e)
 	}
 }
@@ -143,7 +165,11 @@ func (o *Outbox) Add(it streams.EDUItem, failing bool) {
 func (o *Outbox) hold(e *entry) {
 	k := o.held[e.kind]
 	if old := k.byKey[e.key]; old != nil {
-		// The newer replaces it, in its place in the queue.
+		// The newer replaces it, in its place in the queue, and is due when
+		// the earlier of the two was.
+		if old.due > 0 && (e.due == 0 || e.due < old.due) {
+			old.due = e.due
+		}
 		old.seq, old.ts, old.content, old.parts, old.eduType = e.seq, e.ts, e.content, e.parts, e.eduType
 		o.count(o.opts.Coalesced, e.eduType)
 		return

@@ -202,3 +202,23 @@ func TestRestoreHoldsDoneUntilTheStreamIsReadAgain(t *testing.T) {
 		t.Errorf("Done %d after the ack, want 10", o.Done())
 	}
 }
+
+func TestPacedReceiptsWaitUnlessATransactionGoesAnyway(t *testing.T) {
+	o := New(Options{}, 0)
+	receipt := item(1, TypeReceipt, "", `{"!r:a":{"m.read":{"@u:a":{"data":{"ts":1},"event_ids":["$e"]}}}}`)
+	receipt.NotBefore = now.UnixMilli() + 5000
+	o.Add(receipt, false)
+	if ready, next := o.Ready(now.UnixMilli()); ready || next != now.UnixMilli()+5000 {
+		t.Fatalf("Ready = %v, %d; want false until the receipt is due", ready, next)
+	}
+	if ready, _ := o.Ready(now.UnixMilli() + 5000); !ready {
+		t.Fatal("not ready once due")
+	}
+	o.Add(toDevice(2), false)
+	if ready, _ := o.Ready(now.UnixMilli()); !ready {
+		t.Fatal("a to-device message is not ready at once")
+	}
+	if got := types(o.Take(now)); fmt.Sprint(got) != "[m.receipt m.direct_to_device]" {
+		t.Errorf("the transaction carries %v: the paced receipt goes with it", got)
+	}
+}

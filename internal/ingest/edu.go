@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/anthdm/hollywood/actor"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/actors/partition"
+	"github.com/fedsender/fedsender/internal/edu"
 	"github.com/fedsender/fedsender/internal/telemetry"
 	"github.com/fedsender/fedsender/streams"
 )
@@ -27,7 +29,18 @@ type EDUOptions struct {
 	Log    *slog.Logger
 	// Metrics counts dead letters and refused destinations (nil: none).
 	Metrics *telemetry.Metrics
+	// Recent is what the PDU reader read in the last minute, and
+	// ReceiptRate the pace (receipts per second) of a receipt for an older
+	// event to a room of PacedReceiptServers or more (0: no pacing).
+	Recent      *RecentEvents
+	ReceiptRate float64
 }
+
+// Pacing of receipts in large rooms, as Synapse has it.
+const (
+	PacedReceiptServers = 10
+	maxReceiptDelay     = 30_000 // ms
+)
 
 // EDUReader is the one consumer of the EDU stream in a replica: it reads
 // it as Reader reads the PDU stream, with the same validation and dead
@@ -90,7 +103,11 @@ func (r *EDUReader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			r.refuseDestination(ctx, edu, last, ref)
 		}
 		it := streams.EDUItem{Seq: last, TS: md.Timestamp.UnixMilli(), EDU: edu}
-		for _, d := range edu.Destinations {
+		paced := r.paced(edu)
+		for i, d := range edu.Destinations {
+			if paced {
+				it.NotBefore = time.Now().UnixMilli() + min(maxReceiptDelay, int64(float64(i)*1000/r.opts.ReceiptRate))
+			}
 			p, ok := r.parts[d]
 			if !ok {
 				p = streams.Partition(d, len(r.opts.Partitions))
@@ -104,6 +121,24 @@ func (r *EDUReader) handle(ctx context.Context, batch []jetstream.Msg) error {
 	}
 	r.through.Store(last)
 	return nil
+}
+
+// paced reports whether a receipt is paced: Synapse's rule for a room of
+// 10 or more servers, when none of its events was read in the last
+// minute. (Synapse also sends it at once to the server of the event's
+// sender; fedsender does not index events, so that server is paced too
+// unless the receipt goes with another transaction.)
+func (r *EDUReader) paced(e *streams.EDU) bool {
+	if e.Type != edu.TypeReceipt || r.opts.ReceiptRate <= 0 || len(e.Destinations) < PacedReceiptServers {
+		return false
+	}
+	now := time.Now().UnixMilli()
+	for _, id := range edu.ReceiptEventIDs(e.Content) {
+		if r.opts.Recent.Recent(id, now) {
+			return false
+		}
+	}
+	return true
 }
 
 // refuseDestination records one invalid destination of a valid EDU

@@ -55,6 +55,9 @@ type Options struct {
 	// Observer, if set, sees every valid PDU (e.g. the admin surfaces'
 	// rooms index).
 	Observer Observer
+	// Recent, if set, remembers the events read in the last minute, for
+	// the EDU reader's receipt pacing.
+	Recent *RecentEvents
 }
 
 // Observer sees the valid PDUs the reader reads, once per batch, in stream
@@ -220,7 +223,7 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
 		}
 		it := streams.Item{Seq: last, TS: md.Timestamp.UnixMilli(), PDU: pdu}
-		if r.opts.Observer != nil {
+		if r.opts.Observer != nil || r.opts.Recent != nil {
 			observed = append(observed, it)
 		}
 		for _, d := range pdu.Destinations {
@@ -228,9 +231,10 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			pairs[p] = append(pairs[p], partition.Pair{Destination: d, Item: it})
 		}
 	}
-	if len(observed) > 0 {
+	if len(observed) > 0 && r.opts.Observer != nil {
 		r.opts.Observer.Observe(observed)
 	}
+	r.opts.Recent.add(observed, time.Now().UnixMilli())
 	total := 0
 	for _, ps := range pairs {
 		total += len(ps)

@@ -208,10 +208,11 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
+	recent := ingest.NewRecentEvents()
 	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
-		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics})
+		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics, Recent: recent})
 	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: pids, Start: eduStart + 1,
-		Origin: cfg.ServerName, Log: log, Metrics: obs.metrics})
+		Origin: cfg.ServerName, Log: log, Metrics: obs.metrics, Recent: recent, ReceiptRate: cfg.Federation.ReceiptsPerRoomPerSecond})
 	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, NATSURL: natsURL}
 
 	var wg sync.WaitGroup

@@ -354,3 +354,73 @@ func TestToDeviceIsSentDuringCatchUpAndAcrossOverflow(t *testing.T) {
 	}
 	r.RequireNoViolations(t)
 }
+
+func TestReceiptsInLargeRoomsArePacedUnlessTheEventIsRecent(t *testing.T) {
+	const rate = 2 // receipts per second
+	h := newHarness(t, func(c *config.Config) { c.Federation.ReceiptsPerRoomPerSecond = rate })
+	var rs []*receiver.Receiver
+	var dests []string
+	for range 12 {
+		r := h.receiver(nil)
+		rs = append(rs, r)
+		dests = append(dests, r.ServerName())
+	}
+	receipt := func(ev string) string {
+		return `{"!big:origin.test":{"m.read":{"@alice:origin.test":{"data":{"ts":1},"event_ids":["` + ev + `"]}}}}`
+	}
+	arrivals := func(start time.Time) []time.Duration {
+		var out []time.Duration
+		for _, r := range rs {
+			for _, e := range r.EDUs() {
+				if e.Type == "m.receipt" && e.Received.After(start) {
+					out = append(out, e.Received.Sub(start))
+				}
+			}
+		}
+		return out
+	}
+	// A receipt for an event fedsender read just now goes to all at once.
+	ev := h.publish("!big:origin.test", 1, dests...)
+	eventually(t, 10*time.Second, func() bool { return uniqueCountAll(rs) == len(rs) }, "the PDU did not reach every server")
+	start := time.Now()
+	h.publishEDU("m.receipt", "", receipt(ev), "", dests...)
+	eventually(t, 10*time.Second, func() bool { return len(arrivals(start)) == len(rs) }, "the receipt of a recent event did not reach every server")
+	if last := slices.Max(arrivals(start)); last > 5*time.Second {
+		t.Errorf("a receipt of a recent event took %v to reach the last server; want no pacing", last)
+	}
+	// A receipt for an older (here: unknown) event is paced: server i gets
+	// it after i/rate seconds, unless a transaction goes there anyway.
+	start = time.Now()
+	h.publishEDU("m.receipt", "", receipt("$old"), "", dests...)
+	h.publishEDU("m.direct_to_device", "", toDeviceContent("carrier"), "", dests[len(dests)-1])
+	eventually(t, 20*time.Second, func() bool { return len(arrivals(start)) == len(rs) }, "the paced receipt did not reach every server")
+	got := map[string]time.Duration{}
+	for i, r := range rs {
+		for _, e := range r.EDUs() {
+			if e.Type == "m.receipt" && e.Received.After(start) {
+				got[dests[i]] = e.Received.Sub(start)
+			}
+		}
+	}
+	want := time.Duration(len(rs)-2) * time.Second / rate
+	if paced := got[dests[len(dests)-2]]; paced < want-time.Second/2 {
+		t.Errorf("server %d got the receipt after %v, want about %v: not paced", len(rs)-2, paced, want)
+	}
+	if carried := got[dests[len(dests)-1]]; carried > 4*time.Second {
+		t.Errorf("the last server got the receipt after %v: it should have gone with the to-device message at once", carried)
+	}
+	for _, r := range rs {
+		r.RequireNoViolations(t)
+	}
+}
+
+// uniqueCountAll is how many receivers got at least one PDU.
+func uniqueCountAll(rs []*receiver.Receiver) int {
+	n := 0
+	for _, r := range rs {
+		if uniqueCount(r) > 0 {
+			n++
+		}
+	}
+	return n
+}
