@@ -21,6 +21,11 @@ const (
 	// ReservedForOthers is what device lists leave to other types and
 	// typing when some wait, so that a burst never starves them.
 	ReservedForOthers = 5
+	// MaxEDUBytes is a soft bound on the EDU content of one transaction:
+	// EDUs are taken while it is not reached (at least one). A hundred
+	// to-device messages of 64 KiB would make a 6 MiB request, which some
+	// servers refuse, and which holds the PDUs in the same transaction back.
+	MaxEDUBytes = 1 << 20
 )
 
 // Why a droppable EDU was not sent (the reason of Options.Dropped).
@@ -251,9 +256,13 @@ type Batch struct {
 	TS   int64 // the newest EDU's stream time, ms
 	// Counts is the EDUs by type.
 	Counts map[string]int
+	bytes  int // content taken so far
 	must   []uint64
 	held   []*entry
 }
+
+// full reports whether the batch holds MaxEDUBytes of content.
+func (b *Batch) full() bool { return b.bytes >= MaxEDUBytes }
 
 // Take fills a transaction's EDUs, in Synapse's order; nil when there is
 // nothing to send. The batch stays the destination's until Acked (the
@@ -284,6 +293,7 @@ func (o *Outbox) Take(now time.Time) *Batch {
 
 func (b *Batch) add(out Out, seq uint64, ts int64) {
 	b.EDUs = append(b.EDUs, out)
+	b.bytes += len(out.Content)
 	b.Seqs = append(b.Seqs, seq)
 	b.TS = max(b.TS, ts)
 	b.Counts[out.Type]++
@@ -292,7 +302,7 @@ func (b *Batch) add(out Out, seq uint64, ts int64) {
 func (o *Outbox) takeMust(b *Batch, kind Kind, budget int) int {
 	n := 0
 	for _, it := range o.must {
-		if n >= budget {
+		if n >= budget || b.full() {
 			break
 		}
 		if KindOf(it.EDU.Type) != kind {
@@ -308,7 +318,7 @@ func (o *Outbox) takeMust(b *Batch, kind Kind, budget int) int {
 // takeSingles takes typing or other types, one EDU per entry.
 func (o *Outbox) takeSingles(b *Batch, kind Kind, budget int, now time.Time) int {
 	k, n := o.held[kind], 0
-	for e := k.front(); e != nil && n < budget; e = k.front() {
+	for e := k.front(); e != nil && n < budget && !b.full(); e = k.front() {
 		o.unhold(e)
 		if kind == Typing && now.Sub(time.UnixMilli(e.ts)) > o.opts.TypingTTL {
 			o.drop(e.eduType, DroppedExpired)

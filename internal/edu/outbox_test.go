@@ -222,3 +222,15 @@ func TestPacedReceiptsWaitUnlessATransactionGoesAnyway(t *testing.T) {
 		t.Errorf("the transaction carries %v: the paced receipt goes with it", got)
 	}
 }
+
+func TestTransactionsStopTakingEDUsPastAMebibyte(t *testing.T) {
+	o := New(Options{}, 0)
+	big := `{"message_id":"m","messages":{"@u:a":{"D":{"b":"` + strings.Repeat("x", 60_000) + `"}}},"sender":"@s:a","type":"x"}`
+	for i := range 40 {
+		o.Add(item(uint64(i+1), TypeToDevice, "", big), false)
+	}
+	b := o.Take(now)
+	if n := len(b.EDUs); n != 18 {
+		t.Errorf("%d to-device messages of 60 kB in one transaction, want 18 (just past 1 MiB)", n)
+	}
+}
