@@ -95,6 +95,10 @@ type entry struct {
 	eduSaved       uint64               // the EDU offset persisted
 	eduPending     int                  // must-deliver EDUs it holds
 	serverUpAt     time.Time            // the last server_up that woke it
+	// eduRestore: the EDU watermark passed must-deliver EDUs this
+	// destination had not acknowledged (it was backing off); its next
+	// actor reads them from the stream, through eduRestore.
+	eduRestore uint64
 }
 
 func (e *entry) busy() bool { return !e.catching && e.done < e.lastSent }
@@ -141,6 +145,9 @@ func New(cfg *Config, id int, loaded map[string]*eventlog.Loaded, wm eventlog.Wa
 			e := &entry{state: l.State, done: l.State.Offset, lastSent: l.State.Offset,
 				catching: l.State.CatchingUp, catchPersisted: l.State.CatchingUp, offsetSaved: l.State.Offset,
 				eduLast: l.EDUOffset, eduDone: l.EDUOffset, eduSaved: l.EDUOffset}
+			if l.EDUOffset < wm.EDUSeq {
+				e.eduRestore, e.eduLast = wm.EDUSeq, wm.EDUSeq
+			}
 			s.entries[name] = e
 		}
 		s.w = newWriter(id, cfg.Store, s.log, loaded, wmRev)
@@ -198,7 +205,7 @@ func (s *Supervisor) started(c *actor.Context) {
 			d := e.state.RetryAt().Sub(now)
 			e.held = d <= 0 // due now: wait for the limiter, even if PDUs arrive first
 			s.schedule(name, e, d)
-		case e.catching:
+		case e.catching, e.eduRestore > 0:
 			e.held = true
 			s.schedule(name, e, 0)
 		}
@@ -241,6 +248,10 @@ func (s *Supervisor) spawn(name string, e *entry) *actor.PID {
 			actor.WithInboxSize(64),
 			actor.WithMiddleware(destination.Recover),
 			actor.WithContext(s.cfg.Context))
+		if e.eduRestore > 0 {
+			s.engine.Send(e.pid, destination.RestoreEDUs{Through: e.eduRestore})
+			e.eduRestore = 0
+		}
 	}
 	e.activeAt = time.Now()
 	return e.pid
@@ -438,7 +449,10 @@ func (s *Supervisor) checkpoint(now time.Time) {
 			s.w.putEDUOffset(name, e.eduDone)
 			e.eduSaved = e.eduDone
 		}
-		if e.eduBusy() {
+		// A backing-off destination does not hold the EDU watermark back
+		// (it may be down for days): after a restart, its actor reads what
+		// it had pending from the stream (eduRestore).
+		if e.eduBusy() && !e.state.Failing() {
 			eduWM = min(eduWM, e.eduDone)
 		}
 		switch {

@@ -179,6 +179,9 @@ func TestMustDeliverEDUsSurviveBackoffAndRestartExactlyOnce(t *testing.T) {
 	// A publisher's retry with the same id is not sent twice.
 	h.publishEDU("m.direct_to_device", "", toDeviceContent("m1"), "m1", d)
 	h.publishEDU("m.signing_key_update", "", `{"master_key":{},"user_id":"@alice:origin.test"}`, "", d)
+	// A destination in backoff does not hold the EDU watermark back: it
+	// passes the pending EDUs, which the next start reads from the stream.
+	eventually(t, 10*time.Second, func() bool { return eduWatermark(t, h, d) >= 153 }, "the EDU watermark stayed behind the backing-off %s", d)
 	h.restart()
 	r.SetFault(receiver.Fault{})
 	eventually(t, 10*time.Second, func() bool {
@@ -423,4 +426,24 @@ func uniqueCountAll(rs []*receiver.Receiver) int {
 		}
 	}
 	return n
+}
+
+// eduWatermark is the EDU part of the watermark of dest's partition.
+func eduWatermark(t *testing.T, h *harness, dest string) uint64 {
+	t.Helper()
+	kv, err := h.js.KeyValue(context.Background(), streams.PartitionBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(context.Background(), streams.PartitionKey(streams.Partition(dest, h.cfg.Queue.Partitions)))
+	if err != nil {
+		return 0
+	}
+	var wm struct {
+		EDUSeq uint64 `json:"edu_seq"`
+	}
+	if err := json.Unmarshal(e.Value(), &wm); err != nil {
+		t.Fatal(err)
+	}
+	return wm.EDUSeq
 }
