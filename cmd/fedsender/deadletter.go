@@ -156,7 +156,11 @@ func replayDeadLetters(ctx context.Context, js jetstream.JetStream, stdout, stde
 		if done.Duplicate {
 			note = " (already replayed)"
 		}
-		fmt.Fprintf(stdout, "record %d replayed as PDU %d%s\n", r.Seq, done.PDUSeq, note)
+		kind := "PDU"
+		if done.EDU {
+			kind = "EDU"
+		}
+		fmt.Fprintf(stdout, "record %d replayed as %s %d%s\n", r.Seq, kind, done.PDUSeq, note)
 	}
 	if kept > 0 {
 		return fmt.Errorf("%d of %d records would be refused again and were kept: fix the envelope and publish it with fedsender publish", kept, len(records))

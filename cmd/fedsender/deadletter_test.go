@@ -141,3 +141,24 @@ func TestDeadLetterListAndReplay(t *testing.T) {
 		}
 	}
 }
+
+func TestDeadLetterReplaysAnEDURecordOnTheEDUSubject(t *testing.T) {
+	_, js, url := projectiontest.JetStream(t)
+	ctx := context.Background()
+	// Refused by a fedsender with other checks; valid now.
+	env := `{"edu_type":"m.direct_to_device","content":{"message_id":"m1"},"destinations":["b.org"]}`
+	if _, err := js.PublishMsg(ctx, streams.EDUDeadLetter([]byte(env), 3, errors.New("refused by an older fedsender"))); err != nil {
+		t.Fatal(err)
+	}
+	records := listJSON(t, url)
+	if len(records) != 1 || records[0].ID != "edu-3" || records[0].Envelope != env {
+		t.Fatalf("list --json = %+v", records)
+	}
+	code, out, errs := runCmd(t, "", "deadletter", "replay", "--seq", "1", "--server", url)
+	if code != 0 || !strings.Contains(out, "record 1 replayed as EDU 1") {
+		t.Fatalf("replay: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if p, e := pduCount(t, js), streamCount(t, js, streams.EDUStream); p != 0 || e != 1 {
+		t.Errorf("after the replay the streams hold %d PDUs and %d EDUs, want 0 and 1", p, e)
+	}
+}

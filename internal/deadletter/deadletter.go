@@ -3,8 +3,9 @@
 // whole, and the destinations it refused one by one. It backs the
 // `fedsender deadletter` command; nothing in the delivery path uses it.
 //
-// A replay republishes the record's envelope on the PDU subject (a refused
-// destination's record holds the envelope with only that destination) and
+// A replay republishes the record's envelope on the PDU subject, or the EDU
+// subject for an EDU envelope (a refused destination's record holds the
+// envelope with only that destination) and
 // deletes the record once JetStream has acknowledged the republish. The
 // republish carries Nats-Msg-Id "replay-" plus the record's own id
 // (pdu-<seq>[-<index>]), not the event id: the event id may still be in the
@@ -122,13 +123,17 @@ func Get(ctx context.Context, js jetstream.JetStream, seq uint64) (Record, error
 
 // Replayed is what a replay did.
 type Replayed struct {
-	// PDUSeq is the republished envelope's sequence in the PDU stream.
+	// PDUSeq is the republished envelope's sequence in the PDU stream, or
+	// with EDU in the EDU stream.
 	PDUSeq uint64
+	// EDU: the record was an EDU envelope, republished on the EDU subject.
+	EDU bool
 	// Duplicate: JetStream had it already (a retried replay).
 	Duplicate bool
 }
 
-// Replay republishes a record's envelope on the PDU subject, checked as
+// Replay republishes a record's envelope on the PDU subject (the EDU
+// subject for an EDU envelope), checked as
 // streams.Publisher checks it (the error wraps ErrStillInvalid when it
 // would be refused again: the record is kept), and then deletes the record.
 func Replay(ctx context.Context, js jetstream.JetStream, r Record) (Replayed, error) {
@@ -149,7 +154,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, r Record) (Replayed, er
 		return Replayed{}, fmt.Errorf("deadletter: republished record %d as PDU %d but could not delete it (replay again: it will not be sent twice): %w",
 			r.Seq, ack.Sequence, err)
 	}
-	return Replayed{PDUSeq: ack.Sequence, Duplicate: ack.Duplicate}, nil
+	return Replayed{PDUSeq: ack.Sequence, Duplicate: ack.Duplicate, EDU: msg.Subject == streams.EDUSubject}, nil
 }
 
 // recordID is the record's id, or one made of its sequence for a record
