@@ -10,6 +10,11 @@ import (
 // a receipt for an event younger than this to every server at once.
 const RecentWindow = 60_000 // ms
 
+// maxRecent bounds the events remembered (about 7 MB): past it, the oldest
+// are forgotten early, and a receipt for one of them is paced as for an
+// older event.
+const maxRecent = 100_000
+
 // RecentEvents remembers the events the PDU reader read in the last
 // minute, by the stream time of their PDU: the EDU reader asks it whether
 // a receipt is for a recent event. The PDU reader adds, the EDU reader
@@ -40,7 +45,7 @@ func (r *RecentEvents) add(items []streams.Item, now int64) {
 		r.at[it.PDU.EventID] = it.TS
 		r.order = append(r.order, recentEvent{it.PDU.EventID, it.TS})
 	}
-	for r.head < len(r.order) && now-r.order[r.head].ts > RecentWindow {
+	for r.head < len(r.order) && (now-r.order[r.head].ts > RecentWindow || len(r.order)-r.head > maxRecent) {
 		if e := r.order[r.head]; r.at[e.id] == e.ts {
 			delete(r.at, e.id)
 		}
