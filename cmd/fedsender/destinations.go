@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/fedsender/fedsender/internal/config"
+	"github.com/fedsender/fedsender/internal/redact"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -30,8 +32,8 @@ The parameters are the HTTP API's, checked by the service with its errors.
 COLUMN is destination, retry_last_ts, retry_interval, failure_ts or
 last_successful_stream_ordering. Connection and output:
 
-  --config FILE   take the NATS server from fedsender's configuration (nats.url, or nats.listen)
-  --server URL    NATS server (default $NATS_URL, else nats://127.0.0.1:4222)
+  --config FILE   take the NATS server, login and TLS from fedsender's configuration (nats.*)
+  --server URL    NATS server (default: from --config, else $NATS_URL, else nats://127.0.0.1:4222)
   --timeout D     how long to wait for an answer (default 5s)
   --json          print the service's JSON answer instead of a table
 `
@@ -58,13 +60,13 @@ func destinations(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	url, err := call.natsURL()
+	url, natsCfg, err := call.natsServer()
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(url, nats.Name("fedsender destinations"), nats.Timeout(call.timeout))
+	nc, err := connectNATS(natsCfg, url, "fedsender destinations", call.timeout)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", url, err)
+		return err
 	}
 	defer nc.Close()
 	body, err := json.Marshal(call.request)
@@ -75,7 +77,7 @@ func destinations(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	msg, err := nc.RequestWithContext(ctx, streams.AdminSubject(call.op), body)
 	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("no fedsender answers on %s at %s (is fedsender running with this NATS server?)", streams.AdminSubject(call.op), url)
+		return fmt.Errorf("no fedsender answers on %s at %s (is fedsender running with this NATS server?)", streams.AdminSubject(call.op), redact.URL(url))
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", streams.AdminSubject(call.op), err)
@@ -160,24 +162,30 @@ func parseDestinations(args []string) (destinationsCall, error) {
 	return call, nil
 }
 
-func (c destinationsCall) natsURL() (string, error) {
+// natsServer returns the NATS server to ask and how to log in to it: the
+// configuration's login and TLS settings when --config is given, even with
+// --server.
+func (c destinationsCall) natsServer() (string, config.NATSConfig, error) {
+	var cfg config.Config
+	if c.config != "" {
+		var err error
+		if cfg, err = loadConfig(c.config); err != nil {
+			return "", cfg.NATS, err
+		}
+	}
 	switch {
 	case c.server != "":
-		return c.server, nil
+		return c.server, cfg.NATS, nil
 	case c.config != "":
-		cfg, err := loadConfig(c.config)
-		if err != nil {
-			return "", err
-		}
 		url, err := natsURL(cfg)
 		if err != nil {
-			return "", fmt.Errorf("%w: use --server", err)
+			return "", cfg.NATS, fmt.Errorf("%w: use --server", err)
 		}
-		return url, nil
+		return url, cfg.NATS, nil
 	case os.Getenv("NATS_URL") != "":
-		return os.Getenv("NATS_URL"), nil
+		return os.Getenv("NATS_URL"), cfg.NATS, nil
 	}
-	return nats.DefaultURL, nil
+	return nats.DefaultURL, cfg.NATS, nil
 }
 
 // destinationRow is Synapse's destination object.

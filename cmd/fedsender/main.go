@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/fedsender/fedsender/internal/redact"
 	"github.com/fedsender/fedsender/internal/telemetry"
 )
 
@@ -73,7 +74,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "fedsender %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "fedsender %s: %s\n", args[0], redact.Text(err.Error()))
 		return 1
 	}
 	return 0
@@ -87,11 +88,27 @@ func newFlags(name string) *flag.FlagSet {
 func newLogger(level, format string, w io.Writer) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by config
-	opts := &slog.HandlerOptions{Level: lv}
+	// Every string and error is masked as a last line of defence: a
+	// password or token inside a URL or DSN never reaches the log.
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: redactAttr}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if format == "json" {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	// Records logged inside a span carry its trace_id and span_id.
 	return slog.New(telemetry.NewLogHandler(h))
+}
+
+// redactAttr masks the secrets in a log attribute's text (redact.Text). A
+// value of another kind that prints a secret is logged as its masked text.
+func redactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		a.Value = slog.StringValue(redact.Text(a.Value.String()))
+	case slog.KindAny:
+		if s := fmt.Sprint(a.Value.Any()); redact.Text(s) != s {
+			a.Value = slog.StringValue(redact.Text(s))
+		}
+	}
+	return a
 }

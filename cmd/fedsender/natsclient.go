@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/config"
+	"github.com/fedsender/fedsender/internal/redact"
+	"github.com/fedsender/fedsender/internal/service"
 )
 
 // natsURL is where a command finds the NATS of a running fedsender:
@@ -30,9 +32,9 @@ func connectJetStream(cfg config.Config, name string) (*nats.Conn, jetstream.Jet
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := nats.Connect(url, nats.Name(name), nats.Timeout(5*time.Second))
+	nc, err := connectNATS(cfg.NATS, url, name, 5*time.Second)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s (is fedsender running?): %w", url, err)
+		return nil, nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -40,4 +42,18 @@ func connectJetStream(cfg config.Config, name string) (*nats.Conn, jetstream.Jet
 		return nil, nil, err
 	}
 	return nc, js, nil
+}
+
+// connectNATS connects to url with the login and TLS settings of cfg. Its
+// error shows url without passwords or tokens.
+func connectNATS(cfg config.NATSConfig, url, name string, timeout time.Duration) (*nats.Conn, error) {
+	opts, err := service.NATSOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, append(opts, nats.Name(name), nats.Timeout(timeout))...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s (is fedsender running?): %w", redact.URL(url), redact.Error(err))
+	}
+	return nc, nil
 }

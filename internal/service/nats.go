@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedsender/fedsender/internal/config"
+	"github.com/fedsender/fedsender/internal/redact"
 )
 
 // connect returns a NATS connection: to nats.url, or to an embedded server
@@ -19,9 +20,13 @@ import (
 // listen); port 0 in nats.listen picks a free port.
 func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
 	if cfg.NATS.URL != "" {
-		nc, err := nats.Connect(cfg.NATS.URL, nats.Name("fedsender"), nats.MaxReconnects(-1))
+		auth, err := NATSOptions(cfg.NATS)
 		if err != nil {
-			return nil, "", nil, fmt.Errorf("nats.url: connect to %s: %w", cfg.NATS.URL, err)
+			return nil, "", nil, err
+		}
+		nc, err := nats.Connect(cfg.NATS.URL, append(auth, nats.Name("fedsender"), nats.MaxReconnects(-1))...)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("nats.url: connect to %s: %w", redact.URL(cfg.NATS.URL), redact.Error(err))
 		}
 		return nc, "", nc.Close, nil
 	}
@@ -48,6 +53,14 @@ func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
 			opts.Port = server.RANDOM_PORT
 		}
 	}
+	serveTLS, err := secureEmbedded(opts, cfg.NATS)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	login, err := natsLogin(cfg.NATS)
+	if err != nil {
+		return nil, "", nil, err
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("embedded NATS server: %w", err)
@@ -57,12 +70,13 @@ func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
 		ns.Shutdown()
 		return nil, "", nil, fmt.Errorf("embedded NATS server: not ready (is nats.listen %s free?)", cfg.NATS.Listen)
 	}
-	// Loopback TCP was measured faster than the in-process connection.
+	// Loopback TCP was measured faster than the in-process connection,
+	// which spares TLS on a listener that serves only TLS.
 	var nc *nats.Conn
-	if opts.DontListen {
-		nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("fedsender"))
+	if opts.DontListen || serveTLS {
+		nc, err = nats.Connect("", append(login, nats.InProcessServer(ns), nats.Name("fedsender"))...)
 	} else {
-		nc, err = nats.Connect(ns.ClientURL(), nats.Name("fedsender"))
+		nc, err = nats.Connect(ns.ClientURL(), append(login, nats.Name("fedsender"))...)
 	}
 	if err != nil {
 		ns.Shutdown()

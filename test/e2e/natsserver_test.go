@@ -1,0 +1,47 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// startNATSServer runs a real NATS server in-process, configured from conf
+// in nats-server's configuration language, until the test ends. The server
+// picks its port when conf says listen: 127.0.0.1:-1.
+func startNATSServer(t *testing.T, conf string) *server.Server {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "nats-server.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		t.Fatalf("nats-server configuration: %v\n%s", err, conf)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	return startNATSWith(t, opts)
+}
+
+// startNATSWith runs a real NATS server in-process with opts until the
+// test ends.
+func startNATSWith(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats-server: %v", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		t.Fatal("nats-server not ready within 30s")
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns
+}
