@@ -123,7 +123,16 @@ func (h *harness) start() {
 			h.t.Error("fedsender did not stop within 30s")
 		}
 	}
-	nc, err := nats.Connect(h.svc.NATSURL)
+	// The embedded server's URL, or nats.url, with fedsender's login.
+	url := h.svc.NATSURL
+	if url == "" {
+		url = h.cfg.NATS.URL
+	}
+	opts, err := service.NATSOptions(h.cfg.NATS)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		h.t.Fatal(err)
 	}

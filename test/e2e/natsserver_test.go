@@ -18,9 +18,16 @@ func startNATSServer(t *testing.T, conf string) *server.Server {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return startNATSFile(t, path)
+}
+
+// startNATSFile runs a real NATS server in-process, configured from the
+// file path, until the test ends.
+func startNATSFile(t *testing.T, path string) *server.Server {
+	t.Helper()
 	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
-		t.Fatalf("nats-server configuration: %v\n%s", err, conf)
+		t.Fatalf("nats-server configuration %s: %v", path, err)
 	}
 	opts.NoSigs, opts.NoLog = true, true
 	return startNATSWith(t, opts)

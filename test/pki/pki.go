@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -56,6 +58,15 @@ func NewCA() (*CA, error) {
 
 // Leaf issues a server certificate for the given DNS names and IP literals.
 func (ca *CA) Leaf(names ...string) (tls.Certificate, error) {
+	return ca.issue("fedsender test server", x509.ExtKeyUsageServerAuth, names)
+}
+
+// ClientLeaf issues a client certificate (for mutual TLS) named commonName.
+func (ca *CA) ClientLeaf(commonName string) (tls.Certificate, error) {
+	return ca.issue(commonName, x509.ExtKeyUsageClientAuth, nil)
+}
+
+func (ca *CA) issue(commonName string, usage x509.ExtKeyUsage, names []string) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: generate leaf key: %w", err)
@@ -66,11 +77,11 @@ func (ca *CA) Leaf(names ...string) (tls.Certificate, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "fedsender test server"},
+		Subject:      pkix.Name{CommonName: commonName},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
@@ -105,6 +116,38 @@ func MustCA(t testing.TB) *CA {
 func (ca *CA) MustLeaf(t testing.TB, names ...string) tls.Certificate {
 	t.Helper()
 	c, err := ca.Leaf(names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// WritePEM writes c's certificate chain and private key as PEM files into
+// dir, for cert_file and key_file settings, and returns their paths.
+func WritePEM(t testing.TB, dir, name string, c tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	var chain []byte
+	for _, der := range c.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+	if err := os.WriteFile(certFile, chain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// MustClientLeaf is ClientLeaf for tests: it fails the test on error.
+func (ca *CA) MustClientLeaf(t testing.TB, commonName string) tls.Certificate {
+	t.Helper()
+	c, err := ca.ClientLeaf(commonName)
 	if err != nil {
 		t.Fatal(err)
 	}
