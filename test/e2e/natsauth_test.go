@@ -203,6 +203,7 @@ func TestNATSLoginRefused(t *testing.T) {
 				t.Fatal("fedsender started")
 			}
 			msg := err.Error()
+			t.Logf("fedsender: %s", msg)
 			for _, want := range []string{"nats.url: connect to tls://", "127.0.0.1", tc.want} {
 				if !slices.ContainsFunc(strings.Split(want, "|"), func(w string) bool { return strings.Contains(msg, w) }) {
 					t.Errorf("error %q lacks %q", msg, want)
@@ -379,5 +380,51 @@ func TestEmbeddedNATSRefusesOpenListener(t *testing.T) {
 	const want = `nats.listen: "0.0.0.0:0" is reachable from other hosts, so the embedded server requires authentication`
 	if code == 0 || !strings.Contains(out, want) {
 		t.Errorf("exit %d, want 1 and %q:\n%s", code, want, out)
+	}
+}
+
+// TestNATSLoginCommands: fedsender publish and fedsender destinations log
+// in with the configuration's nats.* settings, to the secured sample
+// server.
+func TestNATSLoginCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binary")
+	}
+	s := startSecuredNATS(t)
+	h := newHarness(t, func(c *config.Config) {
+		c.NATS.URL, c.NATS.TLS = s.url, s.clientTLS()
+		c.NATS.User, c.NATS.PasswordFile = "fedsender", s.passwordFile
+	})
+	r := h.receiver(nil)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "fedsender.yaml")
+	writeFile(t, conf, "server_name: origin.test\ndata_dir: "+filepath.Join(dir, "data")+`
+nats:
+  url: `+s.url+`
+  user: fedsender
+  password_file: `+s.passwordFile+`
+  tls: {ca_file: `+s.caFile+`, cert_file: `+s.certFile+`, key_file: `+s.keyFile+`}
+`)
+	envelope := filepath.Join(dir, "pdu.jsonl")
+	writeFile(t, envelope, `{"room_id":"!cmd:origin.test","event_id":"$cmd","destinations":["`+r.ServerName()+
+		`"],"pdu":{"event_id":"$cmd","room_id":"!cmd:origin.test"}}`+"\n")
+	if code, out := runBinary(t, "publish", "--config", conf, "--file", envelope); code != 0 || !strings.Contains(out, "published 1 envelopes") {
+		t.Fatalf("fedsender publish: exit %d:\n%s", code, out)
+	}
+	eventually(t, 30*time.Second, func() bool { return r.PDUCount() >= 1 }, "%s never received the published PDU", r.ServerName())
+
+	for _, args := range [][]string{
+		{"destinations", "list", "--config", conf},
+		{"destinations", "list", "--server", s.url, "--config", conf},
+	} {
+		var out string
+		eventually(t, 30*time.Second, func() bool {
+			var code int
+			code, out = runBinary(t, args...)
+			return code == 0 && strings.Contains(out, r.ServerName())
+		}, "%s never listed %s:\n%s", strings.Join(args, " "), r.ServerName(), out)
+	}
+	if code, out := runBinary(t, "destinations", "list", "--server", s.url); code == 0 {
+		t.Errorf("fedsender destinations without a login or client certificate got in:\n%s", out)
 	}
 }
