@@ -14,7 +14,7 @@ import (
 
 func publish(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := newFlags("publish")
-	path := fs.String("config", "", "YAML configuration file (required): nats.url, or nats.listen of the embedded server")
+	path := fs.String("config", "", "YAML configuration file (required): nats.url, or nats.listen of the embedded server, and the nats.* login")
 	file := fs.String("file", "", "JSON-lines envelopes to publish (default: stdin)")
 	if err := fs.Parse(args); err != nil {
 		return err

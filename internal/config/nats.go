@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/fedsender/fedsender/internal/redact"
 )
 
 // NATS authentication and TLS. fedsender and its commands (publish,
@@ -105,7 +107,7 @@ func (n NATSConfig) validateAuth(p *problems) {
 	}
 	if n.Embedded() {
 		n.validateEmbeddedAuth(p)
-	} else if hasUserinfo(n.URL) && len(methods) > 0 {
+	} else if redact.URL(n.URL) != n.URL && len(methods) > 0 {
 		p.addf("nats.url", "carries credentials (user:password@ or token@) and %s is set: use one", methods[0])
 	}
 }
@@ -137,22 +139,6 @@ func loopback(listen string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
-}
-
-// hasUserinfo reports whether any URL of a nats.url list carries a user,
-// password or token.
-func hasUserinfo(urls string) bool {
-	for u := range strings.SplitSeq(urls, ",") {
-		_, rest, ok := strings.Cut(u, "://")
-		if !ok {
-			rest = u
-		}
-		host, _, _ := strings.Cut(rest, "/")
-		if strings.Contains(host, "@") {
-			return true
-		}
-	}
-	return false
 }
 
 // checkReadable reports whether name is a file fedsender can read.
