@@ -79,7 +79,7 @@ func secureEmbedded(opts *server.Options, cfg config.NATSConfig) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("nats.tls.cert_file: %w", err)
 	}
-	opts.TLSConfig, opts.TLS, opts.TLSTimeout = tc, true, 5
+	opts.TLSConfig, opts.TLS = tc, true
 	return true, nil
 }
 
