@@ -6,7 +6,7 @@
 // The pipeline, in subjects:
 //
 //	fedsender.pdu                       homeserver -> FEDSENDER_PDU (the queue; one message per PDU)
-//	fedsender.deadletter.pdu            invalid envelopes, with the reason in a header
+//	fedsender.deadletter.pdu            invalid envelopes and destinations, with the reason in a header
 //	fedsender.events.<p>.<dest>         FEDSENDER_DEST_EVENTS: each destination's event log
 //	KV fedsender-offsets  <p>.<dest>    last_successful_stream_ordering per destination
 //	KV fedsender-partitions  p<p>       each partition's resume watermark

@@ -9,7 +9,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fedsender/fedsender/internal/canonicaljson"
-	"github.com/fedsender/fedsender/internal/servername"
 )
 
 // Limits on what an envelope may carry.
@@ -35,13 +34,18 @@ type Envelope struct {
 
 // PDU is a validated envelope, ready to send.
 type PDU struct {
-	RoomID       string
-	EventID      string
-	Raw          []byte   // the PDU exactly as published
-	Canonical    []byte   // its canonical JSON, which signatures cover
-	Destinations []string // valid server names, without duplicates
+	RoomID    string
+	EventID   string
+	Raw       []byte // the PDU exactly as published
+	Canonical []byte // its canonical JSON, which signatures cover
+	// Destinations are the envelope's valid server names, normalised
+	// (servername.Normalize), without duplicates, in the envelope's order.
+	Destinations []string
+	// Refused are the envelope's invalid destinations: the PDU is sent to
+	// the others, and the reader dead-letters each of these.
+	Refused []RefusedDestination
 	// DuplicateDestinations counts the destinations the envelope named
-	// more than once; the duplicates were dropped.
+	// more than once (after normalising); the duplicates were dropped.
 	DuplicateDestinations int
 	// Trace is the span context of the PDU's fan-out span, which the
 	// transactions carrying the PDU continue (or link to): actor messages
@@ -59,7 +63,9 @@ type Item struct {
 }
 
 // DecodePDU parses and validates an envelope. The error wraps
-// ErrInvalidEnvelope and says what is wrong.
+// ErrInvalidEnvelope and says what is wrong. Invalid destinations do not
+// make the envelope invalid, unless no valid one is left: they are listed
+// in PDU.Refused.
 func DecodePDU(data []byte) (*PDU, error) {
 	var env Envelope
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -97,20 +103,12 @@ func (env Envelope) validate() (*PDU, error) {
 	if len(env.Destinations) == 0 {
 		return nil, fmt.Errorf("%w: destinations is missing or empty", ErrInvalidEnvelope)
 	}
-	seen := make(map[string]struct{}, len(env.Destinations))
-	dests := make([]string, 0, len(env.Destinations))
-	for i, d := range env.Destinations {
-		if err := servername.Validate(d); err != nil {
-			return nil, fmt.Errorf("%w: destinations[%d] %q: %v", ErrInvalidEnvelope, i, d, err)
-		}
-		if _, dup := seen[d]; dup {
-			continue
-		}
-		seen[d] = struct{}{}
-		dests = append(dests, d)
+	dests, refused := SplitDestinations(env.Destinations)
+	if len(dests) == 0 {
+		return nil, fmt.Errorf("%w: no valid destination: %s", ErrInvalidEnvelope, describeRefused(refused))
 	}
 	return &PDU{RoomID: env.RoomID, EventID: env.EventID, Raw: pdu, Canonical: canonical, Destinations: dests,
-		DuplicateDestinations: len(env.Destinations) - len(dests)}, nil
+		Refused: refused, DuplicateDestinations: len(env.Destinations) - len(refused) - len(dests)}, nil
 }
 
 func checkID(key, v string, sigil byte) error {

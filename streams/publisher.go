@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -10,9 +11,16 @@ import (
 	"github.com/fedsender/fedsender/internal/telemetry"
 )
 
+// ErrTooLarge is returned for an envelope over the NATS server's
+// max_payload.
+var ErrTooLarge = errors.New("envelope too large")
+
 // Publisher is the client a homeserver (or `fedsender publish`) uses to hand
 // PDUs to fedsender. It validates each envelope before publishing, so an
-// invalid one is an error at the caller rather than a dead letter.
+// invalid one is an error at the caller rather than a dead letter. An
+// envelope with some invalid destinations is valid (DecodePDU lists them in
+// PDU.Refused): it is published, and the reader refuses those destinations
+// one by one.
 type Publisher struct {
 	js jetstream.JetStream
 }
@@ -29,7 +37,7 @@ func NewPublisher(js jetstream.JetStream) *Publisher {
 // sequence (Synapse's stream ordering) and whether JetStream recognised it
 // as a duplicate.
 func (p *Publisher) Publish(ctx context.Context, envelope []byte) (seq uint64, duplicate bool, err error) {
-	msg, err := p.message(ctx, envelope)
+	msg, err := p.Message(ctx, envelope)
 	if err != nil {
 		return 0, false, err
 	}
@@ -52,14 +60,18 @@ func (p *Publisher) PublishAsync(envelope []byte) (jetstream.PubAckFuture, error
 // Publish does. ctx is not used for cancellation: the future resolves when
 // JetStream answers or the JetStream context's async timeout passes.
 func (p *Publisher) PublishAsyncContext(ctx context.Context, envelope []byte) (jetstream.PubAckFuture, error) {
-	msg, err := p.message(ctx, envelope)
+	msg, err := p.Message(ctx, envelope)
 	if err != nil {
 		return nil, err
 	}
 	return p.js.PublishMsgAsync(msg)
 }
 
-func (p *Publisher) message(ctx context.Context, envelope []byte) (*nats.Msg, error) {
+// Message returns the message Publish would publish, without publishing
+// it: the envelope validated, and with its headers within the NATS
+// server's max_payload (the error wraps ErrTooLarge). Callers may change
+// its headers (a replay sets its own Nats-Msg-Id).
+func (p *Publisher) Message(ctx context.Context, envelope []byte) (*nats.Msg, error) {
 	pdu, err := DecodePDU(envelope)
 	if err != nil {
 		return nil, err
@@ -68,5 +80,11 @@ func (p *Publisher) message(ctx context.Context, envelope []byte) (*nats.Msg, er
 	msg.Header.Set(jetstream.MsgIDHeader, pdu.EventID)
 	telemetry.Inject(ctx, msg.Header)
 	msg.Data = envelope
+	// The client would refuse it with a bare "maximum payload exceeded".
+	size, limit := int64(msg.Size()-len(msg.Subject)), p.js.Conn().MaxPayload()
+	if size > limit {
+		return nil, fmt.Errorf("%w: envelope is %d bytes with its headers, over the NATS server's max_payload of %d bytes",
+			ErrTooLarge, size, limit)
+	}
 	return msg, nil
 }

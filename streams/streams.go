@@ -24,6 +24,12 @@ const (
 	HeaderReason = "Fedsender-Reason"
 	// HeaderSourceSeq carries the PDU stream sequence a dead letter came from.
 	HeaderSourceSeq = "Fedsender-Source-Seq"
+	// HeaderDestination names, quoted, the one destination a dead letter
+	// refused; absent when the whole envelope was refused.
+	HeaderDestination = "Fedsender-Destination"
+	// HeaderDestinationIndex is that destination's index in the envelope's
+	// destinations.
+	HeaderDestinationIndex = "Fedsender-Destination-Index"
 
 	// EventHistory is how many events each destination keeps in its log.
 	EventHistory = 100

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -33,7 +32,8 @@ COLUMN is destination, retry_last_ts, retry_interval, failure_ts or
 last_successful_stream_ordering. Connection and output:
 
   --config FILE   take the NATS server, login and TLS from fedsender's configuration (nats.*)
-  --server URL    NATS server (default: from --config, else $NATS_URL, else nats://127.0.0.1:4222)
+  --server URL    NATS server (default: from --config, else $NATS_URL, else nats://127.0.0.1:4222);
+                  with --config, the configuration's login and TLS are used on it
   --timeout D     how long to wait for an answer (default 5s)
   --json          print the service's JSON answer instead of a table
 `
@@ -162,30 +162,17 @@ func parseDestinations(args []string) (destinationsCall, error) {
 	return call, nil
 }
 
-// natsServer returns the NATS server to ask and how to log in to it: the
-// configuration's login and TLS settings when --config is given, even with
-// --server.
+// natsServer returns the NATS server to ask and how to log in to it.
 func (c destinationsCall) natsServer() (string, config.NATSConfig, error) {
-	var cfg config.Config
-	if c.config != "" {
-		var err error
-		if cfg, err = loadConfig(c.config); err != nil {
-			return "", cfg.NATS, err
-		}
+	cfg, err := commandNATS(c.server, c.config)
+	if err != nil {
+		return "", cfg.NATS, err
 	}
-	switch {
-	case c.server != "":
-		return c.server, cfg.NATS, nil
-	case c.config != "":
-		url, err := natsURL(cfg)
-		if err != nil {
-			return "", cfg.NATS, fmt.Errorf("%w: use --server", err)
-		}
-		return url, cfg.NATS, nil
-	case os.Getenv("NATS_URL") != "":
-		return os.Getenv("NATS_URL"), cfg.NATS, nil
+	url, err := natsURL(cfg)
+	if err != nil {
+		return "", cfg.NATS, fmt.Errorf("%w: use --server", err)
 	}
-	return nats.DefaultURL, cfg.NATS, nil
+	return url, cfg.NATS, nil
 }
 
 // destinationRow is Synapse's destination object.

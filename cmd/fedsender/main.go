@@ -4,8 +4,9 @@
 //
 //	fedsender keygen --server-name NAME --out FILE
 //	fedsender run --config FILE
-//	fedsender publish --config FILE [--file F]
+//	fedsender publish [--server URL | --config FILE] [--file F]
 //	fedsender destinations list|show|rooms|reset [...]
+//	fedsender deadletter list|replay [...]
 //	fedsender migrate --config FILE
 //	fedsender projection rebuild --config FILE
 package main
@@ -30,8 +31,9 @@ const usage = `fedsender: an outbound Matrix federation sender on NATS JetStream
 Usage:
   fedsender keygen --server-name NAME --out FILE   write a Synapse-format signing key
   fedsender run --config FILE                      run the service
-  fedsender publish --config FILE [--file F]       publish JSON-lines PDU envelopes (stdin by default)
+  fedsender publish [--server URL] [--file F]      publish JSON-lines PDU envelopes (stdin by default)
   fedsender destinations list|show|rooms|reset     the federation admin API over NATS (see: fedsender destinations help)
+  fedsender deadletter list|replay                 refused envelopes and destinations (see: fedsender deadletter help)
   fedsender migrate --config FILE                  create or upgrade the PostgreSQL read model's schema
   fedsender projection rebuild --config FILE       empty the PostgreSQL read model and project the event log again
 
@@ -56,9 +58,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "run":
 		err = runService(ctx, args[1:], stderr)
 	case "publish":
-		err = publish(ctx, args[1:], stdin, stdout)
+		err = publish(ctx, args[1:], stdin, stdout, stderr)
 	case "destinations":
 		err = destinations(ctx, args[1:], stdout)
+	case "deadletter":
+		err = deadletterCmd(ctx, args[1:], stdout, stderr)
 	case "migrate":
 		err = migrate(ctx, args[1:], stdout)
 	case "projection":

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,6 +14,23 @@ import (
 	"github.com/fedsender/fedsender/internal/redact"
 	"github.com/fedsender/fedsender/internal/service"
 )
+
+// commandNATS is what a command connects with: --server alone (no
+// configuration file needed), else the configuration file's nats section,
+// else $NATS_URL, else nats://127.0.0.1:4222. With both --server and a
+// configuration file, the file's login and TLS settings (nats.*) are used
+// on --server.
+func commandNATS(server, configPath string) (config.Config, error) {
+	var cfg config.Config
+	if configPath != "" {
+		var err error
+		if cfg, err = loadConfig(configPath); err != nil || server == "" {
+			return cfg, err
+		}
+	}
+	cfg.NATS.URL = cmp.Or(server, os.Getenv("NATS_URL"), nats.DefaultURL)
+	return cfg, nil
+}
 
 // natsURL is where a command finds the NATS of a running fedsender:
 // nats.url, or the embedded server's nats.listen.

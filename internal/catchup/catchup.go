@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -110,15 +111,17 @@ func (s *Scanner) Scan(ctx context.Context, dest string, from uint64, limit int,
 	return res, nil
 }
 
-// addIfFor records the PDU if it is for dest; invalid envelopes (already
-// dead-lettered by the reader) are skipped.
+// addIfFor records the PDU if it is for dest (a normalised name, as the
+// reader hands out), as the reader reads the envelope's destinations;
+// invalid envelopes (already dead-lettered by the reader) are skipped.
 func (s *Scanner) addIfFor(dest string, data []byte, seq uint64, ts int64, res *Result, latest map[string]streams.Item) bool {
 	var d destinationsOnly
-	if json.Unmarshal(data, &d) != nil || !slices.Contains(d.Destinations, dest) {
+	// A cheap look first: most PDUs are for other destinations.
+	if json.Unmarshal(data, &d) != nil || !slices.ContainsFunc(d.Destinations, func(n string) bool { return strings.EqualFold(n, dest) }) {
 		return false
 	}
 	pdu, err := streams.DecodePDU(data)
-	if err != nil {
+	if err != nil || !slices.Contains(pdu.Destinations, dest) {
 		return false
 	}
 	it := streams.Item{Seq: seq, TS: ts, PDU: pdu}

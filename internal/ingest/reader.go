@@ -2,7 +2,10 @@
 // the partition supervisors of its destinations. It validates every envelope
 // (a homeserver may publish without fedsender's client) and moves invalid ones
 // to the dead-letter subject with the reason in a header, so nothing crashes
-// and nothing valid is held up.
+// and nothing valid is held up. An invalid destination of a valid envelope
+// gets a dead letter of its own; the PDU still goes to the other
+// destinations. fedsender's own server name is dropped from every PDU's
+// destinations.
 package ingest
 
 import (
@@ -10,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +31,10 @@ import (
 // maxBatch bounds the PDUs handed to the supervisors in one go.
 const maxBatch = 512
 
+// maxWarned bounds the refused destination names logged at warning level
+// (the first time each is seen); later ones are logged at debug level.
+const maxWarned = 1024
+
 // Options configure a Reader.
 type Options struct {
 	JS     jetstream.JetStream
@@ -39,7 +45,9 @@ type Options struct {
 	Budget *queuebudget.Budget
 	// Start is the first stream sequence to read.
 	Start uint64
-	Log   *slog.Logger
+	// Origin is fedsender's own server_name: never a destination.
+	Origin string
+	Log    *slog.Logger
 	// Tracer records the ingest and fan-out spans (zero: tracing off).
 	Tracer telemetry.Tracer
 	// Metrics counts queued PDUs and dead letters (nil: none).
@@ -60,6 +68,7 @@ type Observer interface {
 type Reader struct {
 	opts        Options
 	parts       map[string]int
+	warned      map[string]struct{} // refused names logged at warning level
 	through     atomic.Uint64
 	deadLetters atomic.Int64
 	running     atomic.Bool
@@ -67,7 +76,7 @@ type Reader struct {
 
 // New returns a reader.
 func New(opts Options) *Reader {
-	return &Reader{opts: opts, parts: map[string]int{}}
+	return &Reader{opts: opts, parts: map[string]int{}, warned: map[string]struct{}{}}
 }
 
 // Through is the last sequence handed to the supervisors.
@@ -172,6 +181,9 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 		}
 		last = md.Sequence.Stream
 		pdu, err := streams.DecodePDU(msg.Data())
+		if err == nil {
+			pdu.Destinations = streams.DropOrigin(pdu.Destinations, r.opts.Origin)
+		}
 		sctx := ctx
 		if r.opts.Tracer.Enabled() {
 			sctx, fanOuts = r.traceIngest(ctx, msg, last, pdu, err, fanOuts)
@@ -180,7 +192,12 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			r.deadLetter(sctx, msg, last, err)
 			continue
 		}
-		valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
+		for _, ref := range pdu.Refused {
+			r.refuseDestination(sctx, pdu, last, ref)
+		}
+		if len(pdu.Destinations) > 0 { // none: a PDU only for fedsender's own server
+			valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
+		}
 		it := streams.Item{Seq: last, TS: md.Timestamp.UnixMilli(), PDU: pdu}
 		if r.opts.Observer != nil {
 			observed = append(observed, it)
@@ -222,13 +239,33 @@ func (r *Reader) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, 
 	r.opts.Metrics.DeadLetter(ctx)
 	r.opts.Log.WarnContext(ctx, "refused an envelope: moved to the dead-letter subject",
 		"sequence", seq, "subject", streams.DeadLetterPDU, "reason", reason)
-	dl := nats.NewMsg(streams.DeadLetterPDU)
-	dl.Data = msg.Data()
-	dl.Header.Set(streams.HeaderReason, reason.Error())
-	dl.Header.Set(streams.HeaderSourceSeq, strconv.FormatUint(seq, 10))
 	// The id makes a replay after a restart, or a second replica, a no-op.
-	dl.Header.Set(jetstream.MsgIDHeader, "pdu-"+strconv.FormatUint(seq, 10))
+	r.publishDeadLetter(streams.DeadLetter(msg.Data(), seq, reason))
+}
+
+// refuseDestination records one invalid destination of a valid envelope:
+// the PDU goes to the others. A room's odd server name comes with each of
+// its PDUs: each is recorded and counted, but only the first few distinct
+// names are logged at warning level.
+func (r *Reader) refuseDestination(ctx context.Context, pdu *streams.PDU, seq uint64, ref streams.RefusedDestination) {
+	r.opts.Metrics.DestinationRefused(ctx, telemetry.RefusedInvalidServerName)
+	level := slog.LevelDebug
+	if _, seen := r.warned[ref.Name]; !seen && len(r.warned) < maxWarned {
+		r.warned[ref.Name] = struct{}{}
+		level = slog.LevelWarn
+	}
+	r.opts.Log.Log(ctx, level, "refused a destination: recorded on the dead-letter subject, the PDU goes to the others",
+		"sequence", seq, "subject", streams.DeadLetterPDU, "reason", ref)
+	dl, err := streams.DestinationDeadLetter(pdu, seq, ref)
+	if err != nil {
+		r.opts.Log.Error("could not record a dead letter", "sequence", seq, "error", err)
+		return
+	}
+	r.publishDeadLetter(dl)
+}
+
+func (r *Reader) publishDeadLetter(dl *nats.Msg) {
 	if _, err := r.opts.JS.PublishMsgAsync(dl); err != nil && !errors.Is(err, context.Canceled) {
-		r.opts.Log.Error("could not dead-letter an envelope", "sequence", seq, "error", err)
+		r.opts.Log.Error("could not record a dead letter", "dead_letter_id", dl.Header.Get(jetstream.MsgIDHeader), "error", err)
 	}
 }

@@ -162,3 +162,13 @@ func truncate(s string) string {
 	}
 	return s[:max] + "..."
 }
+
+// Normalize returns the form of a valid server name under which fedsender
+// delivers, compares and stores it: lower-cased, since DNS compares host
+// names without regard to case (and IPv6 hex digits, like ports, have no
+// case to keep). "Matrix.ORG:8448" and "matrix.org:8448" are one server;
+// "matrix.org" and "matrix.org:8448" are two, as the Matrix specification
+// resolves them differently.
+func Normalize(name string) string {
+	return strings.ToLower(name)
+}

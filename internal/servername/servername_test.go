@@ -157,3 +157,18 @@ func FuzzSplit(f *testing.F) {
 		}
 	})
 }
+
+func TestNormalize(t *testing.T) {
+	for in, want := range map[string]string{
+		"Matrix.ORG":         "matrix.org",
+		"LOCALHOST:8448":     "localhost:8448",
+		"[::ABCD]:443":       "[::abcd]:443",
+		"1.2.3.4":            "1.2.3.4",
+		"matrix.org:8448":    "matrix.org:8448",
+		"Sub.Example-1.Test": "sub.example-1.test",
+	} {
+		if got := Normalize(in); got != want {
+			t.Errorf("Normalize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

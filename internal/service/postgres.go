@@ -29,13 +29,13 @@ type pgReadModel struct {
 }
 
 // newPGReadModel opens a pool (lazily: nothing connects before run).
-func newPGReadModel(ctx context.Context, js jetstream.JetStream, cfg config.PostgresConfig, log *slog.Logger) (*pgReadModel, error) {
+func newPGReadModel(ctx context.Context, js jetstream.JetStream, cfg config.PostgresConfig, origin string, log *slog.Logger) (*pgReadModel, error) {
 	pool, err := pgprojection.Connect(ctx, cfg.URL, cfg.Schema)
 	if err != nil {
 		return nil, err
 	}
 	m := &pgReadModel{pool: pool, schema: cfg.Schema, log: log}
-	m.proj = pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: js, Pool: pool, Log: log})
+	m.proj = pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: js, Pool: pool, Origin: origin, Log: log})
 	m.reader = pgprojection.NewReader(pool, m, log)
 	return m, nil
 }

@@ -198,7 +198,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
-	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Log: log,
+	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
 		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics})
 	svc := &Service{reader: reader, proj: proj, NATSURL: natsURL}
 

@@ -40,7 +40,7 @@ func newReadModel(ctx context.Context, js jetstream.JetStream, cfg config.Config
 	var pg *pgReadModel
 	if cfg.Postgres.URL != "" {
 		var err error
-		if pg, err = newPGReadModel(ctx, js, cfg.Postgres, log); err != nil {
+		if pg, err = newPGReadModel(ctx, js, cfg.Postgres, cfg.ServerName, log); err != nil {
 			return nil, err
 		}
 	}
@@ -56,7 +56,7 @@ func newReadModel(ctx context.Context, js jetstream.JetStream, cfg config.Config
 	if pg != nil {
 		m.rooms = pg.reader
 	} else {
-		m.roomIndex = roomindex.New(roomindex.Options{JS: js, Through: readerFrom, Log: log})
+		m.roomIndex = roomindex.New(roomindex.Options{JS: js, Through: readerFrom, Origin: cfg.ServerName, Log: log})
 		m.rooms = m.roomIndex
 	}
 	return m, nil

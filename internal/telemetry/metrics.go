@@ -16,24 +16,25 @@ import (
 // fedsender_federation_client_sent_transactions); the Prometheus exporter
 // appends _total to counters.
 const (
-	MetricSentTransactions   = "fedsender_federation_client_sent_transactions"
-	MetricFailedTransactions = "fedsender_federation_client_failed_transactions"
-	MetricSentPDUs           = "fedsender_federation_client_sent_pdus"
-	MetricSentEDUs           = "fedsender_federation_client_sent_edus"
-	MetricPDUErrors          = "fedsender_federation_client_pdu_errors"
-	MetricQueuedPDUs         = "fedsender_federation_client_sent_pdu_destinations_count"
-	MetricPDUDestinations    = "fedsender_federation_client_sent_pdu_destinations"
-	MetricDeliveryLatency    = "fedsender_federation_delivery_latency_seconds"
-	MetricBackoff            = "fedsender_federation_backoff_interval_seconds"
-	MetricCatchUps           = "fedsender_federation_catchup_runs"
-	MetricResets             = "fedsender_federation_destination_resets"
-	MetricResolveFailures    = "fedsender_federation_resolve_failures"
-	MetricDeadLetters        = "fedsender_ingest_dead_letters"
-	MetricDestinations       = "fedsender_federation_destinations"
-	MetricPendingPDUs        = "fedsender_federation_transaction_queue_pending_pdus"
-	MetricOldestPending      = "fedsender_federation_transaction_queue_oldest_pending_age_seconds"
-	MetricProjectionLag      = "fedsender_projection_lag_events"
-	MetricPostgresLag        = "fedsender_postgres_projection_lag_messages"
+	MetricSentTransactions    = "fedsender_federation_client_sent_transactions"
+	MetricFailedTransactions  = "fedsender_federation_client_failed_transactions"
+	MetricSentPDUs            = "fedsender_federation_client_sent_pdus"
+	MetricSentEDUs            = "fedsender_federation_client_sent_edus"
+	MetricPDUErrors           = "fedsender_federation_client_pdu_errors"
+	MetricQueuedPDUs          = "fedsender_federation_client_sent_pdu_destinations_count"
+	MetricPDUDestinations     = "fedsender_federation_client_sent_pdu_destinations"
+	MetricDeliveryLatency     = "fedsender_federation_delivery_latency_seconds"
+	MetricBackoff             = "fedsender_federation_backoff_interval_seconds"
+	MetricCatchUps            = "fedsender_federation_catchup_runs"
+	MetricResets              = "fedsender_federation_destination_resets"
+	MetricResolveFailures     = "fedsender_federation_resolve_failures"
+	MetricDeadLetters         = "fedsender_ingest_dead_letters"
+	MetricDestinationsRefused = "fedsender_destinations_refused"
+	MetricDestinations        = "fedsender_federation_destinations"
+	MetricPendingPDUs         = "fedsender_federation_transaction_queue_pending_pdus"
+	MetricOldestPending       = "fedsender_federation_transaction_queue_oldest_pending_age_seconds"
+	MetricProjectionLag       = "fedsender_projection_lag_events"
+	MetricPostgresLag         = "fedsender_postgres_projection_lag_messages"
 )
 
 // Attribute keys of the metrics.
@@ -42,7 +43,12 @@ const (
 	AttrDestination = "destination" // only with MetricsOptions.PerDestination
 	AttrState       = "state"       // healthy, backing_off, catching_up
 	AttrPartition   = "partition"
+	AttrReason      = "reason" // why a destination was refused
 )
+
+// RefusedInvalidServerName is the reason attribute of a destination that
+// is not a valid Matrix server name.
+const RefusedInvalidServerName = "invalid_server_name"
 
 // Destination states, the values of the state attribute.
 const (
@@ -76,7 +82,7 @@ type Metrics struct {
 
 	sentTxns, failedTxns, sentPDUs, sentEDUs, pduErrors metric.Int64Counter
 	queuedPDUs, pduDests, catchUps, resets              metric.Int64Counter
-	resolveFailures, deadLetters                        metric.Int64Counter
+	resolveFailures, deadLetters, refusedDests          metric.Int64Counter
 	latency, backoff                                    metric.Float64Histogram
 
 	parts     []PartitionGauges
@@ -141,6 +147,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	m.resets = counter(MetricResets, "Admin resets of a destination's retry timings.", "{reset}")
 	m.resolveFailures = counter(MetricResolveFailures, "Server-name resolutions that failed (DNS, .well-known, SRV).", "{resolution}")
 	m.deadLetters = counter(MetricDeadLetters, "Envelopes refused by the reader and moved to the dead-letter subject.", "{envelope}")
+	m.refusedDests = counter(MetricDestinationsRefused, "Destinations of accepted envelopes that were refused (each recorded on the dead-letter subject), by reason.", "{destination}")
 	var err error
 	m.latency, err = meter.Float64Histogram(MetricDeliveryLatency,
 		metric.WithDescription("From the PDU's arrival in the stream to its acceptance by a destination, per delivery."),
@@ -200,6 +207,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 		m.pduDests, m.catchUps, m.resets, m.resolveFailures, m.deadLetters} {
 		c.Add(context.Background(), 0)
 	}
+	m.refusedDests.Add(context.Background(), 0, metric.WithAttributes(attribute.String(AttrReason, RefusedInvalidServerName)))
 	return m, nil
 }
 
@@ -232,6 +240,13 @@ func (m *Metrics) Queued(ctx context.Context, pdus, deliveries int) {
 func (m *Metrics) DeadLetter(ctx context.Context) {
 	if m != nil {
 		m.deadLetters.Add(ctx, 1)
+	}
+}
+
+// DestinationRefused counts a refused destination of an accepted envelope.
+func (m *Metrics) DestinationRefused(ctx context.Context, reason string) {
+	if m != nil {
+		m.refusedDests.Add(ctx, 1, metric.WithAttributes(attribute.String(AttrReason, reason)))
 	}
 }
 

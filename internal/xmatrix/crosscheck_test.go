@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -14,14 +13,8 @@ import (
 	"time"
 
 	"github.com/fedsender/fedsender/internal/canonicaljson"
+	"github.com/fedsender/fedsender/test/prereq"
 )
-
-// systemPython is Debian's interpreter, where apt installs the packages; a
-// python3 earlier on PATH may be another one without them.
-const systemPython = "/usr/bin/python3"
-
-// aptInstall is what CI must run for the cross-check.
-const aptInstall = "apt-get update && apt-get install -y python3-signedjson python3-canonicaljson python3-unpaddedbase64"
 
 // crossCheckCorpus is JSON that canonicalisers get wrong: Go's own
 // encoding/json among them.
@@ -78,30 +71,11 @@ func crossCheckRequests(t *testing.T) []crossRequest {
 	}
 }
 
-// requireSignedJSON skips without the Python libraries, but fails in CI,
-// where a skipped cross-check would go unnoticed.
-func requireSignedJSON(t *testing.T) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, systemPython, "-c",
-		"import signedjson.key, signedjson.sign, canonicaljson, unpaddedbase64").CombinedOutput()
-	if err == nil {
-		return
-	}
-	msg := systemPython + " cannot import signedjson (" + err.Error() + ": " + strings.TrimSpace(string(out)) +
-		"); install with: " + aptInstall
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
 // TestCrossCheckSignedJSON signs objects and requests in Go and has
 // python-signedjson verify them, the reverse, and compares canonical forms
 // with python-canonicaljson.
 func TestCrossCheckSignedJSON(t *testing.T) {
-	requireSignedJSON(t)
+	python := prereq.Require(t, prereq.Python)
 	const goServer = "go.example"
 	key := newKey(t, "go1")
 
@@ -173,7 +147,7 @@ func TestCrossCheckSignedJSON(t *testing.T) {
 		"canonical " + strconv.Itoa(len(in.Canonical)-1) + ": ",
 	}
 
-	runPython(t, "testdata/crosscheck.py", in, &out)
+	runPython(t, python, "testdata/crosscheck.py", in, &out)
 	for _, e := range out.Errors {
 		if i := slices.IndexFunc(canaries, func(c string) bool { return strings.HasPrefix(e, c) }); i >= 0 {
 			canaries = slices.Delete(canaries, i, i+1)
@@ -217,9 +191,9 @@ func TestCrossCheckSignedJSON(t *testing.T) {
 	}
 }
 
-// runPython runs a script with systemPython, in as JSON on stdin and the
-// JSON on its stdout decoded into out.
-func runPython(t *testing.T, script string, in, out any) {
+// runPython runs a script with python, in as JSON on stdin and the JSON on
+// its stdout decoded into out.
+func runPython(t *testing.T, python, script string, in, out any) {
 	t.Helper()
 	input, err := json.Marshal(in)
 	if err != nil {
@@ -227,12 +201,12 @@ func runPython(t *testing.T, script string, in, out any) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, systemPython, script)
+	cmd := exec.CommandContext(ctx, python, script)
 	cmd.Stdin = bytes.NewReader(input)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", systemPython, script, err, stderr.String())
+		t.Fatalf("%s %s: %v\n%s", python, script, err, stderr.String())
 	}
 	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
 		t.Fatalf("%s output: %v\n%s", script, err, stdout.String())

@@ -35,7 +35,10 @@ type ProjectorOptions struct {
 	// MaxBackoff bounds the wait between retries while PostgreSQL is down
 	// (default 5 s; the first wait is 50 ms).
 	MaxBackoff time.Duration
-	Log        *slog.Logger
+	// Origin is fedsender's own server_name, never a destination: its
+	// rooms are not listed.
+	Origin string
+	Log    *slog.Logger
 }
 
 func (o *ProjectorOptions) setDefaults() {

@@ -157,7 +157,7 @@ func (p *Projector) fanout(msgs []jetstream.Msg) (rows []roomRow, last, pending 
 		if err != nil {
 			continue // dead-lettered by the PDU reader, which logs it
 		}
-		for _, d := range pdu.Destinations {
+		for _, d := range streams.DropOrigin(pdu.Destinations, p.opts.Origin) {
 			k := key{d, pdu.RoomID}
 			newest[k] = max(newest[k], seq)
 		}

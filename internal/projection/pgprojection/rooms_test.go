@@ -76,6 +76,11 @@ func publishFanout(t *testing.T, js jetstream.JetStream, n int) *fanout {
 		t.Fatal(err)
 	}
 	f.publish(t, "$e0", "!duplicate:origin.example", "d0.example:8448")
+	// Rows for the destinations the PDU reader delivers to: host case
+	// folded, invalid names and fedsender's own name (runProjector's
+	// origin) left out.
+	seq := f.publish(t, "$mixed", "!mixed:origin.example", "ORIGIN.example", "D1.Example:8448", "not a server name")
+	f.want["d1.example:8448"]["!mixed:origin.example"] = seq
 	return f
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/projection"
-	"github.com/fedsender/fedsender/internal/servername"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -35,7 +34,9 @@ type Options struct {
 	// PruneEvery is how often rooms whose newest PDU left the stream are
 	// dropped (default 1 min).
 	PruneEvery time.Duration
-	Log        *slog.Logger
+	// Origin is fedsender's own server_name, never a destination.
+	Origin string
+	Log    *slog.Logger
 }
 
 func (o *Options) setDefaults() {
@@ -329,7 +330,7 @@ func (x *Index) backfill(ctx context.Context) error {
 			break
 		}
 		n++
-		if room, dests, ok := decodeLight(msg.Data()); ok {
+		if room, dests, ok := decodeLight(msg.Data(), x.opts.Origin); ok {
 			batch = append(batch, backfilled{seq: seq, room: room, dests: dests})
 		}
 		if len(batch) == cap(batch) {
@@ -364,27 +365,26 @@ type lightEnvelope struct {
 var errSkip = errors.New("roomindex: envelope refused")
 
 // decodeLight returns the room and destinations of an envelope the reader
-// would accept, as far as a check without canonicalising the PDU can tell.
-func decodeLight(data []byte) (room string, dests []string, ok bool) {
+// would accept, as far as a check without canonicalising the PDU can tell,
+// with the destinations the reader would deliver to.
+func decodeLight(data []byte, origin string) (room string, dests []string, ok bool) {
 	var env lightEnvelope
 	if json.Unmarshal(data, &env) != nil || checkLight(env) != nil {
 		return "", nil, false
 	}
-	return env.RoomID, env.Destinations, true
+	dests, _ = streams.SplitDestinations(env.Destinations)
+	if len(dests) == 0 {
+		return "", nil, false
+	}
+	return env.RoomID, streams.DropOrigin(dests, origin), true
 }
 
 func checkLight(env lightEnvelope) error {
 	switch {
 	case env.RoomID == "" || env.RoomID[0] != '!' || len(env.RoomID) > streams.MaxIDLength,
 		env.EventID == "" || env.EventID[0] != '$' || len(env.EventID) > streams.MaxIDLength,
-		len(env.PDU) == 0 || env.PDU[0] != '{',
-		len(env.Destinations) == 0:
+		len(env.PDU) == 0 || env.PDU[0] != '{':
 		return errSkip
-	}
-	for _, d := range env.Destinations {
-		if servername.Validate(d) != nil {
-			return errSkip
-		}
 	}
 	return nil
 }

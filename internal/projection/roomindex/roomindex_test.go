@@ -160,6 +160,25 @@ func TestBackfillAndRetention(t *testing.T) {
 	}, "the room of a purged PDU is still shown")
 }
 
+// TestBackfillSeesTheReadersDestinations: the backfill indexes a PDU under
+// the destinations the reader delivers it to: normalised, without the
+// invalid ones and without fedsender's own server name.
+func TestBackfillSeesTheReadersDestinations(t *testing.T) {
+	_, js, _ := projectiontest.JetStream(t)
+	last := publish(t, js, env(1, "!r:o", "B.Example:8448", "b.example:8448", "O.example", "bad name"))
+	x := roomindex.New(roomindex.Options{JS: js, Through: last, Origin: "o.Example"})
+	run(t, x)
+	projectiontest.Eventually(t, 10*time.Second, x.Ready, "backfill not done")
+	if rooms, _, _ := roomsOf(t, x, "b.example:8448", projection.RoomQuery{Limit: 10}); !slices.Equal(rooms, []projection.Room{{RoomID: "!r:o", StreamOrdering: 1}}) {
+		t.Errorf("rooms of b.example:8448 = %v, want !r:o at 1", rooms)
+	}
+	for _, d := range []string{"B.Example:8448", "O.example", "o.example", "bad name"} {
+		if _, _, known := roomsOf(t, x, d, projection.RoomQuery{Limit: 10}); known {
+			t.Errorf("%q is indexed as a destination", d)
+		}
+	}
+}
+
 // BenchmarkMemory reports the heap one (destination, room) pair costs, with
 // 100,000 destinations, 10,000 rooms and 1,000,000 pairs.
 func BenchmarkMemory(b *testing.B) {

@@ -1,12 +1,11 @@
 // Package pgtest gives tests a real PostgreSQL: the server named by
 // FEDSENDER_TEST_POSTGRES_URL, or a throwaway one started from the
 // installed binaries (initdb and pg_ctl, on a unix socket in a temporary
-// directory). Under CI=true a missing PostgreSQL fails the tests instead of
-// skipping them.
+// directory). Missing binaries fail the tests, saying how to install them,
+// unless FEDSENDER_TEST_SKIP names postgres (see package prereq).
 package pgtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,6 +21,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fedsender/fedsender/test/prereq"
 )
 
 // EnvURL names the variable pointing the tests at an existing server.
@@ -36,31 +36,11 @@ type Server struct {
 	URL string
 }
 
-// ErrNoPostgres: no server binaries are installed.
-var ErrNoPostgres = errors.New("pgtest: no PostgreSQL binaries (apt-get install -y postgresql)")
-
-// binDir finds initdb and pg_ctl.
-func binDir() (string, error) {
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		d := string(bytes.TrimSpace(out))
-		if _, err := os.Stat(filepath.Join(d, "pg_ctl")); err == nil {
-			return d, nil
-		}
-	}
-	ds, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	slices.Sort(ds)
-	for _, d := range slices.Backward(ds) {
-		if _, err := os.Stat(filepath.Join(d, "pg_ctl")); err == nil {
-			return d, nil
-		}
-	}
-	return "", ErrNoPostgres
-}
-
 // Start initialises a cluster in a new temporary directory and starts it.
-// As root, the cluster belongs to nobody (initdb refuses root).
+// As root, the cluster belongs to nobody (initdb refuses root). Without the
+// server binaries its error wraps prereq.ErrMissing.
 func Start() (*Server, error) {
-	bin, err := binDir()
+	bin, err := prereq.Local().Find(prereq.Postgres)
 	if err != nil {
 		return nil, err
 	}
@@ -143,10 +123,11 @@ func Main(m *testing.M) {
 
 // URL returns the connection string of a PostgreSQL for t: the one named by
 // FEDSENDER_TEST_POSTGRES_URL, else a throwaway server shared by the
-// package's tests (see Main). It skips t if there is none, or fails it
-// under CI=true.
+// package's tests (see Main). It fails t if there is none, or skips it
+// when FEDSENDER_TEST_SKIP names postgres.
 func URL(t testing.TB) string {
 	t.Helper()
+	prereq.Local().OptOut(t, prereq.Postgres)
 	if u := os.Getenv(EnvURL); u != "" {
 		return u
 	}
@@ -157,9 +138,11 @@ func URL(t testing.TB) string {
 	return shared.URL
 }
 
-// Own returns a throwaway server for t alone (to stop and restart it).
+// Own returns a throwaway server for t alone (to stop and restart it),
+// even when FEDSENDER_TEST_POSTGRES_URL is set.
 func Own(t testing.TB) *Server {
 	t.Helper()
+	prereq.Local().OptOut(t, prereq.Postgres)
 	s, err := Start()
 	if err != nil {
 		Unavailable(t, err)
@@ -168,13 +151,14 @@ func Own(t testing.TB) *Server {
 	return s
 }
 
-// Unavailable skips t because PostgreSQL is missing, or fails it under CI.
+// Unavailable fails t because no server could be started: when the
+// binaries are missing, saying how to install them.
 func Unavailable(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("PostgreSQL is required under CI: %v", err)
+	if errors.Is(err, prereq.ErrMissing) {
+		prereq.Local().Fail(t, prereq.Postgres, err)
 	}
-	t.Skipf("no PostgreSQL (set %s or install the server): %v", EnvURL, err)
+	t.Fatalf("PostgreSQL for the tests: %v", err)
 }
 
 var schemaSeq atomic.Int64

@@ -1,0 +1,3 @@
+module example.com/gtj
+
+go 1.26
