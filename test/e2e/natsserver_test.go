@@ -52,3 +52,12 @@ func startNATSWith(t *testing.T, opts *server.Options) *server.Server {
 	})
 	return ns
 }
+
+// deliversOne publishes a PDU of room to a new receiver and waits until
+// the receiver has it.
+func (h *harness) deliversOne(room string) {
+	h.t.Helper()
+	r := h.receiver(nil)
+	h.publish(room, 1, r.ServerName())
+	eventually(h.t, 30*time.Second, func() bool { return r.PDUCount() >= 1 }, "%s never received the PDU", r.ServerName())
+}
