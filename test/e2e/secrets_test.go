@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -81,6 +82,23 @@ postgres: {url: "postgres://fs:pg-s3cret@127.0.0.1:1/fs?sslmode=disable"}
 		})
 	}
 
+	// Running, with PostgreSQL unreachable: the read model logs its
+	// retries, with pgx's error.
+	for name, dsn := range map[string]string{
+		"url":       "postgres://fs:pg-s3cret@127.0.0.1:1/fs?sslmode=disable",
+		"key=value": "host=127.0.0.1 port=1 user=fs password='pg s3cret' dbname=fs sslmode=disable",
+	} {
+		t.Run("run with PostgreSQL down/"+name, func(t *testing.T) {
+			dir := t.TempDir()
+			conf := filepath.Join(dir, "fedsender.yaml")
+			writeFile(t, conf, fmt.Sprintf("server_name: origin.test\ndata_dir: %s\nlog: {format: json}\n"+
+				"nats: {listen: \"\"}\nadmin: {listen: \"\"}\nmetrics: {listen: \"\"}\npostgres: {url: %q}\n",
+				filepath.Join(dir, "data"), dsn))
+			out := runUntilLogged(t, "cannot migrate PostgreSQL", "run", "--config", conf)
+			assertNoSecret(t, "fedsender run", out)
+		})
+	}
+
 	t.Run("destinations --server", func(t *testing.T) {
 		code, out := runBinary(t, "destinations", "list", "--server", "nats://fedsender:wr0ng@"+port)
 		if code == 0 || !strings.Contains(out, "nats://fedsender:***@"+port) || !strings.Contains(out, "Authorization Violation") {
@@ -105,6 +123,33 @@ postgres: {url: "postgres://fs:pg-s3cret@127.0.0.1:1/fs?sslmode=disable"}
 			assertNoSecret(t, "fedsender migrate", out)
 		})
 	}
+}
+
+// runUntilLogged runs the real fedsender with args until it prints want
+// (within a minute), then stops it with SIGTERM and returns everything it
+// printed.
+func runUntilLogged(t *testing.T, want string, args ...string) string {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(t.TempDir(), "fedsender.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	var out []byte
+	eventually(t, time.Minute, func() bool {
+		out, _ = os.ReadFile(logf.Name())
+		return strings.Contains(string(out), want)
+	}, "fedsender never printed %q:\n%s", want, out)
+	return string(out)
 }
 
 func writeFile(t *testing.T, name, content string) {
