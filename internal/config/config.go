@@ -55,12 +55,19 @@ type NATSConfig struct {
 	// NATS cluster.
 	Replicas int `yaml:"replicas"`
 
-	// Authentication and TLS: see nats.go in this package.
-	Credentials  string        `yaml:"credentials"`
-	NkeySeedFile string        `yaml:"nkey_seed_file"`
-	User         string        `yaml:"user"`
-	PasswordFile string        `yaml:"password_file"`
-	TLS          NATSTLSConfig `yaml:"tls"`
+	// The login, at most one of Credentials, NkeySeedFile, or User with
+	// PasswordFile: to nats.url, or the one the embedded server accepts
+	// (see nats.go in this package).
+	//
+	// Credentials is a NATS credentials file (user JWT and nkey seed).
+	Credentials string `yaml:"credentials"`
+	// NkeySeedFile holds a user nkey seed (SU...).
+	NkeySeedFile string `yaml:"nkey_seed_file"`
+	// User is a user name whose password is in PasswordFile.
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"`
+	// TLS secures the connection to NATS, or the embedded server.
+	TLS NATSTLSConfig `yaml:"tls"`
 }
 
 // AdminConfig configures the admin HTTP API.

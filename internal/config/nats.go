@@ -11,7 +11,7 @@ import (
 )
 
 // NATS authentication and TLS. fedsender and its commands (publish,
-// destinations, projection) authenticate with at most one of:
+// destinations, deadletter, projection) authenticate with at most one of:
 //
 //   - credentials: a NATS credentials file (user JWT and nkey seed), for a
 //     server in operator (decentralized JWT) mode; nats.url only.
@@ -24,7 +24,7 @@ import (
 // and fedsender's own connection and its commands log in with it. The
 // embedded server refuses to start without one when nats.listen is not a
 // loopback address. Secrets stay in files, so no setting holds one and none
-// is ever logged.
+// is ever logged; a password or token in nats.url is masked (package redact).
 
 // NATSTLSConfig secures the connection to NATS with TLS. Certificates are
 // always verified.
@@ -55,8 +55,8 @@ func (n NATSConfig) Password() (string, error) {
 	return pw, nil
 }
 
-// HasAuth reports whether an authentication method is configured.
-func (n NATSConfig) HasAuth() bool {
+// hasLogin reports whether a login is configured.
+func (n NATSConfig) hasLogin() bool {
 	return n.Credentials != "" || n.NkeySeedFile != "" || n.User != ""
 }
 
@@ -121,7 +121,7 @@ func (n NATSConfig) validateEmbeddedAuth(p *problems) {
 	if n.TLS.CAFile != "" && n.TLS.CertFile == "" {
 		p.addf("nats.tls.ca_file", "the embedded server serves TLS only with nats.tls.cert_file and nats.tls.key_file")
 	}
-	if n.Listen != "" && !n.HasAuth() && !loopback(n.Listen) {
+	if n.Listen != "" && !n.hasLogin() && !loopback(n.Listen) {
 		p.addf("nats.listen", "%q is reachable from other hosts, so the embedded server requires authentication: "+
 			"set nats.user and nats.password_file, or nats.nkey_seed_file (or listen on 127.0.0.1)", n.Listen)
 	}
