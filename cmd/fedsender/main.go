@@ -76,6 +76,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	if errors.As(err, new(loggedError)) {
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "fedsender %s: %v\n", args[0], err)
 		return 1

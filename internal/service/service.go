@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		return err
 	}
 	defer obs.close()
-	nc, natsURL, closeNATS, err := connect(cfg)
+	nc, natsURL, closeNATS, err := connect(cfg, log)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 )
 
 // binaryRun is one real fedsender process whose stderr the test reads.
@@ -178,4 +180,55 @@ func TestSecondInstanceOnTheSameDataDirRefused(t *testing.T) {
 	c := startBinary(t, nil, "run", "--config", confB)
 	c.waitReady(adminB, 60*time.Second)
 	c.stop()
+}
+
+// TestBusyEmbeddedNATSPortFailsAtOnce: nats.listen on a port another
+// process holds stops fedsender promptly, naming the address and the bind
+// error.
+func TestBusyEmbeddedNATSPortFailsAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binary")
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	addr := busy.Addr().String()
+	conf := writeRunConfig(t, filepath.Join(t.TempDir(), "data"), localAddr(t), fmt.Sprintf("nats: {listen: %q}\n", addr))
+	binary(t) // built before the clock starts
+	started := time.Now()
+	r := startBinary(t, nil, "run", "--config", conf)
+	code := r.waitExit(60 * time.Second)
+	took := time.Since(started)
+	if code == 0 {
+		t.Errorf("fedsender exited with 0 on a busy nats.listen port")
+	}
+	if took > 15*time.Second {
+		t.Errorf("fedsender took %v to give up on a busy port, want a prompt failure", took.Round(time.Second))
+	}
+	msg := r.stderr.String()
+	for _, want := range []string{"nats.listen", addr, "address already in use"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error does not name %q:\n%s", want, msg)
+		}
+	}
+}
+
+// natsServer runs a NATS server with JetStream for a fedsender process to
+// use as nats.url; opts may add users.
+func natsServer(t *testing.T, opts server.Options) *server.Server {
+	t.Helper()
+	opts.Host, opts.Port, opts.JetStream, opts.StoreDir = "127.0.0.1", -1, true, t.TempDir()
+	opts.NoSigs = true
+	ns, err := server.NewServer(&opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready after 10s")
+	}
+	return ns
 }
