@@ -9,6 +9,7 @@
 //	fedsender deadletter list|replay [...]
 //	fedsender migrate --config FILE
 //	fedsender projection rebuild --config FILE
+//	fedsender version
 package main
 
 import (
@@ -36,6 +37,7 @@ Usage:
   fedsender deadletter list|replay                 refused envelopes and destinations (see: fedsender deadletter help)
   fedsender migrate --config FILE                  create or upgrade the PostgreSQL read model's schema
   fedsender projection rebuild --config FILE       empty the PostgreSQL read model and project the event log again
+  fedsender version (or --version)                 the version, commit and Go version of this build
 
 Every configuration key can be overridden by FEDSENDER_<PATH>, e.g. FEDSENDER_ADMIN_TOKEN.
 `
@@ -67,6 +69,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = migrate(ctx, args[1:], stdout)
 	case "projection":
 		err = projectionCmd(ctx, args[1:], stdout)
+	case "version", "--version":
+		b := telemetry.ReadBuild()
+		fmt.Fprintf(stdout, "version: %s\ncommit: %s\ngo: %s\n", b.Version, b.Commit, b.GoVersion)
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -76,6 +82,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if errors.As(err, new(loggedError)) {
+		return 1
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "fedsender %s: %s\n", args[0], redact.Text(err.Error()))

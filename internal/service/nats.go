@@ -1,7 +1,10 @@
 package service
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -17,14 +20,16 @@ import (
 // connect returns a NATS connection: to nats.url, or to an embedded server
 // with JetStream on disk under data_dir (stopped by the returned func).
 // The embedded server's client URL is returned too ("" when it does not
-// listen); port 0 in nats.listen picks a free port.
-func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
+// listen); port 0 in nats.listen picks a free port. The client's and the
+// embedded server's reports go to log.
+func connect(cfg config.Config, log *slog.Logger) (*nats.Conn, string, func(), error) {
+	logOpts := natsClientLog(log)
 	if cfg.NATS.URL != "" {
 		auth, err := NATSOptions(cfg.NATS)
 		if err != nil {
 			return nil, "", nil, err
 		}
-		nc, err := nats.Connect(cfg.NATS.URL, append(auth, nats.Name("fedsender"), nats.MaxReconnects(-1))...)
+		nc, err := nats.Connect(cfg.NATS.URL, append(append(auth, logOpts...), nats.Name("fedsender"), nats.MaxReconnects(-1))...)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("nats.url: connect to %s: %w", redact.URL(cfg.NATS.URL), redact.Error(err))
 		}
@@ -65,18 +70,21 @@ func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("embedded NATS server: %w", err)
 	}
+	nsLog := newNATSServerLog(log)
+	ns.SetLoggerV2(nsLog, log.Enabled(context.Background(), slog.LevelDebug), false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
+	if err := waitReady(ns, nsLog.fatal, 30*time.Second); err != nil {
 		ns.Shutdown()
-		return nil, "", nil, fmt.Errorf("embedded NATS server: not ready (is nats.listen %s free?)", cfg.NATS.Listen)
+		return nil, "", nil, fmt.Errorf("embedded NATS server (nats.listen %s, data_dir %s): %w", cfg.NATS.Listen, cfg.DataDir, err)
 	}
 	// Loopback TCP was measured faster than the in-process connection,
 	// which spares TLS on a listener that serves only TLS.
 	var nc *nats.Conn
+	client := append(append(login, logOpts...), nats.Name("fedsender"))
 	if opts.DontListen || serveTLS {
-		nc, err = nats.Connect("", append(login, nats.InProcessServer(ns), nats.Name("fedsender"))...)
+		nc, err = nats.Connect("", append(client, nats.InProcessServer(ns))...)
 	} else {
-		nc, err = nats.Connect(ns.ClientURL(), append(login, nats.Name("fedsender"))...)
+		nc, err = nats.Connect(ns.ClientURL(), client...)
 	}
 	if err != nil {
 		ns.Shutdown()
@@ -91,4 +99,22 @@ func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	}, nil
+}
+
+// waitReady waits until ns accepts clients. Start only logs a fatal error
+// (a busy port, a JetStream store it cannot open) and returns: fatal
+// brings it here at once, instead of after the whole wait.
+func waitReady(ns *server.Server, fatal <-chan string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for !ns.ReadyForConnections(100 * time.Millisecond) {
+		select {
+		case msg := <-fatal:
+			return errors.New(msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready for connections after %v", within)
+		}
+	}
+	return nil
 }

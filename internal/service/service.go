@@ -93,6 +93,14 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.NATS.URL == "" {
+		// The embedded server's store is this process's alone until it ends.
+		unlock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	key, err := LoadOrCreateKey(cfg, log)
 	if err != nil {
 		return err
@@ -102,7 +110,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		return err
 	}
 	defer obs.close()
-	nc, natsURL, closeNATS, err := connect(cfg)
+	nc, natsURL, closeNATS, err := connect(cfg, log)
 	if err != nil {
 		return err
 	}

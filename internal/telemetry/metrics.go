@@ -35,6 +35,7 @@ const (
 	MetricOldestPending       = "fedsender_federation_transaction_queue_oldest_pending_age_seconds"
 	MetricProjectionLag       = "fedsender_projection_lag_events"
 	MetricPostgresLag         = "fedsender_postgres_projection_lag_messages"
+	MetricBuildInfo           = "fedsender_build_info"
 )
 
 // Attribute keys of the metrics.
@@ -167,6 +168,9 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	oldest, err := meter.Float64ObservableGauge(MetricOldestPending,
 		metric.WithDescription("Age of the oldest PDU waiting in a destination's queue, per partition (0: none waits)."), metric.WithUnit("s"))
 	errs = append(errs, err)
+	buildInfo, err := meter.Int64ObservableGauge(MetricBuildInfo,
+		metric.WithDescription("Always 1; its labels say which build runs: version, commit, goversion."))
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -177,6 +181,9 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	for i, s := range []string{StateHealthy, StateBackingOff, StateCatchingUp} {
 		m.stateOpts[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrState, s)))
 	}
+	build := ReadBuild()
+	buildAttrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("version", build.Version),
+		attribute.String("commit", build.Commit), attribute.String("goversion", build.GoVersion)))
 	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		now := time.Now().UnixMilli()
 		var states [3]int64
@@ -195,8 +202,9 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 		for i, n := range states {
 			o.ObserveInt64(destinations, n, m.stateOpts[i])
 		}
+		o.ObserveInt64(buildInfo, 1, buildAttrs)
 		return nil
-	}, destinations, pending, oldest)
+	}, destinations, pending, oldest, buildInfo)
 	if err != nil {
 		return nil, err
 	}
