@@ -7,12 +7,16 @@
 //
 //	fedsender-receiver [--listen 127.0.0.1:8448] [--origin localhost]
 //	    [--origin-key data/signing.key] [--ca-out data/receiver-ca.pem]
+//	    [--ca-key data/receiver-ca.key]
 //
-// It serves a certificate of a certificate authority made at start, written
-// to --ca-out for fedsender's federation.ca_file; so start it before
-// fedsender, which reads that file at start. It then waits for the origin's
-// signing key file (fedsender's development configuration generates
-// data/signing.key on its first start) and listens once it has read it.
+// It serves a certificate of its own certificate authority, whose
+// certificate is in --ca-out for fedsender's federation.ca_file: start it
+// before fedsender, which reads that file at start. The CA is kept (its key
+// in --ca-key) and used again by the next start while it is valid for
+// another 12 hours, so that a running fedsender still trusts a restarted
+// receiver. It then waits for the origin's signing key file (fedsender's
+// development configuration generates data/signing.key on its first start)
+// and listens once it has read it.
 package main
 
 import (
@@ -39,9 +43,12 @@ import (
 // keyPoll is how often the origin's key file is looked for; keyParseGrace is
 // how long a key file that does not parse is read again, as fedsender may be
 // writing it.
+// caReuseMargin is how long a kept CA must still be valid to be used again
+// (a new one also lasts a day).
 const (
 	keyPoll       = 100 * time.Millisecond
 	keyParseGrace = 5 * time.Second
+	caReuseMargin = 12 * time.Hour
 )
 
 type options struct {
@@ -50,6 +57,7 @@ type options struct {
 	origin     string
 	originKey  string
 	caOut      string
+	caKey      string
 }
 
 func main() {
@@ -70,7 +78,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	out := &printer{w: stdout}
-	ca, err := pki.NewCA()
+	ca, err := loadOrCreateCA(opts, out)
 	if err != nil {
 		return err
 	}
@@ -78,10 +86,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFile(opts.caOut, ca.PEM()); err != nil {
-		return fmt.Errorf("--ca-out: %w", err)
-	}
-	out.printf("CA certificate written to %s (fedsender's federation.ca_file)", opts.caOut)
 
 	key, err := waitForKey(ctx, opts.originKey, out)
 	if err != nil {
@@ -118,6 +122,7 @@ func parseFlags(args []string, stdout io.Writer) (options, error) {
 	fs.StringVar(&o.origin, "origin", "localhost", "the sending server's name: fedsender's server_name")
 	fs.StringVar(&o.originKey, "origin-key", "data/signing.key", "the sender's signing key file, Synapse's format (only its public half is used)")
 	fs.StringVar(&o.caOut, "ca-out", "data/receiver-ca.pem", "where to write the CA certificate fedsender must trust (federation.ca_file)")
+	fs.StringVar(&o.caKey, "ca-key", "data/receiver-ca.key", "where to keep the CA's private key, to use the CA again on the next start")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -175,6 +180,36 @@ func waitForKey(ctx context.Context, path string, out *printer) (xmatrix.Signing
 	}
 }
 
+// loadOrCreateCA uses the CA of an earlier start while it is valid for
+// another caReuseMargin, else makes a new one and writes it.
+func loadOrCreateCA(opts options, out *printer) (*pki.CA, error) {
+	certPEM, errCert := os.ReadFile(opts.caOut)
+	keyPEM, errKey := os.ReadFile(opts.caKey)
+	if errCert == nil && errKey == nil {
+		ca, err := pki.LoadCA(certPEM, keyPEM)
+		if err == nil && time.Until(ca.NotAfter()) > caReuseMargin {
+			out.printf("CA certificate %s used again (fedsender's federation.ca_file)", opts.caOut)
+			return ca, nil
+		}
+	}
+	ca, err := pki.NewCA()
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err = ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFile(opts.caKey, keyPEM); err != nil {
+		return nil, fmt.Errorf("--ca-key: %w", err)
+	}
+	if err := writeFile(opts.caOut, ca.PEM()); err != nil {
+		return nil, fmt.Errorf("--ca-out: %w", err)
+	}
+	out.printf("CA certificate %s written (fedsender's federation.ca_file; a fedsender already running must be restarted to trust it)", opts.caOut)
+	return ca, nil
+}
+
 // writeFile writes data to path whole (a temporary file renamed), creating
 // the directory, so that fedsender never reads half a certificate.
 func writeFile(path string, data []byte) error {
@@ -182,7 +217,7 @@ func writeFile(path string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".receiver-ca-*")
+	f, err := os.CreateTemp(dir, ".fedsender-receiver-*") // mode 0600
 	if err != nil {
 		return err
 	}

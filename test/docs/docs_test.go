@@ -83,6 +83,11 @@ func TestDocumentExamples(t *testing.T) {
 		}
 		all = append(all, exs...)
 	}
+	for _, cmd := range []string{"bash", "curl", "grep", "seq"} {
+		if _, err := exec.LookPath(cmd); err != nil {
+			t.Fatalf("the documents' examples need %s: apt-get install -y %s", cmd, debianPackage(cmd))
+		}
+	}
 	ports := requireFreePorts(t, root)
 	// Registered first, so run last: after every background example stopped.
 	t.Cleanup(func() { waitPortsFree(t, ports) })
@@ -105,6 +110,16 @@ func TestDocumentExamples(t *testing.T) {
 	t.Logf("%d examples, %d not run:\n  %s", len(all), len(notRun), strings.Join(notRun, "\n  "))
 	for _, bg := range env.background {
 		bg.checkShows(t)
+	}
+}
+
+// debianPackage names the package that provides a command the examples use.
+func debianPackage(cmd string) string {
+	switch cmd {
+	case "seq":
+		return "coreutils"
+	default:
+		return cmd
 	}
 }
 
