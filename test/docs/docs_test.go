@@ -25,11 +25,12 @@
 //     directory), because the go command's build cache keys each package of
 //     the module by its directory: a new path would compile fedsender again
 //     on every run.
-//   - PATH starts with a directory holding `fedsender` and `nats` (the NATS
-//     CLI the module carries as a tool), both built from the checkout, then
-//     the directory of the `go` that runs the test. HOME is empty (no NATS
-//     CLI context of the developer applies), and FEDSENDER_*, NATS_* and
-//     GOFLAGS variables are removed.
+//   - GOBIN is an empty directory at the head of PATH, so that the README's
+//     `go install` of `fedsender` and `nats` (the NATS CLI) puts them on the
+//     PATH of the examples after it, as an operator's GOPATH/bin would be;
+//     then comes the directory of the `go` that runs the test. HOME is empty
+//     (no NATS CLI context of the developer applies), and FEDSENDER_*, NATS_*
+//     and GOFLAGS variables are removed.
 //   - The examples use the development configuration's fixed ports (NATS
 //     4222, admin API 8008, receiver 8448, metrics 9464): the test first
 //     checks that every 127.0.0.1 port the documents name is free, and fails
@@ -60,9 +61,9 @@ import (
 var documents = []string{"README.md", "docs/OPERATIONS.md"}
 
 const (
-	// exampleTimeout bounds one example; `go run` may compile first, on a
-	// loaded machine.
-	exampleTimeout = 5 * time.Minute
+	// exampleTimeout bounds one example; `go run` and `go install` may
+	// compile first, on a loaded machine.
+	exampleTimeout = 10 * time.Minute
 	// readyTimeout bounds a background example's start, compiling included.
 	readyTimeout = 5 * time.Minute
 	// showsTimeout bounds the wait for a background example's shows.
@@ -110,6 +111,11 @@ func TestDocumentExamples(t *testing.T) {
 	t.Logf("%d examples, %d not run:\n  %s", len(all), len(notRun), strings.Join(notRun, "\n  "))
 	for _, bg := range env.background {
 		bg.checkShows(t)
+		select {
+		case <-bg.done:
+			t.Errorf("%s (background) ended with status %d before the examples were done; its output:\n%s", bg.ex, bg.exitCode(), bg.output())
+		default:
+		}
 	}
 }
 
@@ -158,7 +164,7 @@ func newEnvironment(t *testing.T, root string) *environment {
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(name, "FEDSENDER_") || strings.HasPrefix(name, "NATS_") || strings.HasPrefix(name, "XDG_") ||
-			name == "HOME" || name == "PATH" || name == "GOFLAGS" {
+			name == "HOME" || name == "PATH" || name == "GOFLAGS" || name == "GOBIN" {
 			continue
 		}
 		e.env = append(e.env, kv)
@@ -171,18 +177,10 @@ func newEnvironment(t *testing.T, root string) *environment {
 		}
 		e.env = append(e.env, name+"="+strings.TrimSpace(string(out)))
 	}
-	e.env = append(e.env, "HOME="+home,
+	e.env = append(e.env, "HOME="+home, "GOBIN="+bin,
 		"PATH="+bin+string(os.PathListSeparator)+filepath.Dir(goBin)+string(os.PathListSeparator)+os.Getenv("PATH"))
-
-	for name, pkg := range map[string]string{
-		"fedsender": "./cmd/fedsender",
-		"nats":      "github.com/nats-io/natscli/nats",
-	} {
-		cmd := exec.Command(goBin, "build", "-o", filepath.Join(bin, name), pkg)
-		cmd.Dir, cmd.Env = root, e.env
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
+	if err := os.Mkdir(bin, 0o700); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		for _, p := range slices.Backward(e.background) {
