@@ -1,11 +1,11 @@
 // Package docs_test runs the shell examples of fedsender's README.md and
-// docs/OPERATIONS.md exactly as written, the way an operator following them
-// on one machine would.
+// docs/*.md (OPERATIONS.md has most) exactly as written, the way an operator
+// following them on one machine would.
 //
 // How it runs them:
 //
 //   - Every fenced block in the language sh, bash or shell is an example. The
-//     documents are read in order (README.md, then docs/OPERATIONS.md) and
+//     documents are read in order (README.md, then docs/*.md by name) and
 //     every example runs in that order in one environment, so a document may
 //     rely on what an earlier example started (OPERATIONS.md uses the
 //     fedsender the README's quick start runs). An example is run by
@@ -57,8 +57,20 @@ import (
 	"time"
 )
 
-// documents are run in this order.
-var documents = []string{"README.md", "docs/OPERATIONS.md"}
+// documents are the Markdown files whose examples run, in this order:
+// README.md, then every docs/*.md by name.
+func documents(t *testing.T, root string) []string {
+	t.Helper()
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []string{"README.md"}
+	for _, d := range slices.Sorted(slices.Values(docs)) {
+		out = append(out, filepath.Join("docs", filepath.Base(d)))
+	}
+	return out
+}
 
 const (
 	// exampleTimeout bounds one example; `go run` and `go install` may
@@ -73,7 +85,7 @@ const (
 func TestDocumentExamples(t *testing.T) {
 	root := moduleRoot(t)
 	var all []example
-	for _, doc := range documents {
+	for _, doc := range documents(t, root) {
 		text, err := os.ReadFile(filepath.Join(root, doc))
 		if err != nil {
 			t.Fatal(err)
@@ -89,7 +101,7 @@ func TestDocumentExamples(t *testing.T) {
 			t.Fatalf("the documents' examples need %s: apt-get install -y %s", cmd, debianPackage(cmd))
 		}
 	}
-	ports := requireFreePorts(t, root)
+	ports := requireFreePorts(t, root, all)
 	// Registered first, so run last: after every background example stopped.
 	t.Cleanup(func() { waitPortsFree(t, ports) })
 
@@ -361,22 +373,31 @@ func copyModule(t *testing.T, root, dst string) {
 	}
 }
 
-// loopbackPort matches the fixed ports the documents and the development
-// configuration name.
+// loopbackPort matches the fixed ports the examples, the development
+// configuration and the Taskfile name.
 var loopbackPort = regexp.MustCompile(`127\.0\.0\.1:(\d{2,5})\b`)
 
 // requireFreePorts fails the test when one of those ports is taken: the
 // examples would talk to, or fail to start beside, another program. It
 // returns them.
-func requireFreePorts(t *testing.T, root string) []string {
+func requireFreePorts(t *testing.T, root string, examples []example) []string {
 	t.Helper()
 	ports := map[string]bool{"9464": true} // metrics.listen's default, not written in the dev configuration
-	for _, f := range append([]string{"deploy/fedsender.dev.yaml"}, documents...) {
+	var texts []string
+	for _, f := range []string{"deploy/fedsender.dev.yaml", "Taskfile.yml"} {
 		text, err := os.ReadFile(filepath.Join(root, f))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range loopbackPort.FindAllStringSubmatch(string(text), -1) {
+		texts = append(texts, string(text))
+	}
+	for _, ex := range examples {
+		if ex.notRun == "" {
+			texts = append(texts, ex.script)
+		}
+	}
+	for _, text := range texts {
+		for _, m := range loopbackPort.FindAllStringSubmatch(text, -1) {
 			ports[m[1]] = true
 		}
 	}
