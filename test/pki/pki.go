@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -51,9 +52,13 @@ func NewCA() (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: parse CA certificate: %w", err)
 	}
+	return newCA(cert, key), nil
+}
+
+func newCA(cert *x509.Certificate, key *ecdsa.PrivateKey) *CA {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
-	return &CA{cert: cert, key: key, Pool: pool}, nil
+	return &CA{cert: cert, key: key, Pool: pool}
 }
 
 // Leaf issues a server certificate for the given DNS names and IP literals.
@@ -100,6 +105,43 @@ func (ca *CA) issue(commonName string, usage x509.ExtKeyUsage, names []string) (
 // PEM returns the CA certificate in PEM, for a ca_file setting.
 func (ca *CA) PEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+}
+
+// KeyPEM returns the CA's private key in PEM (PKCS #8), for LoadCA.
+func (ca *CA) KeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: marshal CA key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// NotAfter is the end of the CA certificate's validity.
+func (ca *CA) NotAfter() time.Time { return ca.cert.NotAfter }
+
+// LoadCA reads back a CA written with PEM and KeyPEM.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, errors.New("pki: no CERTIFICATE block in the CA certificate")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: parse CA certificate: %w", err)
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil || kb.Type != "PRIVATE KEY" {
+		return nil, errors.New("pki: no PRIVATE KEY block in the CA key")
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: parse CA key: %w", err)
+	}
+	key, ok := parsed.(*ecdsa.PrivateKey)
+	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("pki: the CA key does not belong to the CA certificate")
+	}
+	return newCA(cert, key), nil
 }
 
 // MustCA is NewCA for tests: it fails the test on error.

@@ -61,10 +61,16 @@ var (
 		Debian: []string{"redis-server"},
 		find:   findRedis,
 	}
+	Curl = Prerequisite{
+		Name:   "curl",
+		What:   "curl, which the README's examples use (test/docs runs them)",
+		Debian: []string{"curl"},
+		find:   func(e Env) (string, error) { return e.lookRequired("curl") },
+	}
 )
 
 // All is every prerequisite, in the order they are checked.
-func All() []Prerequisite { return []Prerequisite{Python, Postgres, Redis} }
+func All() []Prerequisite { return []Prerequisite{Python, Postgres, Redis, Curl} }
 
 // Env is where the prerequisites are looked for, and what may be done to
 // install them. [Local] is this machine.
@@ -167,8 +173,11 @@ func findPostgres(e Env) (string, error) {
 	return "", fmt.Errorf("none in pg_config --bindir or %s", e.PostgresDirs)
 }
 
-func findRedis(e Env) (string, error) {
-	if p := e.look("redis-server"); p != "" {
+func findRedis(e Env) (string, error) { return e.lookRequired("redis-server") }
+
+// lookRequired finds an executable on e.Path, or says it is not there.
+func (e Env) lookRequired(name string) (string, error) {
+	if p := e.look(name); p != "" {
 		return p, nil
 	}
 	return "", errors.New("not on PATH")
