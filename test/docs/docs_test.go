@@ -98,7 +98,7 @@ func TestDocumentExamples(t *testing.T) {
 		}
 		all = append(all, exs...)
 	}
-	prereq.Require(t, prereq.Curl)
+	prereq.Require(t, prereq.Examples)
 	for _, cmd := range []string{"bash", "grep", "seq"} {
 		if _, err := exec.LookPath(cmd); err != nil {
 			t.Fatalf("the documents' examples need %s: apt-get install -y %s", cmd, debianPackage(cmd))
