@@ -264,7 +264,7 @@ func (h *handler) authorize(r *http.Request) error {
 // access_token query parameter, with Synapse's errors.
 func accessToken(r *http.Request) (string, error) {
 	headers := r.Header.Values("Authorization")
-	query, inQuery := r.URL.Query()["access_token"]
+	query, inQuery := parseQuery(r.URL.RawQuery)["access_token"]
 	if len(headers) > 0 {
 		switch {
 		case inQuery:
@@ -300,7 +300,7 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request, _ string) error
 
 // httpList is GET /destinations.
 func (h *handler) httpList(w http.ResponseWriter, r *http.Request, _ string) error {
-	out, err := h.list(r.Context(), r.URL.Query())
+	out, err := h.list(r.Context(), parseQuery(r.URL.RawQuery))
 	if err != nil {
 		return err
 	}
@@ -320,7 +320,7 @@ func (h *handler) httpDetails(w http.ResponseWriter, r *http.Request, dest strin
 
 // httpRooms is GET /destinations/{destination}/rooms.
 func (h *handler) httpRooms(w http.ResponseWriter, r *http.Request, dest string) error {
-	out, err := h.rooms(r.Context(), dest, r.URL.Query())
+	out, err := h.rooms(r.Context(), dest, parseQuery(r.URL.RawQuery))
 	if err != nil {
 		return err
 	}

@@ -31,5 +31,9 @@
 //     them: it looks the name up and answers 404 M_NOT_FOUND "Unknown
 //     destination". An invalid server name can never be known, so this package
 //     answers the same 404 for it, without a lookup.
+//   - Query strings are split and decoded as Synapse's web server (Twisted)
+//     does, not as Go's url.ParseQuery: '&' and ';' both separate pairs,
+//     and a bad percent-escape is kept, so no parameter is dropped
+//     (query.go).
 //   - Error texts are Synapse's, word for word.
 package admin
