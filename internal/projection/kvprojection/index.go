@@ -104,6 +104,9 @@ func (x *Index) EventSeq(_ context.Context, name string) (uint64, error) {
 // that syncs first shows whatever any replica saw written before it began.
 func (x *Index) Sync(ctx context.Context) error {
 	s, err := x.js.Stream(ctx, "KV_"+streams.DestinationBucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil // deleted for a rebuild: answer from the old contents meanwhile
+	}
 	if err != nil {
 		return fmt.Errorf("kvprojection: sync with %s: %w", streams.DestinationBucket, err)
 	}
