@@ -109,8 +109,9 @@ func (a *api) reader(ctx context.Context) (Reader, error) {
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
 	if err := rd.Sync(ctx); err != nil {
-		a.opts.Log.Warn("admin: the read model did not catch up with its store", "error", err)
-		return nil, withMessage(ErrNotReady, fmt.Sprintf("The read model did not catch up with its store within %v", syncTimeout))
+		a.opts.Log.Warn("admin: the read model could not catch up with its store", "error", err)
+		return nil, withMessage(ErrNotReady, fmt.Sprintf(
+			"The read model could not confirm that it shows the newest state (NATS unreachable, or the read model more than %v behind); try again", syncTimeout))
 	}
 	return rd, nil
 }

@@ -166,7 +166,8 @@ func testResetIsReadByTheNextRead(t *testing.T, open projected) {
 		return control.Serve(ctx, control.ServerOptions{NC: nc, Owned: allPartitions(), Partitions: partitions, Reset: o.reset})
 	})
 
-	slow, err := nats.Connect(slowLink(t, url, 300*time.Millisecond))
+	link, _ := slowLink(t, url, 300*time.Millisecond)
+	slow, err := nats.Connect(link)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,8 +258,9 @@ func msgBody(m *nats.Msg) string {
 
 // slowLink forwards connections to the NATS server at url, holding back
 // every byte the server sends by delay (what the client sends goes at
-// once), and returns the URL to connect to.
-func slowLink(t *testing.T, url string, delay time.Duration) string {
+// once). It returns the URL to connect to, and cut, which closes the link
+// and every connection through it, as a network failure would.
+func slowLink(t *testing.T, url string, delay time.Duration) (link string, cut func()) {
 	t.Helper()
 	target := url[len("nats://"):]
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -266,12 +268,15 @@ func slowLink(t *testing.T, url string, delay time.Duration) string {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	t.Cleanup(func() {
+	done := make(chan struct{})
+	cut = sync.OnceFunc(func() {
 		ln.Close()
+		close(done)
+	})
+	t.Cleanup(func() {
+		cut()
 		wg.Wait()
 	})
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done) })
 	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -292,7 +297,7 @@ func slowLink(t *testing.T, url string, delay time.Duration) string {
 			wg.Go(func() { delayed(c, s, delay) })
 		}
 	})
-	return "nats://" + ln.Addr().String()
+	return "nats://" + ln.Addr().String(), cut
 }
 
 // delayed copies from src to dst, each chunk delay after it was read, in
@@ -321,5 +326,28 @@ func delayed(dst io.Writer, src io.Reader, delay time.Duration) {
 		if _, err := dst.Write(c.data); err != nil {
 			return
 		}
+	}
+}
+
+// TestReadWithoutNATSAnswers503: a replica whose NATS connection is down
+// cannot tell whether its index shows the newest state: its reads answer
+// 503 at once, saying so, rather than what may be old.
+func TestReadWithoutNATSAnswers503(t *testing.T) {
+	_, _, url := projectiontest.JetStream(t)
+	link, cut := slowLink(t, url, 0)
+	nc, err := nats.Connect(link, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	r := newEnv(t, func(o *admin.Options) { o.Reader = projectedKV(t, nc) })
+	projectiontest.Eventually(t, 20*time.Second, func() bool { return r.do(t, "GET", base).status == 200 }, "the read model never answered")
+	cut()
+	projectiontest.Eventually(t, 5*time.Second, func() bool { return !nc.IsConnected() }, "the connection never noticed the cut")
+	start := time.Now()
+	r.do(t, "GET", base+"/a.example").wantError(t, 503, "M_UNKNOWN",
+		"The read model could not confirm that it shows the newest state (NATS unreachable, or the read model more than 5s behind); try again")
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the 503 took %v; want it at once", took)
 	}
 }

@@ -103,6 +103,10 @@ func (x *Index) EventSeq(_ context.Context, name string) (uint64, error) {
 // Every replica's index follows the same bucket at its own pace; a read
 // that syncs first shows whatever any replica saw written before it began.
 func (x *Index) Sync(ctx context.Context) error {
+	if !x.js.Conn().IsConnected() {
+		// Fail now rather than when ctx ends: nothing can be confirmed.
+		return fmt.Errorf("kvprojection: sync with %s: NATS is not connected (%s)", streams.DestinationBucket, x.js.Conn().Status())
+	}
 	s, err := x.js.Stream(ctx, "KV_"+streams.DestinationBucket)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil // deleted for a rebuild: answer from the old contents meanwhile
