@@ -59,6 +59,20 @@ func TestParseQuery(t *testing.T) {
 	}
 }
 
+// FuzzParseQuery: whatever the bytes, parsing does not fail, and what it
+// found, encoded again, parses to the same parameters in the same order.
+func FuzzParseQuery(f *testing.F) {
+	for _, seed := range []string{"a=1;b=2&a=3", "order_by=nope;x", "%zz=%4;+=%2B", "a", "=", "a=%FF%00#f"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q := admin.ParseQuery(raw)
+		if again := admin.ParseQuery(q.Encode()); !maps.EqualFunc(again, q, slices.Equal) {
+			t.Errorf("ParseQuery(%q) = %q, but its encoding %q parses to %q", raw, q, q.Encode(), again)
+		}
+	})
+}
+
 // TestQueryStringAsSynapse: query strings are read as Synapse's web server
 // (Twisted) reads them: pairs are separated by '&' and by ';', '+' is a
 // space, a bad percent-escape is kept as it is, a pair without '=' is not
