@@ -53,16 +53,18 @@ type (
 	// not block): with the event-log sequence through which the reset is
 	// durable; with dstate.ErrNotFailing when the destination is not
 	// backing off (nothing is done); or with ErrResetLost when its actor
-	// failed before recording it.
+	// failed before recording it, or its event was given up. It may also
+	// never be called (the supervisor stops, or the event is the last the
+	// writer gives up): the caller bounds its wait.
 	Reset struct {
 		Destination string
 		Done        func(seq uint64, err error)
 	}
 )
 
-// ErrResetLost: the destination's actor failed before it recorded a reset;
-// the reset may be asked again.
-var ErrResetLost = errors.New("partition: the destination's actor failed before recording the reset")
+// ErrResetLost: the destination's actor failed before it recorded a reset,
+// or its event could not be stored; the reset may be asked again.
+var ErrResetLost = errors.New("partition: the reset was lost before it was stored")
 
 type (
 	wakeDest struct{ name string }
@@ -84,10 +86,17 @@ type entry struct {
 	offsetSaved    uint64
 	queue          telemetry.QueueGauge // the actor's queue, for the gauges
 	// resets are the Done of the resets handed to the actor, oldest first,
-	// until its Reset event comes back; then they wait in durable until the
-	// writer has stored that event. A destination's actor records its resets
-	// in order, and the writer stores its events in order.
-	resets, durable []func(seq uint64, err error)
+	// until its Reset event comes back (the actor records them in order);
+	// then they wait in durable, with that event, until the writer has
+	// stored it.
+	resets  []func(seq uint64, err error)
+	durable []pendingReset
+}
+
+// pendingReset is a reset whose event is handed to the writer.
+type pendingReset struct {
+	event dstate.Event
+	done  func(seq uint64, err error)
 }
 
 func (e *entry) busy() bool { return !e.catching && e.done < e.lastSent }
@@ -272,7 +281,7 @@ func (s *Supervisor) changed(m destination.Changed) {
 	e.state = m.Event.State
 	s.w.appendEvent(m.Event)
 	if m.Event.Type == dstate.Reset && len(e.resets) > 0 {
-		e.durable = append(e.durable, e.resets[0])
+		e.durable = append(e.durable, pendingReset{event: m.Event, done: e.resets[0]})
 		e.resets = e.resets[1:]
 	}
 	if e.state.CatchingUp && !e.catching {
@@ -352,10 +361,26 @@ func (s *Supervisor) persisted(m persisted) {
 		if e.catching && ev.State.CatchingUp {
 			e.catchPersisted = true
 		}
-		if ev.Type == dstate.Reset && len(e.durable) > 0 {
-			answer(e.durable[0], m.through[ev.State.Destination], nil)
-			e.durable = e.durable[1:]
+		if ev.Type == dstate.Reset {
+			s.resetStored(e, ev, m.through[ev.State.Destination])
 		}
+	}
+}
+
+// resetStored answers the reset whose event ev the writer stored. A
+// destination's events are stored in order, so the resets waiting before
+// it lost their events (the writer gave them up).
+func (s *Supervisor) resetStored(e *entry, ev dstate.Event, seq uint64) {
+	for i, p := range e.durable {
+		if p.event != ev {
+			continue
+		}
+		for _, lost := range e.durable[:i] {
+			answer(lost.done, 0, ErrResetLost)
+		}
+		answer(p.done, seq, nil)
+		e.durable = e.durable[i+1:]
+		return
 	}
 }
 
