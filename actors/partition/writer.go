@@ -43,9 +43,12 @@ type writer struct {
 	wmRev     uint64
 }
 
-// persisted tells the supervisor which events are durable.
+// persisted tells the supervisor which events are durable; through is,
+// for each of their destinations, the event-log sequence of its newest
+// durable event.
 type persisted struct {
-	events []dstate.Event
+	events  []dstate.Event
+	through map[string]uint64
 }
 
 func newWriter(partition int, store Store, log *slog.Logger, loaded map[string]*eventlog.Loaded, wmRev uint64) *writer {
@@ -106,7 +109,7 @@ func (w *writer) run(ctx context.Context) {
 
 		done, failedEvents := w.writeEvents(ctx, events)
 		if len(done) > 0 {
-			w.engine.Send(w.super, persisted{events: done})
+			w.engine.Send(w.super, persisted{events: done, through: w.sequences(done)})
 		}
 		failedOffsets := map[string]uint64{}
 		if len(failedEvents) == 0 {
@@ -225,4 +228,14 @@ func (w *writer) fail(ctx context.Context, what, dest string, err error) bool {
 	}
 	w.log.Warn("could not persist; will retry", "partition", w.partition, "what", what, "destination", dest, "error", err)
 	return true
+}
+
+// sequences returns the event-log sequence of the newest durable event of
+// each destination of events.
+func (w *writer) sequences(events []dstate.Event) map[string]uint64 {
+	out := make(map[string]uint64, len(events))
+	for _, ev := range events {
+		out[ev.State.Destination] = w.eventSeq[ev.State.Destination]
+	}
+	return out
 }

@@ -233,7 +233,7 @@ func printTable(w io.Writer, call destinationsCall, data []byte) error {
 		}
 		total, next = out.Total, out.NextToken
 	case "reset":
-		fmt.Fprintf(tw, "reset of %s handed to its owner: retry timings cleared, destination woken\n", call.request["destination"])
+		fmt.Fprintf(tw, "reset of %s done: retry timings cleared, destination woken\n", call.request["destination"])
 		return tw.Flush()
 	}
 	if err := tw.Flush(); err != nil {

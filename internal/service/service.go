@@ -289,9 +289,22 @@ type resetter struct {
 	pids   []*actor.PID
 }
 
-func (r resetter) Reset(_ context.Context, dest string) error {
-	r.engine.Send(r.pids[streams.Partition(dest, len(r.pids))], partition.Reset{Destination: dest})
-	return nil
+// Reset returns once the reset is durable, with the event-log sequence
+// through which it is, or when ctx ends.
+func (r resetter) Reset(ctx context.Context, dest string) (uint64, error) {
+	type result struct {
+		seq uint64
+		err error
+	}
+	done := make(chan result, 1) // Done is called once and must not block
+	r.engine.Send(r.pids[streams.Partition(dest, len(r.pids))], partition.Reset{Destination: dest,
+		Done: func(seq uint64, err error) { done <- result{seq, err} }})
+	select {
+	case res := <-done:
+		return res.seq, res.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }
 
 func newFederationClient(cfg config.Config, key xmatrix.SigningKey, deps Deps, obs *observability) (*federation.Client, error) {

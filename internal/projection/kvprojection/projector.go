@@ -112,6 +112,14 @@ func (p *Projector) Synced() (bool, uint64) {
 // Run projects until ctx ends, then returns nil. It returns an error if it
 // cannot start, or if a subscription ends while ctx is still live.
 func (p *Projector) Run(ctx context.Context) error {
+	err := p.run(ctx)
+	if ctx.Err() != nil {
+		return nil // ended while starting, or while running: either way, stopped
+	}
+	return err
+}
+
+func (p *Projector) run(ctx context.Context) error {
 	if p.opts.Index == nil {
 		return errors.New("kvprojection: projector without an Index")
 	}
