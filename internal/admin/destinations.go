@@ -119,7 +119,9 @@ func (a *api) reader(ctx context.Context) (Reader, error) {
 // known returns the state of a named destination. A destination the read
 // model does not have yet but the rooms index has seen PDUs for is known
 // with nothing recorded (Synapse inserts its row when it queues the first
-// PDU for it).
+// PDU for it). A name is looked up as given, then in the form fedsender
+// stores it under (servername.Normalize: "Matrix.ORG" finds "matrix.org");
+// the state names the destination as stored.
 func (a *api) known(ctx context.Context, name string) (destination.State, error) {
 	if servername.Validate(name) != nil {
 		return destination.State{}, ErrUnknownDestination // Synapse: not in its table, so 404
@@ -128,6 +130,14 @@ func (a *api) known(ctx context.Context, name string) (destination.State, error)
 	if err != nil {
 		return destination.State{}, err
 	}
+	s, err := a.knownAs(rd, name)
+	if errors.Is(err, ErrUnknownDestination) && servername.Normalize(name) != name {
+		return a.knownAs(rd, servername.Normalize(name))
+	}
+	return s, err
+}
+
+func (a *api) knownAs(rd Reader, name string) (destination.State, error) {
 	if s, ok := rd.Get(name); ok {
 		return s, nil
 	}
@@ -167,9 +177,11 @@ type roomJSON struct {
 // PDU. Like Synapse it checks the destination before its parameters, and
 // ignores order_by (synapse-admin sends one).
 func (a *api) rooms(ctx context.Context, dest string, q url.Values) (roomsJSON, error) {
-	if _, err := a.known(ctx, dest); err != nil {
+	s, err := a.known(ctx, dest)
+	if err != nil {
 		return roomsJSON{}, err
 	}
+	dest = s.Destination
 	pg, err := pageParams(q)
 	if err != nil {
 		return roomsJSON{}, err
@@ -213,6 +225,7 @@ func (a *api) reset(ctx context.Context, dest string) error {
 	if !s.Failing() {
 		return ErrResetNotNeeded
 	}
+	dest = s.Destination
 	if a.opts.Resetter == nil {
 		return fmt.Errorf("admin: reset %s: no resetter configured", dest)
 	}
