@@ -1,0 +1,173 @@
+//go:build interop
+
+package interop
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedsender/fedsender/test/pki"
+)
+
+// front is Dendrite's federation front door: an HTTPS reverse proxy on the
+// address that is Dendrite's server name, forwarding every request
+// unchanged to Dendrite's own TLS listener. Dendrite answers /send with 200
+// as soon as it has queued the PDUs, so its client API is what proves
+// delivery; the front door counts what fedsender was told was delivered,
+// which is what fedsender's offsets follow, so that a test can kill
+// fedsender at a known point.
+type front struct {
+	name string // 127.0.0.1:<port>
+	srv  *http.Server
+
+	mu     sync.Mutex
+	target *url.URL
+	acked  sendCounts
+}
+
+// sendCounts counts the PDUs and EDUs of /send transactions answered 200.
+type sendCounts struct {
+	Txns int
+	PDUs int
+	EDUs map[string]int // by edu_type
+}
+
+// startFront listens on a free port with a certificate from ca; call
+// forwardTo before anything is sent through it.
+func startFront(t *testing.T, ca *pki.CA) *front {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &front{name: l.Addr().String(), acked: sendCounts{EDUs: map[string]int{}}}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			f.mu.Lock()
+			r.SetURL(f.target)
+			f.mu.Unlock()
+			r.Out.Host = r.In.Host
+		},
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}},
+		// A request cut off by a killed fedsender is expected: answer
+		// without logging.
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) },
+	}
+	f.srv = &http.Server{
+		Handler:   f.handler(proxy),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{ca.MustLeaf(t, "127.0.0.1")}},
+	}
+	go func() {
+		if err := f.srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("front door: %v", err)
+		}
+	}()
+	t.Cleanup(func() { f.srv.Close() })
+	return f
+}
+
+// forwardTo sets Dendrite's TLS listener as the front door's target.
+func (f *front) forwardTo(t *testing.T, rawURL string) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.target = u
+	f.mu.Unlock()
+}
+
+func (f *front) handler(proxy http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/send/") {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		proxy.ServeHTTP(rec, r)
+		if rec.status == http.StatusOK {
+			f.count(body)
+		}
+	})
+}
+
+// count adds an acknowledged transaction body to the counts.
+func (f *front) count(body []byte) {
+	var txn struct {
+		PDUs []json.RawMessage `json:"pdus"`
+		EDUs []struct {
+			Type string `json:"edu_type"`
+		} `json:"edus"`
+	}
+	// A body Dendrite answered 200 to is JSON; a failure to decode it shows
+	// as counts that never arrive.
+	if json.Unmarshal(body, &txn) != nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.acked.Txns++
+	f.acked.PDUs += len(txn.PDUs)
+	for _, e := range txn.EDUs {
+		f.acked.EDUs[e.Type]++
+	}
+}
+
+// ackedPDUs is the number of PDUs Dendrite acknowledged so far, counting a
+// PDU sent again once more.
+func (f *front) ackedPDUs() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.acked.PDUs
+}
+
+// waitAckedPDUs waits until Dendrite acknowledged at least n PDUs.
+func (f *front) waitAckedPDUs(t *testing.T, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for f.ackedPDUs() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("Dendrite acknowledged %d PDUs within %v, want at least %d", f.ackedPDUs(), within, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ackedEDUs is the number of EDUs of eduType Dendrite acknowledged so far.
+func (f *front) ackedEDUs(eduType string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.acked.EDUs[eduType]
+}
+
+// statusRecorder keeps the status a handler answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
