@@ -24,6 +24,7 @@ type env struct {
 	sync      *syncer // alice's /sync
 	room      *remoteRoom
 	fedsender *fedsender
+	direct    int // transactions sent by sendDirect
 }
 
 func newEnv(t *testing.T) *env {

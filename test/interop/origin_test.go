@@ -35,7 +35,15 @@ type origin struct {
 	client  *http.Client
 
 	mu       sync.Mutex
-	requests []string // every request but the key request, as "METHOD /uri"
+	requests []string                // every request but the key request, as "METHOD /uri"
+	devices  map[string]*userDevices // by user: what /user/devices answers
+}
+
+// userDevices is a user's device list as GET /user/devices answers it.
+type userDevices struct {
+	UserID   string            `json:"user_id"`
+	StreamID int64             `json:"stream_id"`
+	Devices  []json.RawMessage `json:"devices"`
 }
 
 // startOrigin serves the origin's keys on a free port, with a certificate
@@ -55,6 +63,7 @@ func startOrigin(t *testing.T, ca *pki.CA) *origin {
 		name:    l.Addr().String(),
 		key:     key,
 		keyPath: filepath.Join(t.TempDir(), "signing.key"),
+		devices: map[string]*userDevices{},
 		client: &http.Client{Timeout: time.Minute,
 			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}},
 	}
@@ -73,9 +82,10 @@ func startOrigin(t *testing.T, ca *pki.CA) *origin {
 }
 
 // serveHTTP answers the key request; every other request is recorded.
-// Dendrite sends its own users' traffic to the origin, which accepts it;
-// anything else (Dendrite asking for events it is missing) is answered
-// M_UNRECOGNIZED, as a homeserver without them would.
+// Dendrite sends its own users' traffic to the origin, which accepts it,
+// and asks for the device list of a user it hears of for the first time,
+// which the origin gives; anything else (Dendrite asking for events it is
+// missing) is answered M_UNRECOGNIZED, as a homeserver without them would.
 func (o *origin) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	if strings.HasPrefix(r.URL.Path, "/_matrix/key/v2/server") {
@@ -93,6 +103,16 @@ func (o *origin) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/send/") {
 		w.Write([]byte(`{"pdus":{}}`))
 		return
+	}
+	if user, ok := strings.CutPrefix(r.URL.Path, "/_matrix/federation/v1/user/devices/"); ok {
+		o.mu.Lock()
+		list := o.devices[user]
+		body, err := json.Marshal(list)
+		o.mu.Unlock()
+		if list != nil && err == nil {
+			w.Write(body)
+			return
+		}
 	}
 	w.WriteHeader(http.StatusNotFound)
 	w.Write([]byte(`{"errcode":"M_UNRECOGNIZED","error":"the test origin serves keys only"}`))
