@@ -25,15 +25,19 @@ import (
 // unchanged to Dendrite's own TLS listener. Dendrite answers /send with 200
 // as soon as it has queued the PDUs, so its client API is what proves
 // delivery; the front door counts what fedsender was told was delivered,
-// which is what fedsender's offsets follow, so that a test can kill
-// fedsender at a known point.
+// which is what fedsender's offsets follow, and can hold transactions back
+// so that a test kills fedsender at a known point, with a transaction in
+// flight.
 type front struct {
 	name string // 127.0.0.1:<port>
 	srv  *http.Server
 
-	mu     sync.Mutex
-	target *url.URL
-	acked  sendCounts
+	mu       sync.Mutex
+	target   *url.URL
+	acked    sendCounts
+	holdFrom int           // > 0: hold /send once this many PDUs were acknowledged
+	held     int           // /send requests held now
+	release  chan struct{} // closed to let the held requests through
 }
 
 // sendCounts counts the PDUs and EDUs of /send transactions answered 200.
@@ -73,7 +77,10 @@ func startFront(t *testing.T, ca *pki.CA) *front {
 			t.Errorf("front door: %v", err)
 		}
 	}()
-	t.Cleanup(func() { f.srv.Close() })
+	t.Cleanup(func() {
+		f.releaseHeld()
+		f.srv.Close()
+	})
 	return f
 }
 
@@ -100,13 +107,74 @@ func (f *front) handler(proxy http.Handler) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		proxy.ServeHTTP(rec, r)
-		if rec.status == http.StatusOK {
-			f.count(body)
+		if !f.wait(r) {
+			return // the sender hung up while held: nothing reached Dendrite
 		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		// Counted before the answer goes out, so that the sender's next
+		// transaction already finds it counted.
+		proxy.ServeHTTP(&statusRecorder{ResponseWriter: w, onOK: func() { f.count(body) }}, r)
 	})
+}
+
+// wait holds a /send request while the front door holds transactions, and
+// reports whether it may go on (false: the sender hung up).
+func (f *front) wait(r *http.Request) bool {
+	f.mu.Lock()
+	if f.holdFrom == 0 || f.acked.PDUs < f.holdFrom {
+		f.mu.Unlock()
+		return true
+	}
+	f.held++
+	release := f.release
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.held--
+		f.mu.Unlock()
+	}()
+	select {
+	case <-release:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+// holdAfter holds every /send from the moment Dendrite has acknowledged n
+// PDUs, until releaseHeld.
+func (f *front) holdAfter(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.holdFrom, f.release = n, make(chan struct{})
+}
+
+// releaseHeld lets the held transactions and all later ones through.
+func (f *front) releaseHeld() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.holdFrom > 0 {
+		f.holdFrom = 0
+		close(f.release)
+	}
+}
+
+// waitHeld waits until a transaction is held.
+func (f *front) waitHeld(t *testing.T, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		f.mu.Lock()
+		held, acked := f.held, f.acked.PDUs
+		f.mu.Unlock()
+		if held > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no transaction held within %v (Dendrite acknowledged %d PDUs)", within, acked)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // count adds an acknowledged transaction body to the counts.
@@ -139,18 +207,6 @@ func (f *front) ackedPDUs() int {
 	return f.acked.PDUs
 }
 
-// waitAckedPDUs waits until Dendrite acknowledged at least n PDUs.
-func (f *front) waitAckedPDUs(t *testing.T, n int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for f.ackedPDUs() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("Dendrite acknowledged %d PDUs within %v, want at least %d", f.ackedPDUs(), within, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // ackedEDUs is the number of EDUs of eduType Dendrite acknowledged so far.
 func (f *front) ackedEDUs(eduType string) int {
 	f.mu.Lock()
@@ -158,14 +214,16 @@ func (f *front) ackedEDUs(eduType string) int {
 	return f.acked.EDUs[eduType]
 }
 
-// statusRecorder keeps the status a handler answered with.
+// statusRecorder calls onOK before a 200 answer goes out.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
+	onOK func()
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
-	s.status = code
+	if code == http.StatusOK {
+		s.onOK()
+	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
