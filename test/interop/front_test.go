@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -32,12 +33,12 @@ type front struct {
 	name string // 127.0.0.1:<port>
 	srv  *http.Server
 
-	mu       sync.Mutex
-	target   *url.URL
-	acked    sendCounts
-	holdFrom int           // > 0: hold /send once this many PDUs were acknowledged
-	held     int           // /send requests held now
-	release  chan struct{} // closed to let the held requests through
+	mu      sync.Mutex
+	target  *url.URL
+	acked   sendCounts
+	hold    func(sendCounts) bool // non-nil: hold /send once it holds for the counts
+	held    int                   // /send requests held now
+	release chan struct{}         // closed to let the held requests through
 }
 
 // sendCounts counts the PDUs and EDUs of /send transactions answered 200.
@@ -121,7 +122,7 @@ func (f *front) handler(proxy http.Handler) http.Handler {
 // reports whether it may go on (false: the sender hung up).
 func (f *front) wait(r *http.Request) bool {
 	f.mu.Lock()
-	if f.holdFrom == 0 || f.acked.PDUs < f.holdFrom {
+	if f.hold == nil || !f.hold(f.acked) {
 		f.mu.Unlock()
 		return true
 	}
@@ -141,20 +142,20 @@ func (f *front) wait(r *http.Request) bool {
 	}
 }
 
-// holdAfter holds every /send from the moment Dendrite has acknowledged n
-// PDUs, until releaseHeld.
-func (f *front) holdAfter(n int) {
+// holdWhen holds every /send from the moment cond holds for what Dendrite
+// acknowledged, until releaseHeld.
+func (f *front) holdWhen(cond func(acked sendCounts) bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.holdFrom, f.release = n, make(chan struct{})
+	f.hold, f.release = cond, make(chan struct{})
 }
 
 // releaseHeld lets the held transactions and all later ones through.
 func (f *front) releaseHeld() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.holdFrom > 0 {
-		f.holdFrom = 0
+	if f.hold != nil {
+		f.hold = nil
 		close(f.release)
 	}
 }
@@ -165,13 +166,13 @@ func (f *front) waitHeld(t *testing.T, within time.Duration) {
 	deadline := time.Now().Add(within)
 	for {
 		f.mu.Lock()
-		held, acked := f.held, f.acked.PDUs
+		held := f.held
 		f.mu.Unlock()
 		if held > 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no transaction held within %v (Dendrite acknowledged %d PDUs)", within, acked)
+			t.Fatalf("no transaction held within %v (Dendrite acknowledged %+v)", within, f.counts())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -199,19 +200,14 @@ func (f *front) count(body []byte) {
 	}
 }
 
-// ackedPDUs is the number of PDUs Dendrite acknowledged so far, counting a
-// PDU sent again once more.
-func (f *front) ackedPDUs() int {
+// counts returns what Dendrite acknowledged so far, counting a PDU or EDU
+// sent again once more.
+func (f *front) counts() sendCounts {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.acked.PDUs
-}
-
-// ackedEDUs is the number of EDUs of eduType Dendrite acknowledged so far.
-func (f *front) ackedEDUs(eduType string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.acked.EDUs[eduType]
+	c := f.acked
+	c.EDUs = maps.Clone(c.EDUs)
+	return c
 }
 
 // statusRecorder calls onOK before a 200 answer goes out.

@@ -22,16 +22,16 @@ func TestMessagesReachDendriteInOrder(t *testing.T) {
 func TestKill9MidStreamDeliversEachMessageOnce(t *testing.T) {
 	e := newEnv(t)
 	const total = 500
-	e.front.holdAfter(total / 5)
+	e.front.holdWhen(func(acked sendCounts) bool { return acked.PDUs >= total/5 })
 	want := e.publishMessages("crash", total)
 
 	e.front.waitHeld(t, 3*time.Minute)
 	e.fedsender.kill9()
-	atKill := e.front.ackedPDUs()
+	atKill := e.front.counts().PDUs
 	t.Logf("killed with %d of %d PDUs acknowledged and a transaction in flight", atKill, total)
 	e.front.releaseHeld()
 
 	e.fedsender.start()
 	e.waitMessages(5*time.Minute, want)
-	t.Logf("PDUs sent again after the restart: %d", e.front.ackedPDUs()-total)
+	t.Logf("PDUs sent again after the restart: %d", e.front.counts().PDUs-total)
 }
