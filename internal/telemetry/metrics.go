@@ -34,6 +34,7 @@ const (
 	MetricOldestPending      = "fedsender_federation_transaction_queue_oldest_pending_age_seconds"
 	MetricProjectionLag      = "fedsender_projection_lag_events"
 	MetricPostgresLag        = "fedsender_postgres_projection_lag_messages"
+	MetricCASConflicts       = "fedsender_cas_conflicts"
 )
 
 // Attribute keys of the metrics.
@@ -42,6 +43,23 @@ const (
 	AttrDestination = "destination" // only with MetricsOptions.PerDestination
 	AttrState       = "state"       // healthy, backing_off, catching_up
 	AttrPartition   = "partition"
+	AttrKind        = "kind"  // what a compare-and-swap wrote: CASEvent, CASOffset, CASWatermark
+	AttrCause       = "cause" // why it conflicted: CauseOwnWriteReplayed, CauseOtherWriter
+)
+
+// The writes fedsender fences with compare-and-swap (values of the kind
+// attribute), and the causes of their conflicts (values of cause).
+const (
+	CASEvent     = "event"
+	CASOffset    = "offset"
+	CASWatermark = "watermark"
+	// CauseOwnWriteReplayed: the key held a value this process had written
+	// itself, applied by NATS after its answer was lost (a timeout during
+	// an outage, a publish buffered over a reconnect); the writer adopts it.
+	CauseOwnWriteReplayed = "own_write_replayed"
+	// CauseOtherWriter: the key held a value this process never wrote:
+	// another process writes the same partition.
+	CauseOtherWriter = "other_writer"
 )
 
 // Destination states, the values of the state attribute.
@@ -76,8 +94,9 @@ type Metrics struct {
 
 	sentTxns, failedTxns, sentPDUs, sentEDUs, pduErrors metric.Int64Counter
 	queuedPDUs, pduDests, catchUps, resets              metric.Int64Counter
-	resolveFailures, deadLetters                        metric.Int64Counter
+	resolveFailures, deadLetters, casConflicts          metric.Int64Counter
 	latency, backoff                                    metric.Float64Histogram
+	casOpts                                             map[[2]string]metric.AddOption
 
 	parts     []PartitionGauges
 	partAttrs []metric.ObserveOption
@@ -141,6 +160,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	m.resets = counter(MetricResets, "Admin resets of a destination's retry timings.", "{reset}")
 	m.resolveFailures = counter(MetricResolveFailures, "Server-name resolutions that failed (DNS, .well-known, SRV).", "{resolution}")
 	m.deadLetters = counter(MetricDeadLetters, "Envelopes refused by the reader and moved to the dead-letter subject.", "{envelope}")
+	m.casConflicts = counter(MetricCASConflicts, "Compare-and-swap conflicts of the event log, offsets and watermarks, by kind and cause.", "{conflict}")
 	var err error
 	m.latency, err = meter.Float64Histogram(MetricDeliveryLatency,
 		metric.WithDescription("From the PDU's arrival in the stream to its acceptance by a destination, per delivery."),
@@ -200,6 +220,14 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 		m.pduDests, m.catchUps, m.resets, m.resolveFailures, m.deadLetters} {
 		c.Add(context.Background(), 0)
 	}
+	m.casOpts = map[[2]string]metric.AddOption{}
+	for _, kind := range []string{CASEvent, CASOffset, CASWatermark} {
+		for _, cause := range []string{CauseOwnWriteReplayed, CauseOtherWriter} {
+			opt := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrKind, kind), attribute.String(AttrCause, cause)))
+			m.casOpts[[2]string{kind, cause}] = opt
+			m.casConflicts.Add(context.Background(), 0, opt)
+		}
+	}
 	return m, nil
 }
 
@@ -233,6 +261,19 @@ func (m *Metrics) DeadLetter(ctx context.Context) {
 	if m != nil {
 		m.deadLetters.Add(ctx, 1)
 	}
+}
+
+// CASConflict counts a compare-and-swap conflict of kind (CASEvent...) by
+// its cause (CauseOwnWriteReplayed, CauseOtherWriter).
+func (m *Metrics) CASConflict(ctx context.Context, kind, cause string) {
+	if m == nil {
+		return
+	}
+	opt, ok := m.casOpts[[2]string{kind, cause}]
+	if !ok {
+		opt = metric.WithAttributes(attribute.String(AttrKind, kind), attribute.String(AttrCause, cause))
+	}
+	m.casConflicts.Add(ctx, 1, opt)
 }
 
 // ResolveFailure counts a failed server-name resolution.
