@@ -19,7 +19,7 @@ import (
 // listen); port 0 in nats.listen picks a free port.
 func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
 	if cfg.NATS.URL != "" {
-		nc, err := nats.Connect(cfg.NATS.URL, nats.Name("fedsender"), nats.MaxReconnects(-1))
+		nc, err := nats.Connect(cfg.NATS.URL, append(natsReconnect, nats.Name("fedsender"))...)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("nats.url: connect to %s: %w", cfg.NATS.URL, err)
 		}

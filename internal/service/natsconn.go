@@ -1,0 +1,54 @@
+package service
+
+import (
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// natsReconnect keeps the connection to an external NATS server through an
+// outage of any length: reconnect for ever, backing off from 100 ms to 2 s
+// (with jitter, so that many replicas do not come back in step), and hold
+// up to 8 MiB of publishes meanwhile (sent on reconnect; the writers settle
+// the conflicts these late writes cause, see actors/partition). A server
+// that vanishes without closing the connection (a network partition) is
+// noticed after at most three missed pings, 30 s, instead of nats.go's
+// default of several minutes.
+var natsReconnect = []nats.Option{
+	nats.MaxReconnects(-1),
+	nats.CustomReconnectDelay(reconnectDelay),
+	nats.ReconnectBufSize(8 << 20),
+	nats.PingInterval(10 * time.Second),
+	nats.MaxPingsOutstanding(3),
+}
+
+// reconnectDelay is the wait after the attempts-th failed pass over the
+// server list.
+func reconnectDelay(attempts int) time.Duration {
+	d := min(100*time.Millisecond<<min(attempts, 5), 2*time.Second)
+	return d + rand.N(d/5+1)
+}
+
+// watchConnection logs the connection's losses and recoveries, and the
+// client library's asynchronous errors (slow consumers, consumers gone after
+// a server restart), through the service's logger instead of nats.go's
+// default print to standard error.
+func watchConnection(nc *nats.Conn, log *slog.Logger) {
+	nc.SetDisconnectErrHandler(func(_ *nats.Conn, err error) {
+		if err != nil {
+			log.Warn("lost the NATS connection; reconnecting", "error", err)
+		}
+	})
+	nc.SetReconnectHandler(func(nc *nats.Conn) {
+		log.Info("NATS connection restored", "server", nc.ConnectedUrlRedacted())
+	})
+	nc.SetErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil {
+			log.Warn("NATS", "error", err, "subject", sub.Subject)
+			return
+		}
+		log.Warn("NATS", "error", err)
+	})
+}
