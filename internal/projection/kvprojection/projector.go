@@ -123,11 +123,13 @@ func (p *Projector) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kvprojection: open %s: %w", streams.OffsetBucket, err)
 	}
+	reconnected, unlisten := reconnections(js)
+	defer unlisten()
 	w, err := offsets.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("kvprojection: watch %s: %w", streams.OffsetBucket, err)
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	cons, err := js.OrderedConsumer(ctx, streams.EventStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{eventsFilter},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
@@ -170,6 +172,14 @@ func (p *Projector) Run(ctx context.Context) error {
 				return fmt.Errorf("kvprojection: watch %s: watcher stopped", streams.OffsetBucket)
 			}
 			p.onOffset(e)
+		case <-reconnected:
+			// Every offset again, then what changes (see reconnections).
+			if nw, err := offsets.WatchAll(ctx); err != nil {
+				p.opts.Log.Warn("kvprojection: watching offsets again after reconnecting", "error", err)
+			} else {
+				w.Stop()
+				w = nw
+			}
 		case <-reconcile.C:
 			p.markAllDirty()
 		case <-check.C:
