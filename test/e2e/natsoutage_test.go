@@ -93,11 +93,7 @@ func TestNATSOutage(t *testing.T) {
 // outage and answers 200 after it, and that no compare-and-swap conflict
 // was taken for another writer.
 func natsOutage(t *testing.T, ns *natsServer, outage time.Duration) {
-	h := newHarness(t, func(c *config.Config) {
-		c.NATS.URL = ns.url
-		c.Backoff.MinInterval = 500 * time.Millisecond
-		c.Backoff.MaxInterval = 2 * time.Second
-	})
+	h := outageHarness(t, ns.url, 1)
 	ok, down := h.receiver(nil), h.receiver(nil)
 	dests := []string{ok.ServerName(), down.ServerName()}
 	const room = "!outage:origin.test"
@@ -199,6 +195,19 @@ func natsOutage(t *testing.T, ns *natsServer, outage time.Duration) {
 	t.Logf("outage %v; after NATS came back: /readyz 200 %v, first publish %v, delivered %v, offsets stored %v, shown by the admin API %v; conflicts %v",
 		outage, ready.Round(time.Millisecond), published.Round(time.Millisecond), delivered.Round(time.Millisecond),
 		stored.Round(time.Millisecond), moving.Round(time.Millisecond), counts)
+}
+
+// outageHarness runs fedsender against the external NATS server(s) at url,
+// with streams of the given replicas, retrying failed destinations within
+// seconds.
+func outageHarness(t *testing.T, url string, replicas int) *harness {
+	t.Helper()
+	return newHarness(t, func(c *config.Config) {
+		c.NATS.URL = url
+		c.NATS.Replicas = replicas
+		c.Backoff.MinInterval = 500 * time.Millisecond
+		c.Backoff.MaxInterval = 2 * time.Second
+	})
 }
 
 // noOtherWriter fails the test if fedsender logged a conflict with another
