@@ -1,6 +1,7 @@
 package service
 
 import (
+	"context"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -44,11 +45,15 @@ func watchConnection(nc *nats.Conn, log *slog.Logger) {
 	nc.SetReconnectHandler(func(nc *nats.Conn) {
 		log.Info("NATS connection restored", "server", nc.ConnectedUrlRedacted())
 	})
-	nc.SetErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-		if sub != nil {
-			log.Warn("NATS", "error", err, "subject", sub.Subject)
-			return
+	nc.SetErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		level := slog.LevelWarn
+		if !nc.IsConnected() {
+			level = slog.LevelDebug // consumers go quiet in every outage: already said
 		}
-		log.Warn("NATS", "error", err)
+		args := []any{"error", err}
+		if sub != nil {
+			args = append(args, "subject", sub.Subject)
+		}
+		log.Log(context.Background(), level, "NATS", args...)
 	})
 }
