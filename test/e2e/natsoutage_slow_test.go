@@ -123,15 +123,24 @@ func TestNATSClusterRollingRestart(t *testing.T) {
 	}
 
 	publish(5)
+	eventually(t, 2*time.Minute, func() bool { return uniqueCount(ok) >= n }, "%s has %d of %d PDUs before the restarts", ok.ServerName(), uniqueCount(ok), n)
 	for i, node := range c.nodes {
+		// A transaction answered while the node goes down, and failures:
+		// their writes are in flight when it stops.
+		ok.SetFault(receiver.Fault{Hang: true})
+		publish(2)
+		eventually(t, time.Minute, func() bool { return ok.InFlight() > 0 }, "no transaction in flight to %s", ok.ServerName())
 		flaky.SetFault(receiver.Fault{Status: http.StatusServiceUnavailable, Times: 2})
+		connected := node.fedsenderConnected()
 		node.stop()
 		stopped := time.Now()
+		ok.SetFault(receiver.Fault{})
 		publish(5) // to the other two nodes
 		eventually(t, 2*time.Minute, func() bool { return offsetsAt(last) },
 			"with node %s down, the admin API shows last_successful_stream_ordering %s and %s, want %d",
 			node.opts.ServerName, ordering(h.destination(dests[0])), ordering(h.destination(dests[1])), last)
-		t.Logf("node %s down: offsets at the newest PDU %v after it stopped", node.opts.ServerName, time.Since(stopped).Round(time.Millisecond))
+		t.Logf("node %s down (fedsender was connected to it: %v): offsets at the newest PDU %v after it stopped",
+			node.opts.ServerName, connected, time.Since(stopped).Round(time.Millisecond))
 		node.start()
 		c.waitHealthy(t, i)
 		back := time.Now()
@@ -154,6 +163,21 @@ func TestNATSClusterRollingRestart(t *testing.T) {
 	eventually(t, time.Minute, func() bool { code, _ := h.adminRaw("GET", "/readyz"); return code == http.StatusOK },
 		"/readyz does not answer 200 after the rolling restart")
 	t.Logf("compare-and-swap conflicts: %v", h.noOtherWriter())
+}
+
+// fedsenderConnected reports whether fedsender's connection is to ns.
+func (ns *natsServer) fedsenderConnected() bool {
+	ns.t.Helper()
+	connz, err := ns.srv.Connz(&server.ConnzOptions{})
+	if err != nil {
+		ns.t.Fatal(err)
+	}
+	for _, c := range connz.Conns {
+		if c.Name == "fedsender" {
+			return true
+		}
+	}
+	return false
 }
 
 // waitJetStream waits until the cluster has elected its JetStream meta
