@@ -112,8 +112,9 @@ func natsOutage(t *testing.T, ns *natsServer, outage time.Duration) {
 	for n := 1; n <= 3; n++ {
 		publish(n)
 	}
-	ok.WaitFor(t, "a transaction in flight", func() bool { return ok.InFlight() > 0 })
-	down.WaitFor(t, "a transaction in flight", func() bool { return down.InFlight() > 0 })
+	for _, r := range []*receiver.Receiver{ok, down} {
+		eventually(t, time.Minute, func() bool { return r.InFlight() > 0 }, "no transaction in flight to %s", r.ServerName())
+	}
 
 	ns.stop()
 	stoppedAt := time.Now()
@@ -139,7 +140,8 @@ func natsOutage(t *testing.T, ns *natsServer, outage time.Duration) {
 	if unready == 0 || unready > time.Second || ready200 > 0 {
 		t.Errorf("/readyz during the %v outage: 503 first after %v (want within 1s), then 200 %d times", outage, unready, ready200)
 	}
-	ok.WaitPDUs(t, 3) // delivered while NATS was down
+	eventually(t, 30*time.Second, func() bool { return uniqueCount(ok) >= 3 }, // NATS still down
+		"%s has %d of 3 PDUs with NATS down", ok.ServerName(), uniqueCount(ok))
 
 	ns.start()
 	back := time.Now()
@@ -152,7 +154,7 @@ func natsOutage(t *testing.T, ns *natsServer, outage time.Duration) {
 	publish(4)
 	published := time.Since(back)
 	publish(5)
-	ok.WaitFor(t, "PDU 5", func() bool { return uniqueCount(ok) >= 5 })
+	eventually(t, time.Minute, func() bool { return uniqueCount(ok) >= 5 }, "%s has %d of 5 PDUs", ok.ServerName(), uniqueCount(ok))
 	delivered := time.Since(back)
 	eventually(t, 90*time.Second, func() bool { return h.storedOffset(dests[0]) >= last && h.storedOffset(dests[1]) >= last },
 		"the stored offsets are %d and %d, want %d", h.storedOffset(dests[0]), h.storedOffset(dests[1]), last)
