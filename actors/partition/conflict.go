@@ -102,7 +102,7 @@ func keyOf[T comparable](keys map[string]*casKey[T], name string) *casKey[T] {
 }
 
 func (w *writer) writeOffset(ctx context.Context, dest string, off uint64) error {
-	return casPut(ctx, w, telemetry.CASOffset, keyOf(w.offsetKey, dest), off,
+	return casPut(ctx, w, telemetry.CASOffset, keyOf(w.offsetKeys, dest), off,
 		func(cur uint64) bool { return cur >= off },
 		func(ctx context.Context, off, rev uint64) (uint64, error) {
 			return w.store.PutOffset(ctx, w.partition, dest, off, rev)

@@ -77,7 +77,7 @@ func TestOwnDelayedWritesAreAdopted(t *testing.T) {
 	const dest = "remote.example"
 
 	// Offset 7 was tried and stored, its answer lost; 9 is written next.
-	keyOf(w.offsetKey, dest).try(7)
+	keyOf(w.offsetKeys, dest).try(7)
 	if _, err := store.PutOffset(ctx, 2, dest, 7, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +101,8 @@ func TestOwnDelayedWritesAreAdopted(t *testing.T) {
 	if wm, _, err := store.LoadWatermark(ctx, 2); err != nil || wm.Seq != 41 {
 		t.Fatalf("stored watermark %+v (%v), want seq 41", wm, err)
 	}
-	keyOf(w.offsetKey, dest).try(12)
-	if _, err := store.PutOffset(ctx, 2, dest, 12, keyOf(w.offsetKey, dest).rev); err != nil {
+	keyOf(w.offsetKeys, dest).try(12)
+	if _, err := store.PutOffset(ctx, 2, dest, 12, keyOf(w.offsetKeys, dest).rev); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.writeOffset(ctx, dest, 11); err != nil {
@@ -155,7 +155,7 @@ func TestAnotherWritersValueIsARealConflict(t *testing.T) {
 	ctx := context.Background()
 	const dest = "remote.example"
 
-	keyOf(w.offsetKey, dest).try(7)
+	keyOf(w.offsetKeys, dest).try(7)
 	if _, err := store.PutOffset(ctx, 2, dest, 8, 0); err != nil { // not ours
 		t.Fatal(err)
 	}

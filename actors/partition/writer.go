@@ -45,9 +45,9 @@ type writer struct {
 	signal  chan struct{}
 
 	// Each key's revision, and what was tried since (see casKey).
-	eventLogs map[string]*casKey[dstate.Event]
-	offsetKey map[string]*casKey[uint64]
-	wmKey     casKey[eventlog.Watermark]
+	eventLogs  map[string]*casKey[dstate.Event]
+	offsetKeys map[string]*casKey[uint64]
+	wmKey      casKey[eventlog.Watermark]
 }
 
 // persisted tells the supervisor which events are durable.
@@ -60,12 +60,12 @@ func newWriter(s *Supervisor, loaded map[string]*eventlog.Loaded, wmRev uint64) 
 		partition: s.id, store: s.cfg.Store, log: s.log, metrics: s.cfg.Destination.Metrics,
 		offsets:   map[string]uint64{},
 		signal:    make(chan struct{}, 1),
-		eventLogs: map[string]*casKey[dstate.Event]{}, offsetKey: map[string]*casKey[uint64]{},
+		eventLogs: map[string]*casKey[dstate.Event]{}, offsetKeys: map[string]*casKey[uint64]{},
 		wmKey: casKey[eventlog.Watermark]{rev: wmRev},
 	}
 	for name, l := range loaded {
 		w.eventLogs[name] = &casKey[dstate.Event]{rev: l.EventSeq}
-		w.offsetKey[name] = &casKey[uint64]{rev: l.OffsetRev}
+		w.offsetKeys[name] = &casKey[uint64]{rev: l.OffsetRev}
 	}
 	return w
 }
