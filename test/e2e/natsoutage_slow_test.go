@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fedsender/fedsender/internal/config"
 	"github.com/fedsender/fedsender/streams"
 	"github.com/fedsender/fedsender/test/receiver"
 )
@@ -25,7 +26,7 @@ import (
 func TestLongNATSOutage(t *testing.T) {
 	for _, outage := range []time.Duration{time.Minute, 5 * time.Minute} {
 		t.Run(outage.String(), func(t *testing.T) {
-			natsOutage(t, startNATS(t), outage)
+			natsOutage(t, startNATS(t), outage, nil)
 		})
 	}
 }
@@ -98,7 +99,7 @@ func (c *natsCluster) waitHealthy(t *testing.T, i int) {
 func TestNATSClusterRollingRestart(t *testing.T) {
 	c := startNATSCluster(t)
 	waitJetStream(t, c.url())
-	h := outageHarness(t, c.url(), 3)
+	h := outageHarness(t, c.url(), func(cfg *config.Config) { cfg.NATS.Replicas = 3 })
 	ok, flaky := h.receiver(nil), h.receiver(nil)
 	dests := []string{ok.ServerName(), flaky.ServerName()}
 	const room = "!rolling:origin.test"

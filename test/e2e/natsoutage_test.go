@@ -14,6 +14,7 @@ import (
 
 	"github.com/fedsender/fedsender/internal/config"
 	"github.com/fedsender/fedsender/internal/eventlog"
+	"github.com/fedsender/fedsender/internal/projection/pgprojection/pgtest"
 	"github.com/fedsender/fedsender/streams"
 	"github.com/fedsender/fedsender/test/receiver"
 )
@@ -78,9 +79,16 @@ func (ns *natsServer) stop() {
 func TestNATSOutage(t *testing.T) {
 	for _, outage := range []time.Duration{time.Second, 15 * time.Second} {
 		t.Run(outage.String(), func(t *testing.T) {
-			natsOutage(t, startNATS(t), outage)
+			natsOutage(t, startNATS(t), outage, nil)
 		})
 	}
+	t.Run("1s with the PostgreSQL read model", func(t *testing.T) {
+		srv := pgtest.Own(t)
+		schema := pgtest.Schema(t, srv.URL)
+		natsOutage(t, startNATS(t), time.Second, func(c *config.Config) {
+			c.Postgres.URL, c.Postgres.Schema = srv.URL, schema
+		})
+	})
 }
 
 // natsOutage runs fedsender against ns and puts the writes of the outage's
@@ -92,8 +100,8 @@ func TestNATSOutage(t *testing.T) {
 // without restarting fedsender, that /readyz answered 503 throughout the
 // outage and answers 200 after it, and that no compare-and-swap conflict
 // was taken for another writer.
-func natsOutage(t *testing.T, ns *natsServer, outage time.Duration) {
-	h := outageHarness(t, ns.url, 1)
+func natsOutage(t *testing.T, ns *natsServer, outage time.Duration, mutate func(*config.Config)) {
+	h := outageHarness(t, ns.url, mutate)
 	ok, down := h.receiver(nil), h.receiver(nil)
 	dests := []string{ok.ServerName(), down.ServerName()}
 	const room = "!outage:origin.test"
@@ -200,15 +208,17 @@ func natsOutage(t *testing.T, ns *natsServer, outage time.Duration) {
 }
 
 // outageHarness runs fedsender against the external NATS server(s) at url,
-// with streams of the given replicas, retrying failed destinations within
-// seconds.
-func outageHarness(t *testing.T, url string, replicas int) *harness {
+// retrying failed destinations within seconds, with the configuration
+// changed by mutate (nil: none).
+func outageHarness(t *testing.T, url string, mutate func(*config.Config)) *harness {
 	t.Helper()
 	return newHarness(t, func(c *config.Config) {
 		c.NATS.URL = url
-		c.NATS.Replicas = replicas
 		c.Backoff.MinInterval = 500 * time.Millisecond
 		c.Backoff.MaxInterval = 2 * time.Second
+		if mutate != nil {
+			mutate(c)
+		}
 	})
 }
 
