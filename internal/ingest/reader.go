@@ -29,6 +29,13 @@ import (
 // maxBatch bounds the PDUs handed to the supervisors in one go.
 const maxBatch = 512
 
+// heartbeat is how often the server signals an idle pull. The ordered
+// consumer is recreated, from the PDU after the last one read, once two are
+// missed: within 2 s when the NATS node holding it goes down while the
+// connection stays up (a cluster's rolling restart), instead of 10 s with
+// nats.go's default of 5 s.
+const heartbeat = time.Second
+
 // Options configure a Reader.
 type Options struct {
 	JS     jetstream.JetStream
@@ -89,7 +96,7 @@ func (r *Reader) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ingest: consume %s: %w", streams.PDUStream, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * maxBatch))
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2*maxBatch), jetstream.PullHeartbeat(heartbeat))
 	if err != nil {
 		return fmt.Errorf("ingest: consume %s: %w", streams.PDUStream, err)
 	}

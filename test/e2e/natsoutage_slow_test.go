@@ -137,11 +137,15 @@ func TestNATSClusterRollingRestart(t *testing.T) {
 		stopped := time.Now()
 		ok.SetFault(receiver.Fault{})
 		publish(5) // to the other two nodes
+		published := time.Since(stopped)
+		eventually(t, 2*time.Minute, func() bool { return h.storedOffset(dests[0]) >= last && h.storedOffset(dests[1]) >= last },
+			"with node %s down, the stored offsets are %d and %d, want %d", node.opts.ServerName, h.storedOffset(dests[0]), h.storedOffset(dests[1]), last)
+		stored := time.Since(stopped)
 		eventually(t, 2*time.Minute, func() bool { return offsetsAt(last) },
 			"with node %s down, the admin API shows last_successful_stream_ordering %s and %s, want %d",
 			node.opts.ServerName, ordering(h.destination(dests[0])), ordering(h.destination(dests[1])), last)
-		t.Logf("node %s down (fedsender was connected to it: %v): offsets at the newest PDU %v after it stopped",
-			node.opts.ServerName, connected, time.Since(stopped).Round(time.Millisecond))
+		t.Logf("node %s down (fedsender was connected to it: %v): 5 PDUs published %v, their offsets stored %v and shown by the admin API %v after it stopped",
+			node.opts.ServerName, connected, published.Round(time.Millisecond), stored.Round(time.Millisecond), time.Since(stopped).Round(time.Millisecond))
 		node.start()
 		c.waitHealthy(t, i)
 		back := time.Now()
@@ -181,8 +185,8 @@ func (ns *natsServer) fedsenderConnected() bool {
 	return false
 }
 
-// waitJetStream waits until the cluster has elected its JetStream meta
-// leader, so that fedsender can create its streams.
+// waitJetStream waits until the cluster can place a stream on three
+// replicas, as fedsender's streams are.
 func waitJetStream(t *testing.T, url string) {
 	t.Helper()
 	nc, err := nats.Connect(url)
@@ -194,10 +198,22 @@ func waitJetStream(t *testing.T, url string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_, err := js.AccountInfo(ctx)
-		return err == nil
-	}, "the NATS cluster has no JetStream leader")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe"}, Replicas: 3})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the NATS cluster cannot place a stream on three replicas within a minute: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "PROBE"); err != nil {
+		t.Fatal(err)
+	}
 }
