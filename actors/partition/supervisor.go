@@ -137,7 +137,7 @@ func New(cfg *Config, id int, loaded map[string]*eventlog.Loaded, wm eventlog.Wa
 				catching: l.State.CatchingUp, catchPersisted: l.State.CatchingUp, offsetSaved: l.State.Offset}
 			s.entries[name] = e
 		}
-		s.w = newWriter(id, cfg.Store, s.log, loaded, wmRev)
+		s.w = newWriter(s, loaded, wmRev)
 		return s
 	}
 }

@@ -12,13 +12,18 @@ import (
 
 	dstate "github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/eventlog"
+	"github.com/fedsender/fedsender/internal/telemetry"
 )
 
-// Store is what the writer needs of the event log.
+// Store is what the writer needs of the event log: compare-and-swap
+// writes, and the reads that tell after a conflict what the key holds.
 type Store interface {
 	AppendAsync(partition int, ev dstate.Event, expected uint64) (jetstream.PubAckFuture, error)
 	PutOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error)
 	PutWatermark(ctx context.Context, partition int, w eventlog.Watermark, rev uint64) (uint64, error)
+	LastEvent(ctx context.Context, partition int, dest string) (dstate.Event, uint64, error)
+	Offset(ctx context.Context, partition int, dest string) (uint64, uint64, error)
+	LoadWatermark(ctx context.Context, partition int) (eventlog.Watermark, uint64, error)
 }
 
 // writer persists a partition's events, offsets and watermark in order,
@@ -29,6 +34,7 @@ type writer struct {
 	partition int
 	store     Store
 	log       *slog.Logger
+	metrics   *telemetry.Metrics
 	engine    *actor.Engine
 	super     *actor.PID
 
@@ -38,9 +44,10 @@ type writer struct {
 	wm      *eventlog.Watermark
 	signal  chan struct{}
 
-	eventSeq  map[string]uint64
-	offsetRev map[string]uint64
-	wmRev     uint64
+	// Each key's revision, and what was tried since (see casKey).
+	eventLogs  map[string]*casKey[dstate.Event]
+	offsetKeys map[string]*casKey[uint64]
+	wmKey      casKey[eventlog.Watermark]
 }
 
 // persisted tells the supervisor which events are durable; through is,
@@ -51,16 +58,17 @@ type persisted struct {
 	through map[string]uint64
 }
 
-func newWriter(partition int, store Store, log *slog.Logger, loaded map[string]*eventlog.Loaded, wmRev uint64) *writer {
+func newWriter(s *Supervisor, loaded map[string]*eventlog.Loaded, wmRev uint64) *writer {
 	w := &writer{
-		partition: partition, store: store, log: log,
-		offsets:  map[string]uint64{},
-		signal:   make(chan struct{}, 1),
-		eventSeq: map[string]uint64{}, offsetRev: map[string]uint64{}, wmRev: wmRev,
+		partition: s.id, store: s.cfg.Store, log: s.log, metrics: s.cfg.Destination.Metrics,
+		offsets:   map[string]uint64{},
+		signal:    make(chan struct{}, 1),
+		eventLogs: map[string]*casKey[dstate.Event]{}, offsetKeys: map[string]*casKey[uint64]{},
+		wmKey: casKey[eventlog.Watermark]{rev: wmRev},
 	}
 	for name, l := range loaded {
-		w.eventSeq[name] = l.EventSeq
-		w.offsetRev[name] = l.OffsetRev
+		w.eventLogs[name] = &casKey[dstate.Event]{rev: l.EventSeq}
+		w.offsetKeys[name] = &casKey[uint64]{rev: l.OffsetRev}
 	}
 	return w
 }
@@ -114,25 +122,16 @@ func (w *writer) run(ctx context.Context) {
 		failedOffsets := map[string]uint64{}
 		if len(failedEvents) == 0 {
 			for dest, off := range offsets {
-				rev, err := w.store.PutOffset(ctx, w.partition, dest, off, w.offsetRev[dest])
-				if err != nil {
-					if w.fail(ctx, "offset", dest, err) {
-						failedOffsets[dest] = off
-					}
-					continue
+				if err := w.writeOffset(ctx, dest, off); err != nil && w.fail(ctx, telemetry.CASOffset, dest, err) {
+					failedOffsets[dest] = off
 				}
-				w.offsetRev[dest] = rev
 			}
 		} else {
 			failedOffsets = offsets
 		}
 		// The watermark waits for everything before it.
 		if wm != nil && len(failedEvents) == 0 && len(failedOffsets) == 0 {
-			rev, err := w.store.PutWatermark(ctx, w.partition, *wm, w.wmRev)
-			if err == nil {
-				w.wmRev = rev
-				wm = nil
-			} else if !w.fail(ctx, "watermark", "", err) {
+			if err := w.writeWatermark(ctx, *wm); err == nil || !w.fail(ctx, telemetry.CASWatermark, "", err) {
 				wm = nil
 			}
 		}
@@ -187,9 +186,9 @@ func (w *writer) writeEvents(ctx context.Context, events []dstate.Event) (done, 
 				continue
 			}
 			seen[name] = true
-			f, err := w.store.AppendAsync(w.partition, ev, w.eventSeq[name])
+			f, err := w.store.AppendAsync(w.partition, ev, keyOf(w.eventLogs, name).try(ev))
 			if err != nil {
-				if w.fail(ctx, "event", name, err) {
+				if w.fail(ctx, telemetry.CASEvent, name, err) {
 					blocked[name] = true
 					failed = append(failed, ev)
 				}
@@ -199,15 +198,13 @@ func (w *writer) writeEvents(ctx context.Context, events []dstate.Event) (done, 
 		}
 		for _, p := range round {
 			name := p.ev.State.Destination
-			seq, err := eventlog.AckResult(ctx, p.f)
-			if err != nil {
-				if w.fail(ctx, "event", name, err) {
+			if err := w.ackEvent(ctx, p.ev, p.f); err != nil {
+				if w.fail(ctx, telemetry.CASEvent, name, err) {
 					blocked[name] = true
 					failed = append(failed, p.ev)
 				}
 				continue
 			}
-			w.eventSeq[name] = seq
 			done = append(done, p.ev)
 		}
 		events = rest
@@ -216,7 +213,9 @@ func (w *writer) writeEvents(ctx context.Context, events []dstate.Event) (done, 
 }
 
 // fail logs a write that failed and reports whether to try it again: not
-// after a conflict (another writer owns the log now) nor when stopping.
+// after a conflict with another writer (it owns the log now) nor when
+// stopping. Conflicts with this writer's own earlier writes never get here
+// (see casKey).
 func (w *writer) fail(ctx context.Context, what, dest string, err error) bool {
 	if ctx.Err() != nil {
 		return false
@@ -235,7 +234,7 @@ func (w *writer) fail(ctx context.Context, what, dest string, err error) bool {
 func (w *writer) sequences(events []dstate.Event) map[string]uint64 {
 	out := make(map[string]uint64, len(events))
 	for _, ev := range events {
-		out[ev.State.Destination] = w.eventSeq[ev.State.Destination]
+		out[ev.State.Destination] = keyOf(w.eventLogs, ev.State.Destination).rev
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -29,7 +30,7 @@ func connect(cfg config.Config, log *slog.Logger) (*nats.Conn, string, func(), e
 		if err != nil {
 			return nil, "", nil, err
 		}
-		nc, err := nats.Connect(cfg.NATS.URL, append(append(auth, logOpts...), nats.Name("fedsender"), nats.MaxReconnects(-1))...)
+		nc, err := nats.Connect(cfg.NATS.URL, slices.Concat(auth, logOpts, natsReconnect, []nats.Option{nats.Name("fedsender")})...)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("nats.url: connect to %s: %w", redact.URL(cfg.NATS.URL), redact.Error(err))
 		}

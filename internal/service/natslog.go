@@ -45,21 +45,26 @@ func (l *natsServerLog) Fatalf(format string, v ...any) {
 func natsClientLog(log *slog.Logger) []nats.Option {
 	log = log.With("component", "nats")
 	return []nats.Option{
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			// A push consumer's missed heartbeats while the server is away
-			// are expected; the disconnect is the error worth alerting on.
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			level := slog.LevelError
-			if errors.Is(err, nats.ErrConsumerNotActive) {
+			switch {
+			case !nc.IsConnected():
+				level = slog.LevelDebug // consumers go quiet in every outage: the disconnect said so
+			case errors.Is(err, nats.ErrConsumerNotActive):
+				// A consumer's missed heartbeats (a cluster node restarting)
+				// are expected; nats.go recreates the consumer.
 				level = slog.LevelWarn
 			}
+			args := []any{"error", err}
 			if sub != nil {
-				log.Log(context.Background(), level, "NATS error", "subject", sub.Subject, "error", err)
-				return
+				args = append(args, "subject", sub.Subject)
 			}
-			log.Log(context.Background(), level, "NATS error", "error", err)
+			log.Log(context.Background(), level, "NATS error", args...)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("NATS disconnected", "error", err)
+			if err != nil { // nil: fedsender closed it
+				log.Warn("NATS disconnected; reconnecting", "error", err)
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted())

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/anthdm/hollywood/actor"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -59,6 +60,7 @@ type Service struct {
 	NATSURL     string // the embedded server's client URL, if it listens
 	reader      *ingest.Reader
 	proj        *readModel
+	nc          *nats.Conn
 }
 
 // LoadOrCreateKey reads the signing key; with signing_key_path unset it
@@ -208,7 +210,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
 		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics})
-	svc := &Service{reader: reader, proj: proj, NATSURL: natsURL}
+	svc := &Service{reader: reader, proj: proj, nc: nc, NATSURL: natsURL}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 16)
@@ -275,8 +277,13 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	return runErr
 }
 
+// errNATSUnreachable is /readyz's reason while the NATS connection is down.
+var errNATSUnreachable = errors.New("NATS is unreachable; reconnecting")
+
 func (s *Service) ready() error {
 	switch {
+	case !s.nc.IsConnected():
+		return errNATSUnreachable
 	case !s.reader.Running():
 		return errors.New("the PDU reader is not running")
 	}

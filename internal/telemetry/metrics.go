@@ -36,6 +36,7 @@ const (
 	MetricProjectionLag       = "fedsender_projection_lag_events"
 	MetricPostgresLag         = "fedsender_postgres_projection_lag_messages"
 	MetricBuildInfo           = "fedsender_build_info"
+	MetricCASConflicts        = "fedsender_cas_conflicts"
 )
 
 // Attribute keys of the metrics.
@@ -45,6 +46,23 @@ const (
 	AttrState       = "state"       // healthy, backing_off, catching_up
 	AttrPartition   = "partition"
 	AttrReason      = "reason" // why a destination was refused
+	AttrKind        = "kind"   // what a compare-and-swap wrote: CASEvent, CASOffset, CASWatermark
+	AttrCause       = "cause"  // why it conflicted: CauseOwnWriteReplayed, CauseOtherWriter
+)
+
+// The writes fedsender fences with compare-and-swap (values of the kind
+// attribute), and the causes of their conflicts (values of cause).
+const (
+	CASEvent     = "event"
+	CASOffset    = "offset"
+	CASWatermark = "watermark"
+	// CauseOwnWriteReplayed: the key held a value this process had written
+	// itself, applied by NATS after its answer was lost (a timeout during
+	// an outage, a publish buffered over a reconnect); the writer adopts it.
+	CauseOwnWriteReplayed = "own_write_replayed"
+	// CauseOtherWriter: the key held a value this process never wrote:
+	// another process writes the same partition.
+	CauseOtherWriter = "other_writer"
 )
 
 // RefusedInvalidServerName is the reason attribute of a destination that
@@ -81,10 +99,11 @@ type MetricsOptions struct {
 type Metrics struct {
 	perDest bool
 
-	sentTxns, failedTxns, sentPDUs, sentEDUs, pduErrors metric.Int64Counter
-	queuedPDUs, pduDests, catchUps, resets              metric.Int64Counter
-	resolveFailures, deadLetters, refusedDests          metric.Int64Counter
-	latency, backoff                                    metric.Float64Histogram
+	sentTxns, failedTxns, sentPDUs, sentEDUs, pduErrors      metric.Int64Counter
+	queuedPDUs, pduDests, catchUps, resets                   metric.Int64Counter
+	resolveFailures, deadLetters, refusedDests, casConflicts metric.Int64Counter
+	latency, backoff                                         metric.Float64Histogram
+	casOpts                                                  map[[2]string]metric.AddOption
 
 	parts     []PartitionGauges
 	partAttrs []metric.ObserveOption
@@ -149,6 +168,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	m.resolveFailures = counter(MetricResolveFailures, "Server-name resolutions that failed (DNS, .well-known, SRV).", "{resolution}")
 	m.deadLetters = counter(MetricDeadLetters, "Envelopes refused by the reader and moved to the dead-letter subject.", "{envelope}")
 	m.refusedDests = counter(MetricDestinationsRefused, "Destinations of accepted envelopes that were refused (each recorded on the dead-letter subject), by reason.", "{destination}")
+	m.casConflicts = counter(MetricCASConflicts, "Compare-and-swap conflicts of the event log, offsets and watermarks, by kind and cause.", "{conflict}")
 	var err error
 	m.latency, err = meter.Float64Histogram(MetricDeliveryLatency,
 		metric.WithDescription("From the PDU's arrival in the stream to its acceptance by a destination, per delivery."),
@@ -216,6 +236,14 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 		c.Add(context.Background(), 0)
 	}
 	m.refusedDests.Add(context.Background(), 0, metric.WithAttributes(attribute.String(AttrReason, RefusedInvalidServerName)))
+	m.casOpts = map[[2]string]metric.AddOption{}
+	for _, kind := range []string{CASEvent, CASOffset, CASWatermark} {
+		for _, cause := range []string{CauseOwnWriteReplayed, CauseOtherWriter} {
+			opt := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrKind, kind), attribute.String(AttrCause, cause)))
+			m.casOpts[[2]string{kind, cause}] = opt
+			m.casConflicts.Add(context.Background(), 0, opt)
+		}
+	}
 	return m, nil
 }
 
@@ -256,6 +284,19 @@ func (m *Metrics) DestinationRefused(ctx context.Context, reason string) {
 	if m != nil {
 		m.refusedDests.Add(ctx, 1, metric.WithAttributes(attribute.String(AttrReason, reason)))
 	}
+}
+
+// CASConflict counts a compare-and-swap conflict of kind (CASEvent...) by
+// its cause (CauseOwnWriteReplayed, CauseOtherWriter).
+func (m *Metrics) CASConflict(ctx context.Context, kind, cause string) {
+	if m == nil {
+		return
+	}
+	opt, ok := m.casOpts[[2]string{kind, cause}]
+	if !ok {
+		opt = metric.WithAttributes(attribute.String(AttrKind, kind), attribute.String(AttrCause, cause))
+	}
+	m.casConflicts.Add(ctx, 1, opt)
 }
 
 // ResolveFailure counts a failed server-name resolution.

@@ -153,7 +153,7 @@ func TestKubernetesServiceLinkVariables(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, keyPath, _ := keyAndCAFiles(t, dir, "k8s")
-	ns := natsServer(t, server.Options{})
+	ns := runNATS(t, server.Options{})
 	adminAddr := localAddr(t)
 	// What the cluster provides: the key secret, the admin token, NATS and
 	// the volume, here in local places.

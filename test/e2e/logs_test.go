@@ -62,7 +62,7 @@ func TestLibraryLogLinesAreJSON(t *testing.T) {
 	t.Run("NATS client and actor engine", func(t *testing.T) {
 		// An account that may not receive reset commands: NATS refuses the
 		// subscription asynchronously, which the client reports.
-		ns := natsServer(t, server.Options{Users: []*server.User{{Username: "fedsender", Password: "pw",
+		ns := runNATS(t, server.Options{Users: []*server.User{{Username: "fedsender", Password: "pw",
 			Permissions: &server.Permissions{Subscribe: &server.SubjectPermission{
 				Allow: []string{">"}, Deny: []string{"fedsender.control.>"}}}}}})
 		adminAddr := localAddr(t)

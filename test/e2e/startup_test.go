@@ -215,9 +215,9 @@ func TestBusyEmbeddedNATSPortFailsAtOnce(t *testing.T) {
 	}
 }
 
-// natsServer runs a NATS server with JetStream for a fedsender process to
+// runNATS runs a NATS server with JetStream for a fedsender process to
 // use as nats.url; opts may add users.
-func natsServer(t *testing.T, opts server.Options) *server.Server {
+func runNATS(t *testing.T, opts server.Options) *server.Server {
 	t.Helper()
 	opts.Host, opts.Port, opts.JetStream, opts.StoreDir = "127.0.0.1", -1, true, t.TempDir()
 	opts.NoSigs = true

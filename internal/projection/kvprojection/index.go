@@ -217,13 +217,15 @@ func (x *Index) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kvprojection: %s: %w", streams.DestinationBucket, err)
 	}
+	reconnected, unlisten := reconnections(x.js)
+	defer unlisten()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w, err := kv.WatchAll(wctx)
 	if err != nil {
 		return fmt.Errorf("kvprojection: watch %s: %w", streams.DestinationBucket, err)
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
 
 	t := newTable()
 	loading := true
@@ -237,6 +239,17 @@ func (x *Index) session(ctx context.Context) error {
 			c, _, err := x.bucketCreated(ctx)
 			if errors.Is(err, jetstream.ErrStreamNotFound) || err == nil && !c.Equal(created) {
 				return errRecreated
+			}
+		case <-reconnected:
+			if loading {
+				continue // the old watch resumes by itself, later
+			}
+			// Go on from the next revision (see reconnections).
+			if nw, err := kv.WatchAll(wctx, jetstream.ResumeFromRevision(t.rev+1)); err != nil {
+				x.log.Warn("kvprojection: watching the bucket again after reconnecting", "error", err)
+			} else {
+				w.Stop()
+				w = nw
 			}
 		case e, ok := <-w.Updates():
 			if !ok {
