@@ -2,6 +2,7 @@ package partition
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"time"
@@ -50,8 +51,18 @@ type (
 	}
 	// Advance moves the reader position without PDUs for this partition.
 	Advance struct{ Through uint64 }
-	// Reset clears a destination's retry timings and wakes it now.
-	Reset struct{ Destination string }
+	// Reset clears a destination's retry timings and wakes it now. Done,
+	// if not nil, is called once, on the supervisor's goroutine (it must
+	// not block): with the event-log sequence through which the reset is
+	// durable; with dstate.ErrNotFailing when the destination is not
+	// backing off (nothing is done); or with ErrResetLost when its actor
+	// failed before recording it, or its event was given up. It may also
+	// never be called (the supervisor stops, or the event is the last the
+	// writer gives up): the caller bounds its wait.
+	Reset struct {
+		Destination string
+		Done        func(seq uint64, err error)
+	}
 	// EDUPair is one EDU for one destination of the partition.
 	EDUPair struct {
 		Destination string
@@ -70,6 +81,10 @@ type (
 	// a healthy one is left alone.
 	ServerUp struct{ Destination string }
 )
+
+// ErrResetLost: the destination's actor failed before it recorded a reset,
+// or its event could not be stored; the reset may be asked again.
+var ErrResetLost = errors.New("partition: the reset was lost before it was stored")
 
 type (
 	wakeDest struct{ name string }
@@ -99,6 +114,18 @@ type entry struct {
 	// destination had not acknowledged (it was backing off); its next
 	// actor reads them from the stream, through eduRestore.
 	eduRestore uint64
+	// resets are the Done of the resets handed to the actor, oldest first,
+	// until its Reset event comes back (the actor records them in order);
+	// then they wait in durable, with that event, until the writer has
+	// stored it.
+	resets  []func(seq uint64, err error)
+	durable []pendingReset
+}
+
+// pendingReset is a reset whose event is handed to the writer.
+type pendingReset struct {
+	event dstate.Event
+	done  func(seq uint64, err error)
 }
 
 func (e *entry) busy() bool { return !e.catching && e.done < e.lastSent }
@@ -150,7 +177,7 @@ func New(cfg *Config, id int, loaded map[string]*eventlog.Loaded, wm eventlog.Wa
 			}
 			s.entries[name] = e
 		}
-		s.w = newWriter(id, cfg.Store, s.log, loaded, wmRev)
+		s.w = newWriter(s, loaded, wmRev)
 		return s
 	}
 }
@@ -170,7 +197,7 @@ func (s *Supervisor) Receive(c *actor.Context) {
 	case AdvanceEDU:
 		s.eduPos = max(s.eduPos, m.Through)
 	case Reset:
-		s.reset(m.Destination)
+		s.reset(m)
 	case ServerUp:
 		s.serverUp(m.Destination)
 	case wakeDest:
@@ -186,11 +213,7 @@ func (s *Supervisor) Receive(c *actor.Context) {
 	case destination.Crashed:
 		s.crashed(m)
 	case persisted:
-		for _, ev := range m.events {
-			if e := s.entries[ev.State.Destination]; e != nil && e.catching && ev.State.CatchingUp {
-				e.catchPersisted = true
-			}
-		}
+		s.persisted(m)
 	}
 }
 
@@ -337,6 +360,10 @@ func (s *Supervisor) changed(m destination.Changed) {
 	}
 	e.state = m.Event.State
 	s.w.appendEvent(m.Event)
+	if m.Event.Type == dstate.Reset && len(e.resets) > 0 {
+		e.durable = append(e.durable, pendingReset{event: m.Event, done: e.resets[0]})
+		e.resets = e.resets[1:]
+	}
 	if e.state.CatchingUp && !e.catching {
 		e.catching, e.catchPersisted = true, false
 		delete(s.busy, m.Destination)
@@ -380,9 +407,11 @@ func (s *Supervisor) wake(name string) {
 	s.engine.Send(s.spawn(name, e), destination.Wake{})
 }
 
-func (s *Supervisor) reset(name string) {
-	e := s.entries[name]
-	if e == nil {
+// reset hands a reset to the destination's actor, if it is backing off.
+func (s *Supervisor) reset(m Reset) {
+	e := s.entries[m.Destination]
+	if e == nil || !e.state.Failing() {
+		answer(m.Done, 0, dstate.ErrNotFailing)
 		return
 	}
 	if e.timer != nil {
@@ -390,7 +419,49 @@ func (s *Supervisor) reset(name string) {
 		e.timer = nil
 	}
 	e.held = false
-	s.engine.Send(s.spawn(name, e), destination.ResetConnection{})
+	e.resets = append(e.resets, m.Done)
+	s.engine.Send(s.spawn(m.Destination, e), destination.ResetConnection{})
+}
+
+// answer calls a reset's Done, if any.
+func answer(done func(uint64, error), seq uint64, err error) {
+	if done != nil {
+		done(seq, err)
+	}
+}
+
+// persisted notes which events are durable, and answers the resets among
+// them.
+func (s *Supervisor) persisted(m persisted) {
+	for _, ev := range m.events {
+		e := s.entries[ev.State.Destination]
+		if e == nil {
+			continue
+		}
+		if e.catching && ev.State.CatchingUp {
+			e.catchPersisted = true
+		}
+		if ev.Type == dstate.Reset {
+			s.resetStored(e, ev, m.through[ev.State.Destination])
+		}
+	}
+}
+
+// resetStored answers the reset whose event ev the writer stored. A
+// destination's events are stored in order, so the resets waiting before
+// it lost their events (the writer gave them up).
+func (s *Supervisor) resetStored(e *entry, ev dstate.Event, seq uint64) {
+	for i, p := range e.durable {
+		if p.event != ev {
+			continue
+		}
+		for _, lost := range e.durable[:i] {
+			answer(lost.done, 0, ErrResetLost)
+		}
+		answer(p.done, seq, nil)
+		e.durable = e.durable[i+1:]
+		return
+	}
 }
 
 func (s *Supervisor) serverUp(name string) {
@@ -404,7 +475,7 @@ func (s *Supervisor) serverUp(name string) {
 	}
 	e.serverUpAt = now
 	s.log.Info("the homeserver saw the destination up: retrying now", "destination", name)
-	s.reset(name)
+	s.reset(Reset{Destination: name})
 }
 
 func (s *Supervisor) crashed(m destination.Crashed) {
@@ -414,6 +485,12 @@ func (s *Supervisor) crashed(m destination.Crashed) {
 	}
 	s.engine.Poison(e.pid)
 	e.pid = nil
+	// Every event the actor recorded came before this message: the resets
+	// it had not recorded died with it.
+	for _, done := range e.resets {
+		answer(done, 0, ErrResetLost)
+	}
+	e.resets = nil
 	// The queue died with the actor: read what is pending from the stream.
 	ev := e.state.Record(dstate.Event{Type: dstate.CatchUpStarted, At: time.Now().UnixMilli(),
 		Reason: dstate.ReasonRecover})
@@ -461,7 +538,7 @@ func (s *Supervisor) checkpoint(now time.Time) {
 		case e.busy():
 			wm = min(wm, e.done)
 		}
-		if e.pid != nil && !e.busy() && !e.eduBusy() && !e.catching && !e.state.Failing() && now.Sub(e.activeAt) > s.cfg.IdleTimeout {
+		if e.pid != nil && !e.busy() && !e.eduBusy() && !e.catching && !e.state.Failing() && len(e.resets) == 0 && now.Sub(e.activeAt) > s.cfg.IdleTimeout {
 			s.engine.Poison(e.pid)
 			e.pid = nil
 		}

@@ -12,14 +12,20 @@ import (
 
 	dstate "github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/eventlog"
+	"github.com/fedsender/fedsender/internal/telemetry"
 )
 
-// Store is what the writer needs of the event log.
+// Store is what the writer needs of the event log: compare-and-swap
+// writes, and the reads that tell after a conflict what the key holds.
 type Store interface {
 	AppendAsync(partition int, ev dstate.Event, expected uint64) (jetstream.PubAckFuture, error)
 	PutOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error)
 	PutEDUOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error)
 	PutWatermark(ctx context.Context, partition int, w eventlog.Watermark, rev uint64) (uint64, error)
+	LastEvent(ctx context.Context, partition int, dest string) (dstate.Event, uint64, error)
+	Offset(ctx context.Context, partition int, dest string) (uint64, uint64, error)
+	EDUOffset(ctx context.Context, partition int, dest string) (uint64, uint64, error)
+	LoadWatermark(ctx context.Context, partition int) (eventlog.Watermark, uint64, error)
 }
 
 // writer persists a partition's events, offsets and watermark in order,
@@ -30,42 +36,45 @@ type writer struct {
 	partition int
 	store     Store
 	log       *slog.Logger
+	metrics   *telemetry.Metrics
 	engine    *actor.Engine
 	super     *actor.PID
 
-	mu      sync.Mutex
-	events  []dstate.Event
-	offsets map[offsetKey]uint64
-	wm      *eventlog.Watermark
-	signal  chan struct{}
+	mu         sync.Mutex
+	events     []dstate.Event
+	offsets    map[string]uint64
+	eduOffsets map[string]uint64
+	wm         *eventlog.Watermark
+	signal     chan struct{}
 
-	eventSeq  map[string]uint64
-	offsetRev map[offsetKey]uint64
-	wmRev     uint64
+	// Each key's revision, and what was tried since (see casKey).
+	eventLogs     map[string]*casKey[dstate.Event]
+	offsetKeys    map[string]*casKey[uint64]
+	eduOffsetKeys map[string]*casKey[uint64]
+	wmKey         casKey[eventlog.Watermark]
 }
 
-// offsetKey names a destination's PDU offset, or with edu its EDU offset.
-type offsetKey struct {
-	dest string
-	edu  bool
-}
-
-// persisted tells the supervisor which events are durable.
+// persisted tells the supervisor which events are durable; through is,
+// for each of their destinations, the event-log sequence of its newest
+// durable event.
 type persisted struct {
-	events []dstate.Event
+	events  []dstate.Event
+	through map[string]uint64
 }
 
-func newWriter(partition int, store Store, log *slog.Logger, loaded map[string]*eventlog.Loaded, wmRev uint64) *writer {
+func newWriter(s *Supervisor, loaded map[string]*eventlog.Loaded, wmRev uint64) *writer {
 	w := &writer{
-		partition: partition, store: store, log: log,
-		offsets:  map[offsetKey]uint64{},
-		signal:   make(chan struct{}, 1),
-		eventSeq: map[string]uint64{}, offsetRev: map[offsetKey]uint64{}, wmRev: wmRev,
+		partition: s.id, store: s.cfg.Store, log: s.log, metrics: s.cfg.Destination.Metrics,
+		offsets: map[string]uint64{}, eduOffsets: map[string]uint64{},
+		signal:    make(chan struct{}, 1),
+		eventLogs: map[string]*casKey[dstate.Event]{}, offsetKeys: map[string]*casKey[uint64]{},
+		eduOffsetKeys: map[string]*casKey[uint64]{},
+		wmKey:         casKey[eventlog.Watermark]{rev: wmRev},
 	}
 	for name, l := range loaded {
-		w.eventSeq[name] = l.EventSeq
-		w.offsetRev[offsetKey{dest: name}] = l.OffsetRev
-		w.offsetRev[offsetKey{dest: name, edu: true}] = l.EDUOffsetRev
+		w.eventLogs[name] = &casKey[dstate.Event]{rev: l.EventSeq}
+		w.offsetKeys[name] = &casKey[uint64]{rev: l.OffsetRev}
+		w.eduOffsetKeys[name] = &casKey[uint64]{rev: l.EDUOffsetRev}
 	}
 	return w
 }
@@ -85,16 +94,15 @@ func (w *writer) appendEvent(ev dstate.Event) {
 }
 
 func (w *writer) putOffset(dest string, offset uint64) {
-	w.putOffsetOf(offsetKey{dest: dest}, offset)
+	w.mu.Lock()
+	w.offsets[dest] = max(w.offsets[dest], offset)
+	w.mu.Unlock()
+	w.kick()
 }
 
 func (w *writer) putEDUOffset(dest string, offset uint64) {
-	w.putOffsetOf(offsetKey{dest: dest, edu: true}, offset)
-}
-
-func (w *writer) putOffsetOf(k offsetKey, offset uint64) {
 	w.mu.Lock()
-	w.offsets[k] = max(w.offsets[k], offset)
+	w.eduOffsets[dest] = max(w.eduOffsets[dest], offset)
 	w.mu.Unlock()
 	w.kick()
 }
@@ -116,44 +124,36 @@ func (w *writer) run(ctx context.Context) {
 		case <-after(retry):
 		}
 		w.mu.Lock()
-		events, offsets, wm := w.events, w.offsets, w.wm
-		w.events, w.offsets, w.wm = nil, map[offsetKey]uint64{}, nil
+		events, offsets, eduOffsets, wm := w.events, w.offsets, w.eduOffsets, w.wm
+		w.events, w.offsets, w.eduOffsets, w.wm = nil, map[string]uint64{}, map[string]uint64{}, nil
 		w.mu.Unlock()
 
 		done, failedEvents := w.writeEvents(ctx, events)
 		if len(done) > 0 {
-			w.engine.Send(w.super, persisted{events: done})
+			w.engine.Send(w.super, persisted{events: done, through: w.sequences(done)})
 		}
-		failedOffsets := map[offsetKey]uint64{}
+		failedOffsets, failedEDUOffsets := map[string]uint64{}, map[string]uint64{}
 		if len(failedEvents) == 0 {
-			for k, off := range offsets {
-				put, what := w.store.PutOffset, "offset"
-				if k.edu {
-					put, what = w.store.PutEDUOffset, "EDU offset"
+			for dest, off := range offsets {
+				if err := w.writeOffset(ctx, dest, off); err != nil && w.fail(ctx, telemetry.CASOffset, dest, err) {
+					failedOffsets[dest] = off
 				}
-				rev, err := put(ctx, w.partition, k.dest, off, w.offsetRev[k])
-				if err != nil {
-					if w.fail(ctx, what, k.dest, err) {
-						failedOffsets[k] = off
-					}
-					continue
+			}
+			for dest, off := range eduOffsets {
+				if err := w.writeEDUOffset(ctx, dest, off); err != nil && w.fail(ctx, telemetry.CASEDUOffset, dest, err) {
+					failedEDUOffsets[dest] = off
 				}
-				w.offsetRev[k] = rev
 			}
 		} else {
-			failedOffsets = offsets
+			failedOffsets, failedEDUOffsets = offsets, eduOffsets
 		}
 		// The watermark waits for everything before it.
-		if wm != nil && len(failedEvents) == 0 && len(failedOffsets) == 0 {
-			rev, err := w.store.PutWatermark(ctx, w.partition, *wm, w.wmRev)
-			if err == nil {
-				w.wmRev = rev
-				wm = nil
-			} else if !w.fail(ctx, "watermark", "", err) {
+		if wm != nil && len(failedEvents) == 0 && len(failedOffsets) == 0 && len(failedEDUOffsets) == 0 {
+			if err := w.writeWatermark(ctx, *wm); err == nil || !w.fail(ctx, telemetry.CASWatermark, "", err) {
 				wm = nil
 			}
 		}
-		if len(failedEvents) == 0 && len(failedOffsets) == 0 && wm == nil {
+		if len(failedEvents) == 0 && len(failedOffsets) == 0 && len(failedEDUOffsets) == 0 && wm == nil {
 			retry = 0
 			continue
 		}
@@ -162,6 +162,9 @@ func (w *writer) run(ctx context.Context) {
 		w.events = append(failedEvents, w.events...)
 		for dest, off := range failedOffsets {
 			w.offsets[dest] = max(w.offsets[dest], off)
+		}
+		for dest, off := range failedEDUOffsets {
+			w.eduOffsets[dest] = max(w.eduOffsets[dest], off)
 		}
 		if wm != nil && w.wm == nil {
 			w.wm = wm
@@ -204,9 +207,9 @@ func (w *writer) writeEvents(ctx context.Context, events []dstate.Event) (done, 
 				continue
 			}
 			seen[name] = true
-			f, err := w.store.AppendAsync(w.partition, ev, w.eventSeq[name])
+			f, err := w.store.AppendAsync(w.partition, ev, keyOf(w.eventLogs, name).try(ev))
 			if err != nil {
-				if w.fail(ctx, "event", name, err) {
+				if w.fail(ctx, telemetry.CASEvent, name, err) {
 					blocked[name] = true
 					failed = append(failed, ev)
 				}
@@ -216,15 +219,13 @@ func (w *writer) writeEvents(ctx context.Context, events []dstate.Event) (done, 
 		}
 		for _, p := range round {
 			name := p.ev.State.Destination
-			seq, err := eventlog.AckResult(ctx, p.f)
-			if err != nil {
-				if w.fail(ctx, "event", name, err) {
+			if err := w.ackEvent(ctx, p.ev, p.f); err != nil {
+				if w.fail(ctx, telemetry.CASEvent, name, err) {
 					blocked[name] = true
 					failed = append(failed, p.ev)
 				}
 				continue
 			}
-			w.eventSeq[name] = seq
 			done = append(done, p.ev)
 		}
 		events = rest
@@ -233,7 +234,9 @@ func (w *writer) writeEvents(ctx context.Context, events []dstate.Event) (done, 
 }
 
 // fail logs a write that failed and reports whether to try it again: not
-// after a conflict (another writer owns the log now) nor when stopping.
+// after a conflict with another writer (it owns the log now) nor when
+// stopping. Conflicts with this writer's own earlier writes never get here
+// (see casKey).
 func (w *writer) fail(ctx context.Context, what, dest string, err error) bool {
 	if ctx.Err() != nil {
 		return false
@@ -245,4 +248,14 @@ func (w *writer) fail(ctx context.Context, what, dest string, err error) bool {
 	}
 	w.log.Warn("could not persist; will retry", "partition", w.partition, "what", what, "destination", dest, "error", err)
 	return true
+}
+
+// sequences returns the event-log sequence of the newest durable event of
+// each destination of events.
+func (w *writer) sequences(events []dstate.Event) map[string]uint64 {
+	out := make(map[string]uint64, len(events))
+	for _, ev := range events {
+		out[ev.State.Destination] = keyOf(w.eventLogs, ev.State.Destination).rev
+	}
+	return out
 }

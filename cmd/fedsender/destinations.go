@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/fedsender/fedsender/internal/config"
+	"github.com/fedsender/fedsender/internal/redact"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -29,8 +31,9 @@ The parameters are the HTTP API's, checked by the service with its errors.
 COLUMN is destination, retry_last_ts, retry_interval, failure_ts or
 last_successful_stream_ordering. Connection and output:
 
-  --config FILE   take the NATS server from fedsender's configuration (nats.url, or nats.listen)
-  --server URL    NATS server (default $NATS_URL, else nats://127.0.0.1:4222)
+  --config FILE   take the NATS server, login and TLS from fedsender's configuration (nats.*)
+  --server URL    NATS server (default: from --config, else $NATS_URL, else nats://127.0.0.1:4222);
+                  with --config, the configuration's login and TLS are used on it
   --timeout D     how long to wait for an answer (default 5s)
   --json          print the service's JSON answer instead of a table
 `
@@ -57,13 +60,13 @@ func destinations(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	url, err := call.natsURL()
+	url, natsCfg, err := call.natsServer()
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(url, nats.Name("fedsender destinations"), nats.Timeout(call.timeout))
+	nc, err := connectNATS(natsCfg, url, "fedsender destinations", call.timeout)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", url, err)
+		return err
 	}
 	defer nc.Close()
 	body, err := json.Marshal(call.request)
@@ -74,7 +77,7 @@ func destinations(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	msg, err := nc.RequestWithContext(ctx, streams.AdminSubject(call.op), body)
 	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("no fedsender answers on %s at %s (is fedsender running with this NATS server?)", streams.AdminSubject(call.op), url)
+		return fmt.Errorf("no fedsender answers on %s at %s (is fedsender running with this NATS server?)", streams.AdminSubject(call.op), redact.URL(url))
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", streams.AdminSubject(call.op), err)
@@ -159,16 +162,17 @@ func parseDestinations(args []string) (destinationsCall, error) {
 	return call, nil
 }
 
-func (c destinationsCall) natsURL() (string, error) {
+// natsServer returns the NATS server to ask and how to log in to it.
+func (c destinationsCall) natsServer() (string, config.NATSConfig, error) {
 	cfg, err := commandNATS(c.server, c.config)
 	if err != nil {
-		return "", err
+		return "", cfg.NATS, err
 	}
 	url, err := natsURL(cfg)
 	if err != nil {
-		return "", fmt.Errorf("%w: use --server", err)
+		return "", cfg.NATS, fmt.Errorf("%w: use --server", err)
 	}
-	return url, nil
+	return url, cfg.NATS, nil
 }
 
 // destinationRow is Synapse's destination object.
@@ -229,7 +233,7 @@ func printTable(w io.Writer, call destinationsCall, data []byte) error {
 		}
 		total, next = out.Total, out.NextToken
 	case "reset":
-		fmt.Fprintf(tw, "reset of %s handed to its owner: retry timings cleared, destination woken\n", call.request["destination"])
+		fmt.Fprintf(tw, "reset of %s done: retry timings cleared, destination woken\n", call.request["destination"])
 		return tw.Flush()
 	}
 	if err := tw.Flush(); err != nil {

@@ -26,6 +26,10 @@ func (r cliReader) Get(name string) (destination.State, bool) {
 }
 func (r cliReader) Page(q projection.Query) projection.Page { return projection.Select(r.states, q) }
 func (r cliReader) Ready() bool                             { return true }
+func (r cliReader) Sync(context.Context) error              { return nil }
+func (r cliReader) EventSeq(context.Context, string) (uint64, error) {
+	return 1, nil // as of cliResetter's resets
+}
 
 type cliRooms struct{}
 
@@ -42,11 +46,11 @@ type cliResetter struct {
 	got []string
 }
 
-func (r *cliResetter) Reset(_ context.Context, dest string) error {
+func (r *cliResetter) Reset(_ context.Context, dest string) (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, dest)
-	return nil
+	return 1, nil
 }
 
 // startMicro serves the admin micro service over a small read model and
@@ -88,7 +92,7 @@ func TestDestinationsCommand(t *testing.T) {
 			[]string{`{"destination":"example.com","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":null}`}},
 		{[]string{"rooms", "matrix.org:8448", "--dir", "b"}, 0, []string{"ROOM_ID", "!b:o", "9", "!a:o", "total 2"}},
 		{[]string{"rooms", "--limit", "1", "matrix.org:8448"}, 0, []string{"!a:o", "next page: --from 1"}},
-		{[]string{"reset", "matrix.org:8448"}, 0, []string{"reset of matrix.org:8448 handed to its owner"}},
+		{[]string{"reset", "matrix.org:8448"}, 0, []string{"reset of matrix.org:8448 done: retry timings cleared"}},
 		// The service's errors, as the HTTP API's.
 		{[]string{"list", "--from", "-5"}, 1, []string{"400 M_INVALID_PARAM: Query parameter from must be a positive integer."}},
 		{[]string{"list", "--limit", "abc"}, 1, []string{"400 M_INVALID_PARAM: Query parameter limit must be an integer"}},

@@ -9,6 +9,7 @@
 //	fedsender deadletter list|replay [...]
 //	fedsender migrate --config FILE
 //	fedsender projection rebuild --config FILE
+//	fedsender version
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/fedsender/fedsender/internal/redact"
 	"github.com/fedsender/fedsender/internal/telemetry"
 )
 
@@ -35,6 +37,7 @@ Usage:
   fedsender deadletter list|replay                 refused envelopes and destinations (see: fedsender deadletter help)
   fedsender migrate --config FILE                  create or upgrade the PostgreSQL read model's schema
   fedsender projection rebuild --config FILE       empty the PostgreSQL read model and project the event log again
+  fedsender version (or --version)                 the version, commit and Go version of this build
 
 Every configuration key can be overridden by FEDSENDER_<PATH>, e.g. FEDSENDER_ADMIN_TOKEN.
 `
@@ -66,6 +69,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = migrate(ctx, args[1:], stdout)
 	case "projection":
 		err = projectionCmd(ctx, args[1:], stdout)
+	case "version", "--version":
+		b := telemetry.ReadBuild()
+		fmt.Fprintf(stdout, "version: %s\ncommit: %s\ngo: %s\n", b.Version, b.Commit, b.GoVersion)
+		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -76,8 +83,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	if errors.As(err, new(loggedError)) {
+		return 1
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "fedsender %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "fedsender %s: %s\n", args[0], redact.Text(err.Error()))
 		return 1
 	}
 	return 0
@@ -91,11 +101,27 @@ func newFlags(name string) *flag.FlagSet {
 func newLogger(level, format string, w io.Writer) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by config
-	opts := &slog.HandlerOptions{Level: lv}
+	// Every string and error is masked as a last line of defence: a
+	// password or token inside a URL or DSN never reaches the log.
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: redactAttr}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if format == "json" {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	// Records logged inside a span carry its trace_id and span_id.
 	return slog.New(telemetry.NewLogHandler(h))
+}
+
+// redactAttr masks the secrets in a log attribute's text (redact.Text). A
+// value of another kind that prints a secret is logged as its masked text.
+func redactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		a.Value = slog.StringValue(redact.Text(a.Value.String()))
+	case slog.KindAny:
+		if s := fmt.Sprint(a.Value.Any()); redact.Text(s) != s {
+			a.Value = slog.StringValue(redact.Text(s))
+		}
+	}
+	return a
 }

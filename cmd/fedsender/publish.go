@@ -25,7 +25,7 @@ type envelopeLine struct {
 func publish(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlags("publish")
 	server := fs.String("server", "", "NATS server URL (default: the configuration's, else $NATS_URL, else nats://127.0.0.1:4222)")
-	path := fs.String("config", "", "fedsender's configuration file, to take nats.url (or the embedded server's nats.listen) from it")
+	path := fs.String("config", "", "fedsender's configuration file, to take nats.url (or the embedded server's nats.listen) and the nats.* login from it")
 	file := fs.String("file", "", "JSON-lines envelopes to publish (default: stdin)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -20,6 +20,12 @@ import (
 // from. It answers pages itself, rather than handing over every destination
 // to be sorted per request, so that an index can serve any order and page
 // of 100,000 destinations in milliseconds.
+//
+// A read model is a projection of the destination event log into a store
+// every replica shares (a KV bucket, a database), which each replica may
+// read through a view of its own (an in-memory index). Sync and EventSeq
+// make the admin's own writes visible to its next read, on any replica:
+// every call syncs first, and a reset answers only once EventSeq shows it.
 type Reader interface {
 	Get(name string) (destination.State, bool)
 	// Page returns one page of the list and the number of destinations that
@@ -28,6 +34,12 @@ type Reader interface {
 	// Ready reports whether the read model has loaded; until then every
 	// admin call is answered 503.
 	Ready() bool
+	// Sync returns once the read model shows every write to the shared
+	// store that completed before it was called.
+	Sync(ctx context.Context) error
+	// EventSeq returns the event-log sequence of the newest event the read
+	// model shows for a destination (0 if none).
+	EventSeq(ctx context.Context, name string) (uint64, error)
 }
 
 // Rooms is the read model of Synapse's destination_rooms.
@@ -40,10 +52,11 @@ type Rooms interface {
 	Ready() bool
 }
 
-// Resetter hands a reset to the destination's owner. It should return as soon
-// as the command is handed over: the reset itself happens in the background.
+// Resetter hands a reset to the destination's owner, and returns the
+// event-log sequence through which the reset is stored, once it is; or
+// destination.ErrNotFailing if the destination was not backing off.
 type Resetter interface {
-	Reset(ctx context.Context, destination string) error
+	Reset(ctx context.Context, destination string) (seq uint64, err error)
 }
 
 // Options are the admin listener's dependencies.
@@ -61,8 +74,19 @@ type Options struct {
 	Log   *slog.Logger
 }
 
-// resetTimeout bounds the hand-over of a reset to its owner.
-const resetTimeout = 5 * time.Second
+// Each wait of an admin call is bounded; past it the call answers an
+// error saying what it waited for, never an answer that may be stale.
+const (
+	// syncTimeout bounds a read's wait for its read model to catch up
+	// with the shared store (503).
+	syncTimeout = 5 * time.Second
+	// resetTimeout bounds the owner's work on a reset: storing its event
+	// (504).
+	resetTimeout = 5 * time.Second
+	// shownTimeout bounds the wait for the read model to show a reset
+	// that is stored (504).
+	shownTimeout = 5 * time.Second
+)
 
 func (o *Options) setDefaults() {
 	if o.Log == nil {
@@ -85,9 +109,11 @@ func (o *Options) setDefaults() {
 // noReader stands in for a missing Reader: never ready.
 type noReader struct{}
 
-func (noReader) Get(string) (destination.State, bool)  { return destination.State{}, false }
-func (noReader) Page(projection.Query) projection.Page { return projection.Page{} }
-func (noReader) Ready() bool                           { return false }
+func (noReader) Get(string) (destination.State, bool)             { return destination.State{}, false }
+func (noReader) Page(projection.Query) projection.Page            { return projection.Page{} }
+func (noReader) Ready() bool                                      { return false }
+func (noReader) Sync(context.Context) error                       { return ErrNotReady }
+func (noReader) EventSeq(context.Context, string) (uint64, error) { return 0, ErrNotReady }
 
 // handler serves the admin listener.
 type handler struct {
@@ -238,7 +264,7 @@ func (h *handler) authorize(r *http.Request) error {
 // access_token query parameter, with Synapse's errors.
 func accessToken(r *http.Request) (string, error) {
 	headers := r.Header.Values("Authorization")
-	query, inQuery := r.URL.Query()["access_token"]
+	query, inQuery := parseQuery(r.URL.RawQuery)["access_token"]
 	if len(headers) > 0 {
 		switch {
 		case inQuery:
@@ -274,7 +300,7 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request, _ string) error
 
 // httpList is GET /destinations.
 func (h *handler) httpList(w http.ResponseWriter, r *http.Request, _ string) error {
-	out, err := h.list(r.URL.Query())
+	out, err := h.list(r.Context(), parseQuery(r.URL.RawQuery))
 	if err != nil {
 		return err
 	}
@@ -283,8 +309,8 @@ func (h *handler) httpList(w http.ResponseWriter, r *http.Request, _ string) err
 }
 
 // httpDetails is GET /destinations/{destination}.
-func (h *handler) httpDetails(w http.ResponseWriter, _ *http.Request, dest string) error {
-	out, err := h.show(dest)
+func (h *handler) httpDetails(w http.ResponseWriter, r *http.Request, dest string) error {
+	out, err := h.show(r.Context(), dest)
 	if err != nil {
 		return err
 	}
@@ -294,7 +320,7 @@ func (h *handler) httpDetails(w http.ResponseWriter, _ *http.Request, dest strin
 
 // httpRooms is GET /destinations/{destination}/rooms.
 func (h *handler) httpRooms(w http.ResponseWriter, r *http.Request, dest string) error {
-	out, err := h.rooms(dest, r.URL.Query())
+	out, err := h.rooms(r.Context(), dest, parseQuery(r.URL.RawQuery))
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -40,23 +41,43 @@ func (f *fakeReader) Get(name string) (destination.State, bool) {
 func (f *fakeReader) Page(q projection.Query) projection.Page {
 	return projection.Select(slices.Clone(f.states), q)
 }
-func (f *fakeReader) Ready() bool { return !f.notReady }
+func (f *fakeReader) Ready() bool                { return !f.notReady }
+func (f *fakeReader) Sync(context.Context) error { return nil }
 
-// fakeResetter records the resets handed to it.
+// EventSeq shows every destination as of fakeResetter's resets.
+func (f *fakeReader) EventSeq(_ context.Context, name string) (uint64, error) {
+	if _, ok := f.Get(name); !ok {
+		return 0, nil
+	}
+	return fakeResetSeq, nil
+}
+
+// fakeResetter records the resets handed to it, and answers each stored
+// at event-log sequence fakeResetSeq, which every read model of these tests
+// shows for every destination it has.
 type fakeResetter struct {
 	mu    sync.Mutex
 	calls []string
 	err   error
+	seq   uint64 // the sequence answered instead of fakeResetSeq, if not 0
 }
 
-func (f *fakeResetter) Reset(ctx context.Context, dest string) error {
+const fakeResetSeq = 1
+
+func (f *fakeResetter) Reset(ctx context.Context, dest string) (uint64, error) {
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, dest)
-	return f.err
+	if f.err != nil {
+		return 0, f.err
+	}
+	if f.seq != 0 {
+		return f.seq, nil
+	}
+	return fakeResetSeq, nil
 }
 
 func (f *fakeResetter) resets() []string {
@@ -358,6 +379,11 @@ func TestDetails(t *testing.T) {
 		{"/%5B%3A%3A1%5D%3A8448", `{"destination":"[::1]:8448","retry_last_ts":400,"retry_interval":1200000,"failure_ts":50,"last_successful_stream_ordering":10}`},
 		{"/[::1]:8448", `{"destination":"[::1]:8448","retry_last_ts":400,"retry_interval":1200000,"failure_ts":50,"last_successful_stream_ordering":10}`},
 		{"/%55pper.example", `{"destination":"Upper.example","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":null}`},
+		// fedsender stores names lower-cased (servername.Normalize), so
+		// another spelling finds the stored one, which the answer names; a
+		// name stored as given (from an older version) is found as given.
+		{"/B.EXAMPLE", `{"destination":"b.example","retry_last_ts":300,"retry_interval":600000,"failure_ts":100,"last_successful_stream_ordering":50}`},
+		{"/D.Example:8448", `{"destination":"d.example:8448","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":70}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
@@ -383,7 +409,6 @@ func TestUnknownDestinations(t *testing.T) {
 	e := newEnv(t)
 	names := []string{
 		"nope.example",
-		"B.EXAMPLE",      // names are case-sensitive keys
 		"d.example%3A1",  // another port
 		"bad%20name",     // invalid: space
 		"a%2Fb",          // a '/' inside one segment
@@ -429,6 +454,7 @@ func TestReset(t *testing.T) {
 		body       string
 		ctype      string
 		resetErr   error
+		resetSeq   uint64
 		status     int
 		errcode    string
 		msg        string
@@ -448,11 +474,25 @@ func TestReset(t *testing.T) {
 		{name: "unknown", path: "/nope.example", status: 404, errcode: "M_NOT_FOUND", msg: "Unknown destination"},
 		{name: "resetter fails", path: "/c.example", resetErr: errors.New("supervisor gone"), status: 500,
 			errcode: "M_UNKNOWN", msg: "Internal server error", wantResets: []string{"c.example"}},
+		// The read model showed it failing, the owner knows it is not.
+		{name: "owner: not failing", path: "/c.example", resetErr: fmt.Errorf("owner: %w", destination.ErrNotFailing),
+			status: 400, errcode: "M_UNKNOWN", msg: "The retry timing does not need to be reset for this destination.",
+			wantResets: []string{"c.example"}},
+		{name: "owner does not confirm", path: "/c.example", resetErr: fmt.Errorf("owner: %w", context.DeadlineExceeded),
+			status: 504, errcode: "M_UNKNOWN", msg: "The destination's owner did not confirm the reset within 5s",
+			wantResets: []string{"c.example"}},
+		// The reset is stored after the newest event the read model shows,
+		// and the read model never catches up: an error after 5 s, not a
+		// 200 that the next read would contradict.
+		{name: "read model does not show it", path: "/c.example", resetSeq: fakeResetSeq + 1, status: 504, errcode: "M_UNKNOWN",
+			msg:        "The retry timings were reset (event 2), but the read model did not show it within 5s; it will show it once it catches up",
+			wantResets: []string{"c.example"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t)
-			e.resetter.err = tt.resetErr
+			e.resetter.err, e.resetter.seq = tt.resetErr, tt.resetSeq
 			var body io.Reader
 			if tt.body != "" {
 				body = strings.NewReader(tt.body)

@@ -2,8 +2,10 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/projection"
@@ -62,7 +64,7 @@ var orderNames = func() []string {
 
 // list is GET /destinations. Parameters are read in Synapse's order: from,
 // limit, destination, order_by, dir.
-func (a *api) list(q url.Values) (listJSON, error) {
+func (a *api) list(ctx context.Context, q url.Values) (listJSON, error) {
 	pg, err := pageParams(q)
 	if err != nil {
 		return listJSON{}, err
@@ -79,7 +81,7 @@ func (a *api) list(q url.Values) (listJSON, error) {
 	if err != nil {
 		return listJSON{}, err
 	}
-	rd, err := a.reader()
+	rd, err := a.reader(ctx)
 	if err != nil {
 		return listJSON{}, err
 	}
@@ -97,26 +99,45 @@ func (a *api) list(q url.Values) (listJSON, error) {
 	return listJSON{Destinations: ds, Total: page.Total, NextToken: pg.next(page.Total)}, nil
 }
 
-// reader returns the read model once it is ready.
-func (a *api) reader() (Reader, error) {
-	if !a.opts.Reader.Ready() {
+// reader returns the read model once it is ready and shows every write
+// that completed before the call.
+func (a *api) reader(ctx context.Context) (Reader, error) {
+	rd := a.opts.Reader
+	if !rd.Ready() {
 		return nil, ErrNotReady
 	}
-	return a.opts.Reader, nil
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	if err := rd.Sync(ctx); err != nil {
+		a.opts.Log.Warn("admin: the read model could not catch up with its store", "error", err)
+		return nil, withMessage(ErrNotReady, fmt.Sprintf(
+			"The read model could not confirm that it shows the newest state (NATS unreachable, or the read model more than %v behind); try again", syncTimeout))
+	}
+	return rd, nil
 }
 
 // known returns the state of a named destination. A destination the read
 // model does not have yet but the rooms index has seen PDUs for is known
 // with nothing recorded (Synapse inserts its row when it queues the first
-// PDU for it).
-func (a *api) known(name string) (destination.State, error) {
+// PDU for it). A name is looked up as given, then in the form fedsender
+// stores it under (servername.Normalize: "Matrix.ORG" finds "matrix.org");
+// the state names the destination as stored.
+func (a *api) known(ctx context.Context, name string) (destination.State, error) {
 	if servername.Validate(name) != nil {
 		return destination.State{}, ErrUnknownDestination // Synapse: not in its table, so 404
 	}
-	rd, err := a.reader()
+	rd, err := a.reader(ctx)
 	if err != nil {
 		return destination.State{}, err
 	}
+	s, err := a.knownAs(rd, name)
+	if errors.Is(err, ErrUnknownDestination) && servername.Normalize(name) != name {
+		return a.knownAs(rd, servername.Normalize(name))
+	}
+	return s, err
+}
+
+func (a *api) knownAs(rd Reader, name string) (destination.State, error) {
 	if s, ok := rd.Get(name); ok {
 		return s, nil
 	}
@@ -132,8 +153,8 @@ func (a *api) known(name string) (destination.State, error) {
 }
 
 // show is GET /destinations/{destination}.
-func (a *api) show(dest string) (destinationJSON, error) {
-	s, err := a.known(dest)
+func (a *api) show(ctx context.Context, dest string) (destinationJSON, error) {
+	s, err := a.known(ctx, dest)
 	if err != nil {
 		return destinationJSON{}, err
 	}
@@ -155,10 +176,12 @@ type roomJSON struct {
 // the destination, by room id, each with the stream ordering of its newest
 // PDU. Like Synapse it checks the destination before its parameters, and
 // ignores order_by (synapse-admin sends one).
-func (a *api) rooms(dest string, q url.Values) (roomsJSON, error) {
-	if _, err := a.known(dest); err != nil {
+func (a *api) rooms(ctx context.Context, dest string, q url.Values) (roomsJSON, error) {
+	s, err := a.known(ctx, dest)
+	if err != nil {
 		return roomsJSON{}, err
 	}
+	dest = s.Destination
 	pg, err := pageParams(q)
 	if err != nil {
 		return roomsJSON{}, err
@@ -186,26 +209,65 @@ func (a *api) rooms(dest string, q url.Values) (roomsJSON, error) {
 	return out, nil
 }
 
-// reset is POST /destinations/{destination}/reset_connection. The reset is
-// handed to the destination's owner and answered at once; the owner clears
-// the timings and wakes the destination, and the read model shows it when
-// the Reset event arrives.
+// reset is POST /destinations/{destination}/reset_connection. Like
+// Synapse, which writes before it answers, it answers 200 only once the
+// reset is visible to every read that starts afterwards, on any replica:
+// the owner clears the timings (a Reset event), wakes the destination, and
+// answers once the event is stored, with its event-log sequence; the reset
+// then waits until its read model shows the destination as of that
+// sequence. The read model's store is shared and every read syncs with it
+// first, so every later read shows it too.
 func (a *api) reset(ctx context.Context, dest string) error {
-	s, err := a.known(dest)
+	s, err := a.known(ctx, dest)
 	if err != nil {
 		return err
 	}
 	if !s.Failing() {
 		return ErrResetNotNeeded
 	}
+	dest = s.Destination
 	if a.opts.Resetter == nil {
 		return fmt.Errorf("admin: reset %s: no resetter configured", dest)
 	}
-	ctx, cancel := context.WithTimeout(ctx, resetTimeout)
-	defer cancel()
-	if err := a.opts.Resetter.Reset(ctx, dest); err != nil {
+	octx, cancel := context.WithTimeout(ctx, resetTimeout)
+	seq, err := a.opts.Resetter.Reset(octx, dest)
+	cancel()
+	switch {
+	case errors.Is(err, destination.ErrNotFailing):
+		// The owner knows better than a read model that may lag.
+		return ErrResetNotNeeded
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+		a.opts.Log.Warn("admin reset: the owner did not confirm it", "destination", dest, "error", err)
+		return withMessage(ErrTimeout, fmt.Sprintf("The destination's owner did not confirm the reset within %v", resetTimeout))
+	case err != nil:
 		return fmt.Errorf("admin: reset %s: %w", dest, err)
 	}
-	a.opts.Log.Info("admin reset of retry timings handed over", "destination", dest)
+	if err := a.awaitShown(ctx, dest, seq); err != nil {
+		return err
+	}
+	a.opts.Log.Info("admin reset of retry timings done", "destination", dest, "event_sequence", seq)
 	return nil
+}
+
+// awaitShown waits until the read model shows dest as of event-log
+// sequence seq or later.
+func (a *api) awaitShown(ctx context.Context, dest string, seq uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, shownTimeout)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got, err := a.opts.Reader.EventSeq(ctx, dest)
+		if err == nil && got >= seq {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			a.opts.Log.Warn("admin reset: the read model did not show it", "destination", dest,
+				"event_sequence", seq, "shown", got, "error", err)
+			return withMessage(ErrTimeout, fmt.Sprintf(
+				"The retry timings were reset (event %d), but the read model did not show it within %v; it will show it once it catches up", seq, shownTimeout))
+		}
+	}
 }

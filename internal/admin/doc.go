@@ -10,7 +10,12 @@
 // one error table (errors.go). Reads are answered from read models (any
 // replica can answer; see internal/projection): a Reader that pages the
 // destinations itself, and Rooms; a reset is handed to the destination's
-// owner through a Resetter and answered at once, as Synapse does.
+// owner through a Resetter. As in Synapse, which writes before it answers,
+// a reset answers 200 only once every read that starts afterwards shows
+// it, on any replica: the owner answers once the reset's event is stored,
+// with its event-log sequence; the reset waits until its Reader shows the
+// destination as of that sequence; and every read first syncs its Reader
+// with the store all replicas share (Reader.Sync).
 //
 // Where this package follows Synapse rather than the letter of the brief it
 // says so; in short:
@@ -26,5 +31,9 @@
 //     them: it looks the name up and answers 404 M_NOT_FOUND "Unknown
 //     destination". An invalid server name can never be known, so this package
 //     answers the same 404 for it, without a lookup.
+//   - Query strings are split and decoded as Synapse's web server (Twisted)
+//     does, not as Go's url.ParseQuery: '&' and ';' both separate pairs,
+//     and a bad percent-escape is kept, so no parameter is dropped
+//     (query.go).
 //   - Error texts are Synapse's, word for word.
 package admin

@@ -24,8 +24,12 @@ var (
 	ErrUnknownDestination = errors.New("admin: unknown destination")
 	// ErrResetNotNeeded: a reset of a destination that is not backing off.
 	ErrResetNotNeeded = errors.New("admin: reset not needed")
-	// ErrNotReady: the read model has not finished loading.
+	// ErrNotReady: the read model has not finished loading, or cannot
+	// catch up with its store.
 	ErrNotReady = errors.New("admin: read model is not ready")
+	// ErrTimeout: a reset was not confirmed by the destination's owner, or
+	// not shown by the read model, in time.
+	ErrTimeout = errors.New("admin: timed out")
 	// ErrNotJSON: a micro request's body is not a JSON object.
 	ErrNotJSON = errors.New("admin: request is not a JSON object")
 	// ErrMissingParam: a micro request lacks a required parameter.
@@ -67,6 +71,7 @@ var errorTable = []struct {
 	{ErrUnknownDestination, http.StatusNotFound, codeNotFound, "Unknown destination"},
 	{ErrResetNotNeeded, http.StatusBadRequest, codeUnknown, "The retry timing does not need to be reset for this destination."},
 	{ErrNotReady, http.StatusServiceUnavailable, codeUnknown, "read model is not ready"},
+	{ErrTimeout, http.StatusGatewayTimeout, codeUnknown, "Timed out"},
 	{ErrNotJSON, http.StatusBadRequest, codeNotJSON, "Content not JSON."},
 	{ErrMissingParam, http.StatusBadRequest, codeMissingParam, "Missing parameter"},
 	{errUnrecognized, http.StatusNotFound, codeUnrecognized, "Unrecognized request"},

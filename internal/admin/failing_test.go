@@ -1,6 +1,8 @@
 package admin_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"testing"
 
@@ -23,7 +25,13 @@ func (f *failingReader) Page(projection.Query) projection.Page {
 	return projection.Page{Destinations: []destination.State{}}
 }
 
-func (f *failingReader) Ready() bool { return !f.failed }
+func (f *failingReader) Ready() bool                { return !f.failed }
+func (f *failingReader) Sync(context.Context) error { return nil }
+
+func (f *failingReader) EventSeq(context.Context, string) (uint64, error) {
+	f.failed = true
+	return 0, errors.New("PostgreSQL is down")
+}
 
 // TestFailedReadAnswers503: a read that fails is answered 503, not with an
 // empty list or 404.

@@ -95,7 +95,7 @@ func (a *api) microCall(ctx context.Context, name string, keys []string, data []
 		return nil, err
 	}
 	if name == "list" {
-		return a.list(q)
+		return a.list(ctx, q)
 	}
 	dest, err := requiredName(q)
 	if err != nil {
@@ -103,9 +103,9 @@ func (a *api) microCall(ctx context.Context, name string, keys []string, data []
 	}
 	switch name {
 	case "show":
-		return a.show(dest)
+		return a.show(ctx, dest)
 	case "rooms":
-		return a.rooms(dest, q)
+		return a.rooms(ctx, dest, q)
 	default: // reset
 		if err := a.reset(ctx, dest); err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/admin"
@@ -144,16 +145,7 @@ func purge(ctx context.Context, js jetstream.JetStream, name string) error {
 // waiting for it to catch up costs half a second per set.
 func openPostgres(t *testing.T) loader {
 	t.Helper()
-	url := pgtest.URL(t)
-	schema := pgtest.Schema(t, url)
-	pool, err := pgprojection.Connect(t.Context(), url, schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pgprojection.Migrate(t.Context(), pool, schema); err != nil {
-		t.Fatal(err)
-	}
+	pool := migratedPool(t)
 	rd := pgprojection.NewReader(pool, nil, nil)
 	return func(t *testing.T, states []destination.State, rooms map[string][]projection.Room) readModel {
 		t.Helper()
@@ -178,6 +170,22 @@ func openPostgres(t *testing.T) loader {
 		}
 		return rd
 	}
+}
+
+// migratedPool connects to a fresh, migrated schema, until t ends.
+func migratedPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	url := pgtest.URL(t)
+	schema := pgtest.Schema(t, url)
+	pool, err := pgprojection.Connect(t.Context(), url, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pgprojection.Migrate(t.Context(), pool, schema); err != nil {
+		t.Fatal(err)
+	}
+	return pool
 }
 
 // nullZero is Synapse's NULL for 0: never failed, nothing sent.
@@ -213,6 +221,12 @@ func (s *swapModel) Page(q projection.Query) projection.Page { return s.cur().Pa
 
 func (s *swapModel) Rooms(dest string, q projection.RoomQuery) (projection.RoomPage, bool) {
 	return s.cur().Rooms(dest, q)
+}
+
+func (s *swapModel) Sync(ctx context.Context) error { return s.cur().Sync(ctx) }
+
+func (s *swapModel) EventSeq(ctx context.Context, name string) (uint64, error) {
+	return s.cur().EventSeq(ctx, name)
 }
 
 func (s *swapModel) Ready() bool {

@@ -11,8 +11,9 @@ import (
 	"strings"
 )
 
-// Query parameters are read the way Synapse's parse_integer, parse_string
-// and parse_enum read them: the first value counts, and the error texts are
+// Query parameters (from parseQuery over HTTP, jsonParams from a micro
+// request) are read the way Synapse's parse_integer, parse_string and
+// parse_enum read them: the first value counts, and the error texts are
 // theirs.
 
 // intParam returns a non-negative integer parameter, or def when absent.

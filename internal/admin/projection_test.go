@@ -29,6 +29,11 @@ type owner struct {
 }
 
 func (o *owner) record(ctx context.Context, dest string, ev destination.Event) error {
+	_, err := o.append(ctx, dest, ev)
+	return err
+}
+
+func (o *owner) append(ctx context.Context, dest string, ev destination.Event) (uint64, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	s, ok := o.states[dest]
@@ -38,14 +43,14 @@ func (o *owner) record(ctx context.Context, dest string, ev destination.Event) e
 	}
 	seq, err := o.store.Append(ctx, streams.Partition(dest, 8), s.Record(ev), o.seqs[dest])
 	if err != nil {
-		return err
+		return 0, err
 	}
 	o.seqs[dest] = seq
-	return nil
+	return seq, nil
 }
 
-func (o *owner) Reset(ctx context.Context, dest string) error {
-	return o.record(ctx, dest, destination.Event{Type: destination.Reset, At: time.Now().UnixMilli()})
+func (o *owner) Reset(ctx context.Context, dest string) (uint64, error) {
+	return o.append(ctx, dest, destination.Event{Type: destination.Reset, At: time.Now().UnixMilli()})
 }
 
 func TestWithKVProjection(t *testing.T) {

@@ -41,8 +41,9 @@ type LogConfig struct {
 type NATSConfig struct {
 	// URL of an external NATS server (or a comma-separated list of a
 	// cluster's servers). Empty runs an embedded NATS server; the other
-	// fields below then configure it.
-	URL string `yaml:"url"`
+	// fields below then configure it. Passwords and tokens in it are
+	// masked in logs and errors; prefer the options below.
+	URL string `yaml:"url" secret:"userinfo"`
 	// Listen is the embedded server's client listener as host:port. Empty
 	// means in-process connections only.
 	Listen string `yaml:"listen"`
@@ -53,6 +54,20 @@ type NATSConfig struct {
 	// Replicas is the replica count of every stream: 1, or 3 or 5 on a
 	// NATS cluster.
 	Replicas int `yaml:"replicas"`
+
+	// The login, at most one of Credentials, NkeySeedFile, or User with
+	// PasswordFile: to nats.url, or the one the embedded server accepts
+	// (see nats.go in this package).
+	//
+	// Credentials is a NATS credentials file (user JWT and nkey seed).
+	Credentials string `yaml:"credentials"`
+	// NkeySeedFile holds a user nkey seed (SU...).
+	NkeySeedFile string `yaml:"nkey_seed_file"`
+	// User is a user name whose password is in PasswordFile.
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"`
+	// TLS secures the connection to NATS, or the embedded server.
+	TLS NATSTLSConfig `yaml:"tls"`
 }
 
 // AdminConfig configures the admin HTTP API.

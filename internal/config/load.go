@@ -126,8 +126,9 @@ func applyNode(v reflect.Value, n *yaml.Node) error {
 
 // applyEnv sets the settings named by the FEDSENDER_* variables of environ.
 // Any other FEDSENDER_* variable is an error, so that a misspelt override
-// does not go unnoticed. Lists are comma-separated; an empty value is an
-// empty list.
+// does not go unnoticed; only the variables Kubernetes injects for a
+// Service named fedsender-* are passed over (see isServiceLink). Lists are
+// comma-separated; an empty value is an empty list.
 func (s *schema) applyEnv(c *Config, environ []string) error {
 	var errs []error
 	for _, kv := range environ {
@@ -136,6 +137,9 @@ func (s *schema) applyEnv(c *Config, environ []string) error {
 			continue
 		}
 		st, ok := s.byEnv[name]
+		if !ok && isServiceLink(name, value) {
+			continue // a Kubernetes Service's variable, not a setting
+		}
 		if !ok {
 			errs = append(errs, fmt.Errorf("%s: unknown environment variable (no such setting)", name))
 			continue

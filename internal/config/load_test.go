@@ -222,6 +222,13 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 		"FEDSENDER_NATS_MAX_STORE=512MiB",
 		"FEDSENDER_NATS_MAX_MEMORY=2GB",
 		"FEDSENDER_NATS_REPLICAS=3",
+		"FEDSENDER_NATS_CREDENTIALS=/etc/fedsender/nats.creds",
+		"FEDSENDER_NATS_NKEY_SEED_FILE=/etc/fedsender/nats.nk",
+		"FEDSENDER_NATS_USER=fedsender",
+		"FEDSENDER_NATS_PASSWORD_FILE=/etc/fedsender/nats.password",
+		"FEDSENDER_NATS_TLS_CA_FILE=/etc/fedsender/nats-ca.pem",
+		"FEDSENDER_NATS_TLS_CERT_FILE=/etc/fedsender/nats.pem",
+		"FEDSENDER_NATS_TLS_KEY_FILE=/etc/fedsender/nats.key",
 		"FEDSENDER_ADMIN_LISTEN=:9000",
 		"FEDSENDER_ADMIN_TOKEN=s3cret",
 		"FEDSENDER_FEDERATION_TLS_INSECURE_SKIP_VERIFY=true",
@@ -250,7 +257,12 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 	if got, want := len(environ)-1, len(loadSchema().settings); got != want {
 		t.Fatalf("test sets %d variables, but there are %d settings: cover the new ones", got, want)
 	}
-	c := mustParse(t, "", environ...)
+	// Not Parse: Validate would refuse three authentication methods at
+	// once, and files that do not exist (TestValidateNATSAuth checks those).
+	c := Default()
+	if err := loadSchema().applyEnv(&c, environ); err != nil {
+		t.Fatal(err)
+	}
 
 	want := Config{
 		ServerName:     "env.example.org",
@@ -263,6 +275,13 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 			MaxStore:  512 << 20,
 			MaxMemory: 2e9,
 			Replicas:  3,
+
+			Credentials:  "/etc/fedsender/nats.creds",
+			NkeySeedFile: "/etc/fedsender/nats.nk",
+			User:         "fedsender",
+			PasswordFile: "/etc/fedsender/nats.password",
+			TLS: NATSTLSConfig{CAFile: "/etc/fedsender/nats-ca.pem", CertFile: "/etc/fedsender/nats.pem",
+				KeyFile: "/etc/fedsender/nats.key"},
 		},
 		Admin: AdminConfig{Listen: ":9000", Token: "s3cret"},
 		Federation: FederationConfig{

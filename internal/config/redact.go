@@ -3,19 +3,23 @@ package config
 import (
 	"log/slog"
 	"reflect"
+
+	"github.com/fedsender/fedsender/internal/redact"
 )
 
 // redacted replaces a secret's value in LogValue's output.
 const redacted = "REDACTED"
 
 // Redacted returns a copy of c with every secret blanked (admin.token, and
-// any field tagged secret:"true"), for printing or serving it.
+// any field tagged secret:"true") and the userinfo of nats.url masked
+// (secret:"userinfo"), for printing or serving it.
 func (c Config) Redacted() Config {
 	for _, s := range loadSchema().settings {
 		if s.secret {
 			s.field(&c).SetZero()
 		}
 	}
+	c.NATS.URL = redact.URL(c.NATS.URL)
 	return c
 }
 
@@ -37,6 +41,8 @@ func logGroup(v reflect.Value) slog.Value {
 			value = logGroup(fv)
 		case isSecret(f) && !fv.IsZero():
 			value = slog.StringValue(redacted)
+		case f.Tag.Get("secret") == "userinfo":
+			value = slog.StringValue(redact.URL(fv.String()))
 		default:
 			value = slog.AnyValue(fv.Interface())
 		}

@@ -71,3 +71,19 @@ func TestRedactedPostgresURL(t *testing.T) {
 		t.Errorf("log output: %s", out)
 	}
 }
+
+// TestRedactedNATSURL: nats.url stays readable, without the passwords and
+// tokens of its URLs.
+func TestRedactedNATSURL(t *testing.T) {
+	c := valid()
+	c.NATS.URL = "nats://fedsender:pa55@n1:4222,nats://t0ken@n2:4222"
+	const want = "nats://fedsender:***@n1:4222,nats://***@n2:4222"
+	if r := c.Redacted(); r.NATS.URL != want {
+		t.Errorf("Redacted: nats.url %q, want %q", r.NATS.URL, want)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("starting", "config", c)
+	if out := buf.String(); strings.Contains(out, "pa55") || strings.Contains(out, "t0ken") || !strings.Contains(out, `"url":"`+want+`"`) {
+		t.Errorf("log output: %s", out)
+	}
+}

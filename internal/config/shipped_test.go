@@ -3,8 +3,10 @@ package config_test
 import (
 	"bytes"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,8 +20,11 @@ import (
 // the manifest sets (the signing key is a file of this test's).
 func TestShippedConfigs(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "signing.key")
-	if err := os.WriteFile(key, nil, 0o600); err != nil { // Validate checks it exists
-		t.Fatal(err)
+	ca := filepath.Join(t.TempDir(), "receiver-ca.pem")
+	for _, f := range []string{key, ca} {
+		if err := os.WriteFile(f, nil, 0o600); err != nil { // Validate checks they exist
+			t.Fatal(err)
+		}
 	}
 	dev, err := os.ReadFile("../../deploy/fedsender.dev.yaml")
 	if err != nil {
@@ -45,7 +50,12 @@ func TestShippedConfigs(t *testing.T) {
 		environ []string
 		check   func(config.Config) bool
 	}{
-		{"dev", dev, []string{"FEDSENDER_SIGNING_KEY_PATH=" + key}, func(c config.Config) bool { return c.Postgres.URL == "" }},
+		// The dev configuration trusts the CA the local receiver writes
+		// (go tool task receiver) and lets fedsender connect to it.
+		{"dev", dev, []string{"FEDSENDER_SIGNING_KEY_PATH=" + key, "FEDSENDER_FEDERATION_CA_FILE=" + ca}, func(c config.Config) bool {
+			return c.Postgres.URL == "" &&
+				slices.Equal(c.Federation.IPRangeAllowlist, []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})
+		}},
 		{"k8s", k8s, []string{"FEDSENDER_SIGNING_KEY_PATH=" + key, "FEDSENDER_ADMIN_TOKEN=t"},
 			func(c config.Config) bool { return c.Postgres.URL == "" && c.NATS.URL != "" }},
 		{"k8s with its secrets", k8s, withSecrets, func(c config.Config) bool {

@@ -78,6 +78,7 @@ func (n NATSConfig) validate(p *problems) {
 	if !slices.Contains(replicaCounts, n.Replicas) {
 		p.addf("nats.replicas", "must be 1, 3 or 5, got %d", n.Replicas)
 	}
+	n.validateAuth(p)
 }
 
 func (a AdminConfig) validate(p *problems) {

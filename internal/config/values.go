@@ -81,10 +81,14 @@ func setList(v reflect.Value, items []string) error {
 // isList reports whether the setting of type t holds a list.
 func isList(t reflect.Type) bool { return t.Kind() == reflect.Slice }
 
-// parseCIDR parses a network in CIDR notation. A prefix with host bits set
-// (10.0.0.1/8) is refused rather than masked: in an IP range list it is
-// more likely a typo than intent.
+// parseCIDR parses a network in CIDR notation, or a bare address as the
+// network of that one address (/32 or /128), as Synapse does. A prefix
+// with host bits set (10.0.0.1/8) is refused rather than masked: in an IP
+// range list it is more likely a typo than intent.
 func parseCIDR(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("invalid CIDR %q", s)

@@ -2,7 +2,9 @@
 // destination, over core NATS: the owner of partition p subscribes to
 // streams.ControlResetSubject(p), and any replica (the HTTP admin API, the
 // NATS micro service) that is asked to reset a destination sends the
-// command there and waits for the owner's acknowledgement.
+// command there and waits for the owner's answer: the event-log sequence
+// through which the reset is durable, so that the caller can wait for its
+// read model to show it before it answers (read-your-writes).
 //
 // The homeserver's "server is up" signal (streams.ServerUpSubject, Synapse's
 // REMOTE_SERVER_UP) is heard by every replica, not a queue group: each acts
@@ -20,10 +22,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/servername"
 	"github.com/fedsender/fedsender/streams"
 )
@@ -40,9 +44,13 @@ type resetCommand struct {
 	Destination string `json:"destination"`
 }
 
-// reply is the owner's answer: {} when done, else the reason.
+// reply is the owner's answer: the event-log sequence through which the
+// reset is durable, or why it was not done; not_failing when the
+// destination is not backing off (there was nothing to reset).
 type reply struct {
-	Error string `json:"error,omitempty"`
+	Seq        uint64 `json:"seq,omitempty"`
+	NotFailing bool   `json:"not_failing,omitempty"`
+	Error      string `json:"error,omitempty"`
 }
 
 // Client sends commands to owners.
@@ -56,33 +64,40 @@ func NewClient(nc *nats.Conn, partitions int) *Client {
 	return &Client{nc: nc, partitions: partitions}
 }
 
-// Reset asks the owner of dest to clear its retry timings and wake it. It
-// returns once the owner has taken the command; while no owner listens it
-// tries again until ctx ends, then returns ErrNoOwner.
-func (c *Client) Reset(ctx context.Context, dest string) error {
+// Reset asks the owner of dest to clear its retry timings and wake it, and
+// returns the event-log sequence through which the reset is durable, once
+// it is. A destination that is not backing off is not reset:
+// destination.ErrNotFailing. While no owner listens it tries again until
+// ctx ends, then returns ErrNoOwner.
+func (c *Client) Reset(ctx context.Context, dest string) (uint64, error) {
 	if err := servername.Validate(dest); err != nil {
-		return fmt.Errorf("control: reset: %w", err)
+		return 0, fmt.Errorf("control: reset: %w", err)
 	}
 	p := streams.Partition(dest, c.partitions)
 	body, err := json.Marshal(resetCommand{Destination: dest})
 	if err != nil {
-		return fmt.Errorf("control: reset %s: %w", dest, err)
+		return 0, fmt.Errorf("control: reset %s: %w", dest, err)
 	}
 	msg, err := c.request(ctx, streams.ControlResetSubject(p), body)
 	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("%w %d (destination %s)", ErrNoOwner, p, dest)
+		return 0, fmt.Errorf("%w %d (destination %s)", ErrNoOwner, p, dest)
 	}
 	if err != nil {
-		return fmt.Errorf("control: reset %s: %w", dest, err)
+		return 0, fmt.Errorf("control: reset %s: %w", dest, err)
 	}
 	var r reply
 	if err := json.Unmarshal(msg.Data, &r); err != nil {
-		return fmt.Errorf("control: reset %s: the owner answered %q: %w", dest, msg.Data, err)
+		return 0, fmt.Errorf("control: reset %s: the owner answered %q: %w", dest, msg.Data, err)
 	}
-	if r.Error != "" {
-		return fmt.Errorf("%w: reset %s: %s", ErrRefused, dest, r.Error)
+	switch {
+	case r.NotFailing:
+		return 0, fmt.Errorf("control: reset %s: %w", dest, destination.ErrNotFailing)
+	case r.Error != "":
+		return 0, fmt.Errorf("%w: reset %s: %s", ErrRefused, dest, r.Error)
+	case r.Seq == 0:
+		return 0, fmt.Errorf("%w: reset %s: the owner answered no event-log sequence", ErrRefused, dest)
 	}
-	return nil
+	return r.Seq, nil
 }
 
 // noOwnerRetry is the pause between tries while no owner listens: an owner
@@ -112,12 +127,13 @@ type ServerOptions struct {
 	// there are in all.
 	Owned      []int
 	Partitions int
-	// Reset performs a reset in the owner (hands it to the supervisor).
-	Reset func(ctx context.Context, dest string) error
+	// Reset performs a reset in the owner and returns the event-log
+	// sequence through which it is durable, or destination.ErrNotFailing.
+	Reset func(ctx context.Context, dest string) (uint64, error)
+	Log   *slog.Logger
 	// ServerUp, if set, takes the homeserver's signal that dest is up, for
 	// a destination of an owned partition (normalised).
 	ServerUp func(dest string)
-	Log      *slog.Logger
 }
 
 // serverUp is the body of a server_up signal.
@@ -128,7 +144,8 @@ type serverUp struct {
 // Serve takes the commands for the owned partitions until ctx ends, then
 // returns nil. It returns an error if it cannot subscribe. Each owned
 // partition has its own subscription (so a partition without an owner
-// answers "no responders" at once), all feeding one goroutine.
+// answers "no responders" at once), all feeding one goroutine, which
+// serves each command in a goroutine of its own.
 func Serve(ctx context.Context, opts ServerOptions) error {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -166,6 +183,10 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("control: subscribe: %w", err)
 	}
+	// Each command waits for its reset to be stored: serve them side by
+	// side, so that one slow command does not hold up the others.
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
@@ -175,7 +196,10 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 			if err != nil {
 				continue // cannot happen: only our subjects are subscribed
 			}
-			respond(m, handleReset(ctx, opts, p, m.Data))
+			wg.Go(func() {
+				seq, err := handleReset(ctx, opts, p, m.Data)
+				respond(m, seq, err)
+			})
 		case m := <-ups:
 			handleServerUp(opts, owned, m.Data)
 		}
@@ -201,27 +225,37 @@ func handleServerUp(opts ServerOptions, owned map[int]bool, data []byte) {
 }
 
 // handleReset checks and performs one reset command of partition p.
-func handleReset(ctx context.Context, opts ServerOptions, p int, data []byte) error {
+func handleReset(ctx context.Context, opts ServerOptions, p int, data []byte) (uint64, error) {
 	var cmd resetCommand
 	if err := json.Unmarshal(data, &cmd); err != nil {
-		return fmt.Errorf("not a reset command: %v", err)
+		return 0, fmt.Errorf("not a reset command: %v", err)
 	}
 	if err := servername.Validate(cmd.Destination); err != nil {
-		return err
+		return 0, err
 	}
 	if got := streams.Partition(cmd.Destination, opts.Partitions); got != p {
-		return fmt.Errorf("destination %s is in partition %d, not %d", cmd.Destination, got, p)
+		return 0, fmt.Errorf("destination %s is in partition %d, not %d", cmd.Destination, got, p)
 	}
-	if err := opts.Reset(ctx, cmd.Destination); err != nil {
-		return err
+	ctx, cancel := context.WithTimeout(ctx, ownerTimeout)
+	defer cancel()
+	seq, err := opts.Reset(ctx, cmd.Destination)
+	if err != nil {
+		return 0, err
 	}
-	opts.Log.Info("reset command taken", "destination", cmd.Destination, "partition", p)
-	return nil
+	opts.Log.Info("reset done", "destination", cmd.Destination, "partition", p, "event_sequence", seq)
+	return seq, nil
 }
 
-func respond(m *nats.Msg, err error) {
-	var r reply
-	if err != nil {
+// ownerTimeout bounds the owner's work on one command (the reset event
+// must be stored): past it the caller has given up anyway.
+const ownerTimeout = 5 * time.Second
+
+func respond(m *nats.Msg, seq uint64, err error) {
+	r := reply{Seq: seq}
+	switch {
+	case errors.Is(err, destination.ErrNotFailing):
+		r.NotFailing = true
+	case err != nil:
 		r.Error = err.Error()
 	}
 	body, _ := json.Marshal(r) // a plain struct

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fedsender/fedsender/internal/control"
+	"github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/projection/projectiontest"
 	"github.com/fedsender/fedsender/streams"
 )
@@ -19,11 +20,16 @@ type resets struct {
 	fail error
 }
 
-func (r *resets) reset(_ context.Context, dest string) error {
+// reset answers the sequence 100 plus the number of resets so far, and
+// refuses "healthy.example" as not failing.
+func (r *resets) reset(_ context.Context, dest string) (uint64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if dest == "healthy.example" {
+		return 0, destination.ErrNotFailing
+	}
 	r.got = append(r.got, dest)
-	return r.fail
+	return 100 + uint64(len(r.got)), r.fail
 }
 
 func (r *resets) list() []string {
@@ -57,16 +63,25 @@ func TestReset(t *testing.T) {
 	})
 	c := control.NewClient(nc, n)
 	call := func(dest string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		_, err := c.Reset(t.Context(), dest)
+		return err
+	}
+	bounded := func(dest string) error {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 		defer cancel()
-		return c.Reset(ctx, dest)
+		_, err := c.Reset(ctx, dest)
+		return err
 	}
 	// The subscriptions are in place once a command is answered.
-	projectiontest.Eventually(t, 5*time.Second, func() bool { return call("matrix.org") == nil }, "no owner answered")
-	if err := call("[::1]:8448"); err != nil {
-		t.Errorf("reset [::1]:8448: %v", err)
+	projectiontest.Eventually(t, 5*time.Second, func() bool { return bounded("matrix.org") == nil }, "no owner answered")
+	// The owner's answer is the event-log sequence of the reset.
+	if seq, err := c.Reset(t.Context(), "[::1]:8448"); err != nil || seq != 100+uint64(len(r.list())) {
+		t.Errorf("reset [::1]:8448 = %d, %v; want sequence %d", seq, err, 100+len(r.list()))
 	}
-	if err := call("orphan.example"); !errors.Is(err, control.ErrNoOwner) {
+	if err := call("healthy.example"); !errors.Is(err, destination.ErrNotFailing) {
+		t.Errorf("reset of a destination that is not failing = %v, want destination.ErrNotFailing", err)
+	}
+	if err := bounded("orphan.example"); !errors.Is(err, control.ErrNoOwner) {
 		t.Errorf("reset of an unowned partition = %v, want ErrNoOwner", err)
 	}
 	for _, bad := range []string{"*", ">", "a b", "matrix.org.>", "", string(make([]byte, 300))} {
@@ -125,7 +140,8 @@ func TestServerUpReachesTheOwnerOfTheDestinationOnly(t *testing.T) {
 	projectiontest.Eventually(t, 5*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
-		return c.Reset(ctx, "matrix.org") == nil
+		_, err := c.Reset(ctx, "matrix.org")
+		return err == nil || errors.Is(err, control.ErrRefused)
 	}, "no owner answered")
 	for _, body := range []string{`not json`, `{"destination":"a b"}`, `{"destination":"orphan.example"}`, `{}`, `{"destination":"Matrix.ORG"}`} {
 		if err := nc.Publish(streams.ServerUpSubject, []byte(body)); err != nil {

@@ -5,7 +5,14 @@
 // destination is its snapshot.
 package destination
 
-import "time"
+import (
+	"errors"
+	"time"
+)
+
+// ErrNotFailing: a reset of a destination that is not backing off has
+// nothing to clear (Synapse answers it 400).
+var ErrNotFailing = errors.New("destination: not backing off")
 
 // State is what fedsender knows of a destination between transactions.
 type State struct {

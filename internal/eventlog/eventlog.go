@@ -225,9 +225,9 @@ func (s *Store) loadOffsets(ctx context.Context, kv jetstream.KeyValue, out map[
 			if err != nil {
 				return fmt.Errorf("eventlog: %w", err)
 			}
-			off, err := strconv.ParseUint(string(e.Value()), 10, 64)
+			off, err := parseOffset(dest, e.Value())
 			if err != nil {
-				return fmt.Errorf("eventlog: offset of %s: %w", dest, err)
+				return err
 			}
 			l := out[dest]
 			if l == nil {
@@ -237,6 +237,53 @@ func (s *Store) loadOffsets(ctx context.Context, kv jetstream.KeyValue, out map[
 			set(l, off, e.Revision())
 		}
 	}
+}
+
+// LastEvent returns a destination's newest event and its sequence (a zero
+// event and 0 when its log is empty): what an append's compare-and-swap
+// found instead of the sequence it expected.
+func (s *Store) LastEvent(ctx context.Context, partition int, dest string) (destination.Event, uint64, error) {
+	m, err := s.events.GetLastMsgForSubject(ctx, streams.EventSubject(partition, dest))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return destination.Event{}, 0, nil
+	}
+	if err != nil {
+		return destination.Event{}, 0, fmt.Errorf("eventlog: last event of %s: %w", dest, err)
+	}
+	ev, err := DecodeEvent(m.Subject, m.Data)
+	return ev, m.Sequence, err
+}
+
+// Offset returns a destination's stored offset and its revision (0, 0 when
+// none is stored).
+func (s *Store) Offset(ctx context.Context, partition int, dest string) (uint64, uint64, error) {
+	return getOffset(ctx, s.offsets, partition, dest)
+}
+
+// EDUOffset returns a destination's EDU offset and its revision, as Offset.
+func (s *Store) EDUOffset(ctx context.Context, partition int, dest string) (uint64, uint64, error) {
+	return getOffset(ctx, s.eduOffsets, partition, dest)
+}
+
+func getOffset(ctx context.Context, kv jetstream.KeyValue, partition int, dest string) (uint64, uint64, error) {
+	e, err := kv.Get(ctx, streams.OffsetKey(partition, dest))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("eventlog: offset of %s: %w", dest, err)
+	}
+	off, err := parseOffset(dest, e.Value())
+	return off, e.Revision(), err
+}
+
+// parseOffset reads an offset's value: the decimal sequence.
+func parseOffset(dest string, val []byte) (uint64, error) {
+	off, err := strconv.ParseUint(string(val), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: offset of %s: %w", dest, err)
+	}
+	return off, nil
 }
 
 // PutOffset moves a destination's offset with compare-and-swap against

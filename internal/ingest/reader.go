@@ -35,6 +35,13 @@ const maxBatch = 512
 // (the first time each is seen); later ones are logged at debug level.
 const maxWarned = 1024
 
+// heartbeat is how often the server signals an idle pull. The ordered
+// consumer is recreated, from the PDU after the last one read, once two are
+// missed: within 2 s when the NATS node holding it goes down while the
+// connection stays up (a cluster's rolling restart), instead of 10 s with
+// nats.go's default of 5 s.
+const heartbeat = time.Second
+
 // Options configure a Reader.
 type Options struct {
 	JS     jetstream.JetStream
@@ -123,7 +130,7 @@ func consume(ctx context.Context, o consumeOptions) error {
 	if err != nil {
 		return fmt.Errorf("ingest: consume %s: %w", o.stream, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * maxBatch))
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2*maxBatch), jetstream.PullHeartbeat(heartbeat))
 	if err != nil {
 		return fmt.Errorf("ingest: consume %s: %w", o.stream, err)
 	}

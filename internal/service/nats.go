@@ -1,9 +1,13 @@
 package service
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -11,17 +15,24 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedsender/fedsender/internal/config"
+	"github.com/fedsender/fedsender/internal/redact"
 )
 
 // connect returns a NATS connection: to nats.url, or to an embedded server
 // with JetStream on disk under data_dir (stopped by the returned func).
 // The embedded server's client URL is returned too ("" when it does not
-// listen); port 0 in nats.listen picks a free port.
-func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
+// listen); port 0 in nats.listen picks a free port. The client's and the
+// embedded server's reports go to log.
+func connect(cfg config.Config, log *slog.Logger) (*nats.Conn, string, func(), error) {
+	logOpts := natsClientLog(log)
 	if cfg.NATS.URL != "" {
-		nc, err := nats.Connect(cfg.NATS.URL, nats.Name("fedsender"), nats.MaxReconnects(-1))
+		auth, err := NATSOptions(cfg.NATS)
 		if err != nil {
-			return nil, "", nil, fmt.Errorf("nats.url: connect to %s: %w", cfg.NATS.URL, err)
+			return nil, "", nil, err
+		}
+		nc, err := nats.Connect(cfg.NATS.URL, slices.Concat(auth, logOpts, natsReconnect, []nats.Option{nats.Name("fedsender")})...)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("nats.url: connect to %s: %w", redact.URL(cfg.NATS.URL), redact.Error(err))
 		}
 		return nc, "", nc.Close, nil
 	}
@@ -48,21 +59,33 @@ func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
 			opts.Port = server.RANDOM_PORT
 		}
 	}
+	serveTLS, err := secureEmbedded(opts, cfg.NATS)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	login, err := natsLogin(cfg.NATS)
+	if err != nil {
+		return nil, "", nil, err
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("embedded NATS server: %w", err)
 	}
+	nsLog := newNATSServerLog(log)
+	ns.SetLoggerV2(nsLog, log.Enabled(context.Background(), slog.LevelDebug), false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
+	if err := waitReady(ns, nsLog.fatal, 30*time.Second); err != nil {
 		ns.Shutdown()
-		return nil, "", nil, fmt.Errorf("embedded NATS server: not ready (is nats.listen %s free?)", cfg.NATS.Listen)
+		return nil, "", nil, fmt.Errorf("embedded NATS server (nats.listen %s, data_dir %s): %w", cfg.NATS.Listen, cfg.DataDir, err)
 	}
-	// Loopback TCP was measured faster than the in-process connection.
+	// Loopback TCP was measured faster than the in-process connection,
+	// which spares TLS on a listener that serves only TLS.
 	var nc *nats.Conn
-	if opts.DontListen {
-		nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("fedsender"))
+	client := append(append(login, logOpts...), nats.Name("fedsender"))
+	if opts.DontListen || serveTLS {
+		nc, err = nats.Connect("", append(client, nats.InProcessServer(ns))...)
 	} else {
-		nc, err = nats.Connect(ns.ClientURL(), nats.Name("fedsender"))
+		nc, err = nats.Connect(ns.ClientURL(), client...)
 	}
 	if err != nil {
 		ns.Shutdown()
@@ -77,4 +100,22 @@ func connect(cfg config.Config) (*nats.Conn, string, func(), error) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	}, nil
+}
+
+// waitReady waits until ns accepts clients. Start only logs a fatal error
+// (a busy port, a JetStream store it cannot open) and returns: fatal
+// brings it here at once, instead of after the whole wait.
+func waitReady(ns *server.Server, fatal <-chan string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for !ns.ReadyForConnections(100 * time.Millisecond) {
+		select {
+		case msg := <-fatal:
+			return errors.New(msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready for connections after %v", within)
+		}
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/anthdm/hollywood/actor"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -60,6 +61,7 @@ type Service struct {
 	reader      *ingest.Reader
 	eduReader   *ingest.EDUReader
 	proj        *readModel
+	nc          *nats.Conn
 }
 
 // LoadOrCreateKey reads the signing key; with signing_key_path unset it
@@ -94,6 +96,14 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.NATS.URL == "" {
+		// The embedded server's store is this process's alone until it ends.
+		unlock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	key, err := LoadOrCreateKey(cfg, log)
 	if err != nil {
 		return err
@@ -103,7 +113,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		return err
 	}
 	defer obs.close()
-	nc, natsURL, closeNATS, err := connect(cfg)
+	nc, natsURL, closeNATS, err := connect(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -213,7 +223,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics, Recent: recent})
 	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: pids, Start: eduStart + 1,
 		Origin: cfg.ServerName, Log: log, Metrics: obs.metrics, Recent: recent, ReceiptRate: cfg.Federation.ReceiptsPerRoomPerSecond})
-	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, NATSURL: natsURL}
+	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, nc: nc, NATSURL: natsURL}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 16)
@@ -281,8 +291,13 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	return runErr
 }
 
+// errNATSUnreachable is /readyz's reason while the NATS connection is down.
+var errNATSUnreachable = errors.New("NATS is unreachable; reconnecting")
+
 func (s *Service) ready() error {
 	switch {
+	case !s.nc.IsConnected():
+		return errNATSUnreachable
 	case !s.reader.Running():
 		return errors.New("the PDU reader is not running")
 	case !s.eduReader.Running():
@@ -297,9 +312,22 @@ type resetter struct {
 	pids   []*actor.PID
 }
 
-func (r resetter) Reset(_ context.Context, dest string) error {
-	r.engine.Send(r.pids[streams.Partition(dest, len(r.pids))], partition.Reset{Destination: dest})
-	return nil
+// Reset returns once the reset is durable, with the event-log sequence
+// through which it is, or when ctx ends.
+func (r resetter) Reset(ctx context.Context, dest string) (uint64, error) {
+	type result struct {
+		seq uint64
+		err error
+	}
+	done := make(chan result, 1) // Done is called once and must not block
+	r.engine.Send(r.pids[streams.Partition(dest, len(r.pids))], partition.Reset{Destination: dest,
+		Done: func(seq uint64, err error) { done <- result{seq, err} }})
+	select {
+	case res := <-done:
+		return res.seq, res.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }
 
 // ServerUp hands the homeserver's server_up signal to the supervisor.

@@ -99,6 +99,24 @@ func (m *readModel) Page(q projection.Query) projection.Page {
 	return m.index.Page(q)
 }
 
+// Sync is admin.Reader's: the index catches up with the bucket (nothing
+// to wait for with PostgreSQL, whose tables every replica reads).
+func (m *readModel) Sync(ctx context.Context) error {
+	if m.pg != nil {
+		return m.pg.reader.Sync(ctx)
+	}
+	return m.index.Sync(ctx)
+}
+
+// EventSeq is admin.Reader's: the event-log sequence a destination is
+// shown as of.
+func (m *readModel) EventSeq(ctx context.Context, name string) (uint64, error) {
+	if m.pg != nil {
+		return m.pg.reader.EventSeq(ctx, name)
+	}
+	return m.index.EventSeq(ctx, name)
+}
+
 // Ready reports whether the index shows at least everything the projector
 // found at start (with PostgreSQL: whether its reader can answer).
 func (m *readModel) Ready() bool {

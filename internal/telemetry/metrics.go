@@ -39,6 +39,8 @@ const (
 	MetricOldestPending       = "fedsender_federation_transaction_queue_oldest_pending_age_seconds"
 	MetricProjectionLag       = "fedsender_projection_lag_events"
 	MetricPostgresLag         = "fedsender_postgres_projection_lag_messages"
+	MetricBuildInfo           = "fedsender_build_info"
+	MetricCASConflicts        = "fedsender_cas_conflicts"
 )
 
 // Attribute keys of the metrics.
@@ -49,6 +51,24 @@ const (
 	AttrPartition   = "partition"
 	AttrReason      = "reason" // why a destination was refused, or an EDU dropped
 	AttrType        = "type"   // an EDU's type; "other" for types fedsender does not know
+	AttrKind        = "kind"   // what a compare-and-swap wrote: CASEvent, CASOffset, CASEDUOffset, CASWatermark
+	AttrCause       = "cause"  // why it conflicted: CauseOwnWriteReplayed, CauseOtherWriter
+)
+
+// The writes fedsender fences with compare-and-swap (values of the kind
+// attribute), and the causes of their conflicts (values of cause).
+const (
+	CASEvent     = "event"
+	CASOffset    = "offset"
+	CASEDUOffset = "edu_offset"
+	CASWatermark = "watermark"
+	// CauseOwnWriteReplayed: the key held a value this process had written
+	// itself, applied by NATS after its answer was lost (a timeout during
+	// an outage, a publish buffered over a reconnect); the writer adopts it.
+	CauseOwnWriteReplayed = "own_write_replayed"
+	// CauseOtherWriter: the key held a value this process never wrote:
+	// another process writes the same partition.
+	CauseOtherWriter = "other_writer"
 )
 
 // knownEDUTypes are the EDU types that label the EDU metrics as they are;
@@ -100,11 +120,12 @@ type MetricsOptions struct {
 type Metrics struct {
 	perDest bool
 
-	sentTxns, failedTxns, sentPDUs, sentEDUs, pduErrors metric.Int64Counter
-	queuedPDUs, pduDests, catchUps, resets              metric.Int64Counter
-	resolveFailures, deadLetters, refusedDests          metric.Int64Counter
-	sentEDUsByType, coalescedEDUs, droppedEDUs          metric.Int64Counter
-	latency, backoff                                    metric.Float64Histogram
+	sentTxns, failedTxns, sentPDUs, sentEDUs, pduErrors      metric.Int64Counter
+	queuedPDUs, pduDests, catchUps, resets                   metric.Int64Counter
+	resolveFailures, deadLetters, refusedDests, casConflicts metric.Int64Counter
+	sentEDUsByType, coalescedEDUs, droppedEDUs               metric.Int64Counter
+	latency, backoff                                         metric.Float64Histogram
+	casOpts                                                  map[[2]string]metric.AddOption
 
 	parts     []PartitionGauges
 	partAttrs []metric.ObserveOption
@@ -174,6 +195,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	m.resolveFailures = counter(MetricResolveFailures, "Server-name resolutions that failed (DNS, .well-known, SRV).", "{resolution}")
 	m.deadLetters = counter(MetricDeadLetters, "Envelopes refused by the reader and moved to the dead-letter subject.", "{envelope}")
 	m.refusedDests = counter(MetricDestinationsRefused, "Destinations of accepted envelopes that were refused (each recorded on the dead-letter subject), by reason.", "{destination}")
+	m.casConflicts = counter(MetricCASConflicts, "Compare-and-swap conflicts of the event log, offsets and watermarks, by kind and cause.", "{conflict}")
 	var err error
 	m.latency, err = meter.Float64Histogram(MetricDeliveryLatency,
 		metric.WithDescription("From the PDU's arrival in the stream to its acceptance by a destination, per delivery."),
@@ -196,6 +218,9 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	pendingEDUs, err := meter.Int64ObservableGauge(MetricPendingEDUs,
 		metric.WithDescription("Must-deliver EDUs (to-device, device lists, signing keys) not yet acknowledged, per partition."), metric.WithUnit("{edu}"))
 	errs = append(errs, err)
+	buildInfo, err := meter.Int64ObservableGauge(MetricBuildInfo,
+		metric.WithDescription("Always 1; its labels say which build runs: version, commit, goversion."))
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -206,6 +231,9 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	for i, s := range []string{StateHealthy, StateBackingOff, StateCatchingUp} {
 		m.stateOpts[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrState, s)))
 	}
+	build := ReadBuild()
+	buildAttrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("version", build.Version),
+		attribute.String("commit", build.Commit), attribute.String("goversion", build.GoVersion)))
 	m.reg, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		now := time.Now().UnixMilli()
 		var states [3]int64
@@ -225,8 +253,9 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 		for i, n := range states {
 			o.ObserveInt64(destinations, n, m.stateOpts[i])
 		}
+		o.ObserveInt64(buildInfo, 1, buildAttrs)
 		return nil
-	}, destinations, pending, oldest, pendingEDUs)
+	}, destinations, pending, oldest, pendingEDUs, buildInfo)
 	if err != nil {
 		return nil, err
 	}
@@ -238,6 +267,14 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 		c.Add(context.Background(), 0)
 	}
 	m.refusedDests.Add(context.Background(), 0, metric.WithAttributes(attribute.String(AttrReason, RefusedInvalidServerName)))
+	m.casOpts = map[[2]string]metric.AddOption{}
+	for _, kind := range []string{CASEvent, CASOffset, CASEDUOffset, CASWatermark} {
+		for _, cause := range []string{CauseOwnWriteReplayed, CauseOtherWriter} {
+			opt := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttrKind, kind), attribute.String(AttrCause, cause)))
+			m.casOpts[[2]string{kind, cause}] = opt
+			m.casConflicts.Add(context.Background(), 0, opt)
+		}
+	}
 	for t := range knownEDUTypes {
 		m.sentEDUsByType.Add(context.Background(), 0, eduTypeAttr(t))
 	}
@@ -309,6 +346,19 @@ func (m *Metrics) DestinationRefused(ctx context.Context, reason string) {
 	if m != nil {
 		m.refusedDests.Add(ctx, 1, metric.WithAttributes(attribute.String(AttrReason, reason)))
 	}
+}
+
+// CASConflict counts a compare-and-swap conflict of kind (CASEvent...) by
+// its cause (CauseOwnWriteReplayed, CauseOtherWriter).
+func (m *Metrics) CASConflict(ctx context.Context, kind, cause string) {
+	if m == nil {
+		return
+	}
+	opt, ok := m.casOpts[[2]string{kind, cause}]
+	if !ok {
+		opt = metric.WithAttributes(attribute.String(AttrKind, kind), attribute.String(AttrCause, cause))
+	}
+	m.casConflicts.Add(ctx, 1, opt)
 }
 
 // ResolveFailure counts a failed server-name resolution.

@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 
-	"sync"
 	"testing"
 	"time"
 
@@ -18,36 +16,13 @@ import (
 
 	"github.com/fedsender/fedsender/internal/xmatrix"
 	"github.com/fedsender/fedsender/streams"
+	"github.com/fedsender/fedsender/test/fedsenderproc"
 	"github.com/fedsender/fedsender/test/pki"
 	"github.com/fedsender/fedsender/test/receiver"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 // binary builds cmd/fedsender once per test run.
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "fedsender-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "fedsender")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/fedsender/fedsender/cmd/fedsender").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
+func binary(t *testing.T) string { return fedsenderproc.Binary(t) }
 
 // keyAndCAFiles makes a signing key and a test CA for a real fedsender
 // process and writes them into dir, for signing_key_path and
@@ -69,15 +44,7 @@ func keyAndCAFiles(t *testing.T, dir, version string) (xmatrix.SigningKey, *pki.
 	return key, ca, keyPath, caPath
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return fedsenderproc.FreePort(t) }
 
 // process is a real `fedsender run`.
 type process struct {

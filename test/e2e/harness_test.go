@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -44,6 +45,9 @@ type harness struct {
 	pub  *streams.Publisher
 	tp   trace.TracerProvider
 	mp   metric.MeterProvider
+	// logs has what fedsender logged at error level, for tests that check
+	// an error was not logged.
+	logs lockedBuffer
 }
 
 func newHarness(t *testing.T, mutate func(*config.Config)) *harness {
@@ -98,7 +102,7 @@ func (h *harness) start() {
 	done := make(chan error, 1)
 	// Goroutines of a stopping service may still log after the test ends,
 	// where t.Log would panic: log errors to stderr instead.
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, &h.logs), &slog.HandlerOptions{Level: slog.LevelError}))
 	go func() {
 		done <- service.Run(ctx, h.cfg, service.Deps{Log: log, RootCAs: h.ca.Pool, Ready: ready,
 			TracerProvider: h.tp, MeterProvider: h.mp})
@@ -123,7 +127,17 @@ func (h *harness) start() {
 			h.t.Error("fedsender did not stop within 30s")
 		}
 	}
-	nc, err := nats.Connect(h.svc.NATSURL)
+	// The embedded server's URL, or nats.url, with fedsender's login.
+	url := h.svc.NATSURL
+	if url == "" {
+		url = h.cfg.NATS.URL
+	}
+	opts, err := service.NATSOptions(h.cfg.NATS)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	// The test's own connection rides out NATS outages as a homeserver's would.
+	nc, err := nats.Connect(url, append(opts, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))...)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -173,6 +187,16 @@ func (h *harness) publish(room string, n int, dests ...string) string {
 // publishContext is publish carrying the trace context of ctx.
 func (h *harness) publishContext(ctx context.Context, room string, n int, dests ...string) string {
 	h.t.Helper()
+	id, env := h.envelope(room, n, dests...)
+	if _, _, err := h.pub.Publish(ctx, env); err != nil {
+		h.t.Fatalf("publish %s: %v", id, err)
+	}
+	return id
+}
+
+// envelope is the n-th test PDU of room for the destinations, and its event id.
+func (h *harness) envelope(room string, n int, dests ...string) (string, []byte) {
+	h.t.Helper()
 	id := fmt.Sprintf("$%s-%d", strings.TrimPrefix(room, "!"), n)
 	env, err := json.Marshal(streams.Envelope{
 		RoomID:       room,
@@ -183,10 +207,7 @@ func (h *harness) publishContext(ctx context.Context, room string, n int, dests 
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if _, _, err := h.pub.Publish(ctx, env); err != nil {
-		h.t.Fatalf("publish %s: %v", id, err)
-	}
-	return id
+	return id, env
 }
 
 // admin calls the admin API and decodes the JSON answer.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -172,6 +173,10 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 	out := stdout.String()
 	if !strings.Contains(out, `"TraceID":"`+traceID+`"`) || !strings.Contains(out, `"SpanID":"`+spanID+`"`) || !strings.Contains(out, `"Name":"fedsender.transaction"`) {
 		t.Errorf("the exported spans do not include the logged transaction span %s/%s:\n%.2000s", traceID, spanID, out)
+	}
+	// The build, as `fedsender version` prints it.
+	if v := value(families["fedsender_build_info"], map[string]string{"goversion": runtime.Version()}); v != 1 {
+		t.Errorf("fedsender_build_info{goversion=%q} = %v, want 1", runtime.Version(), v)
 	}
 	noTraceHeaders(t, r)
 }

@@ -61,10 +61,16 @@ var (
 		Debian: []string{"redis-server"},
 		find:   findRedis,
 	}
+	Examples = Prerequisite{
+		Name:   "examples",
+		What:   "curl and jq, which the examples of README.md and docs/ use (test/docs runs them)",
+		Debian: []string{"curl", "jq"},
+		find:   findExampleTools,
+	}
 )
 
 // All is every prerequisite, in the order they are checked.
-func All() []Prerequisite { return []Prerequisite{Python, Postgres, Redis} }
+func All() []Prerequisite { return []Prerequisite{Python, Postgres, Redis, Examples} }
 
 // Env is where the prerequisites are looked for, and what may be done to
 // install them. [Local] is this machine.
@@ -167,8 +173,20 @@ func findPostgres(e Env) (string, error) {
 	return "", fmt.Errorf("none in pg_config --bindir or %s", e.PostgresDirs)
 }
 
-func findRedis(e Env) (string, error) {
-	if p := e.look("redis-server"); p != "" {
+func findRedis(e Env) (string, error) { return e.lookRequired("redis-server") }
+
+func findExampleTools(e Env) (string, error) {
+	for _, tool := range []string{"curl", "jq"} {
+		if _, err := e.lookRequired(tool); err != nil {
+			return "", fmt.Errorf("%s %w", tool, err)
+		}
+	}
+	return e.look("curl"), nil
+}
+
+// lookRequired finds an executable on e.Path, or says it is not there.
+func (e Env) lookRequired(name string) (string, error) {
+	if p := e.look(name); p != "" {
 		return p, nil
 	}
 	return "", errors.New("not on PATH")

@@ -120,7 +120,7 @@ func TestRequire(t *testing.T) {
 
 	m.env.Skip = "redis-server"
 	r, _ = require(m.env, prereq.Redis)
-	if want := `FEDSENDER_TEST_SKIP=redis-server: "redis-server" is not a prerequisite (python, postgres, redis)`; r.fatal != want {
+	if want := `FEDSENDER_TEST_SKIP=redis-server: "redis-server" is not a prerequisite (python, postgres, redis, examples)`; r.fatal != want {
 		t.Errorf("a misspelt opt-out: failed with %q, want %q", r.fatal, want)
 	}
 

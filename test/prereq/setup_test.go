@@ -12,7 +12,7 @@ import (
 )
 
 // machine is a pretend machine in a temporary directory: a Python without
-// the libraries, no PostgreSQL, no Redis. Its apt-get (when there is one)
+// the libraries, no PostgreSQL, no Redis, and curl and jq. Its apt-get (when there is one)
 // writes its arguments to aptLog and, when installs is true, installs all
 // three.
 type machine struct {
@@ -36,6 +36,9 @@ func newMachine(t *testing.T, tools ...string) *machine {
 	writeExecutable(t, m.env.Python, failingPython)
 	if err := os.Mkdir(m.bin, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	for _, tool := range []string{"curl", "jq"} {
+		writeExecutable(t, filepath.Join(m.bin, tool), "#!/bin/sh\n")
 	}
 	for _, tool := range tools {
 		switch tool {
@@ -182,7 +185,7 @@ func TestSetupRefusesUnknownOptOut(t *testing.T) {
 	m := newMachine(t)
 	m.env.Skip = "python,pgsql"
 	err := prereq.Setup(context.Background(), m.env, new(bytes.Buffer))
-	want := `FEDSENDER_TEST_SKIP=python,pgsql: "pgsql" is not a prerequisite (python, postgres, redis)`
+	want := `FEDSENDER_TEST_SKIP=python,pgsql: "pgsql" is not a prerequisite (python, postgres, redis, examples)`
 	if err == nil || err.Error() != want {
 		t.Errorf("got %v, want %q", err, want)
 	}

@@ -38,6 +38,10 @@ type Options struct {
 	// transaction, after it is recorded (benchmarks measure latency with it).
 	// It runs on the request's goroutine before the answer is written.
 	OnPDU func(eventID, roomID string, at time.Time)
+	// OnTransaction, when set, is called for every newly accepted
+	// transaction with its well-formed PDUs, after OnPDU; it runs on the
+	// request's goroutine before the answer is written.
+	OnTransaction func(Transaction, []PDU)
 	// KeepBodies keeps the raw body of every accepted transaction, for
 	// Transactions. Off by default: only a hash of each body is kept.
 	KeepBodies bool

@@ -92,7 +92,22 @@ func (r *Receiver) run(g *generation, in *incoming, fault Fault, released <-chan
 			r.opts.OnPDU(p.EventID, p.RoomID, in.received)
 		}
 	}
+	if fresh && r.opts.OnTransaction != nil {
+		r.opts.OnTransaction(in.transaction(), in.pduList(fault.PDUErrors))
+	}
 	return resp, true
+}
+
+func (in *incoming) transaction() Transaction {
+	return Transaction{TxnID: in.txnID, OriginServerTS: in.ts, PDUs: in.nPDUs, EDUs: in.nEDUs, Received: in.received}
+}
+
+func (in *incoming) pduList(pduErrors map[string]string) []PDU {
+	pdus := make([]PDU, len(in.pdus))
+	for i, p := range in.pdus {
+		pdus[i] = PDU{EventID: p.EventID, RoomID: p.RoomID, TxnID: in.txnID, Received: in.received, Error: pduErrors[p.EventID]}
+	}
+	return pdus
 }
 
 // accept records a new transaction, or answers a known txnId from the cache

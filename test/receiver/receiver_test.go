@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"runtime"
 	"slices"
@@ -23,9 +24,16 @@ func TestAcceptsTransaction(t *testing.T) {
 	e := newEnv(t, func(o *Options) {
 		o.KeepBodies = true
 		o.OnPDU = func(eventID, roomID string, _ time.Time) { seen = append(seen, eventID+" "+roomID) }
+		o.OnTransaction = func(tx Transaction, pdus []PDU) {
+			seen = append(seen, fmt.Sprintf("txn %s %d %d", tx.TxnID, tx.PDUs, tx.EDUs))
+			for _, p := range pdus {
+				seen = append(seen, p.TxnID+" "+p.EventID)
+			}
+		}
 	})
 	body := txn([]string{"$a", "$b"}, 3)
 	e.send("t1", body).wantPDUs(t, okAll("$a", "$b"))
+	e.send("t1", body).wantPDUs(t, okAll("$a", "$b")) // a retry: answered from the cache, not seen again
 
 	e.rcv.RequireNoViolations(t)
 	if got := e.rcv.PDUs(); len(got) != 2 || got[0].EventID != "$a" || got[1].EventID != "$b" ||
@@ -42,12 +50,12 @@ func TestAcceptsTransaction(t *testing.T) {
 	if edus := e.rcv.EDUs(); len(edus) != 3 || edus[0].TxnID != "t1" || edus[0].Type == "" || edus[0].Content[0] != '{' {
 		t.Fatalf("EDUs %+v", edus)
 	}
-	if e.rcv.PDUCount() != 2 || e.rcv.Requests() != 1 || e.rcv.Duplicates() != 0 || e.rcv.RedeliveredPDUs() != 0 || e.rcv.InFlight() != 0 {
+	if e.rcv.PDUCount() != 2 || e.rcv.Requests() != 2 || e.rcv.Duplicates() != 1 || e.rcv.RedeliveredPDUs() != 0 || e.rcv.InFlight() != 0 {
 		t.Fatalf("counts: PDUs %d requests %d duplicates %d redelivered %d in flight %d",
 			e.rcv.PDUCount(), e.rcv.Requests(), e.rcv.Duplicates(), e.rcv.RedeliveredPDUs(), e.rcv.InFlight())
 	}
-	if want := []string{"$a !room:" + origin, "$b !room:" + origin}; !slices.Equal(seen, want) {
-		t.Fatalf("OnPDU saw %q, want %q", seen, want)
+	if want := []string{"$a !room:" + origin, "$b !room:" + origin, "txn t1 2 3", "t1 $a", "t1 $b"}; !slices.Equal(seen, want) {
+		t.Fatalf("OnPDU and OnTransaction saw %q, want %q", seen, want)
 	}
 	if e.rcv.ServerName() != e.rcv.Addr() || !strings.HasPrefix(e.rcv.Addr(), "127.0.0.1:") {
 		t.Fatalf("server name %q, addr %q", e.rcv.ServerName(), e.rcv.Addr())

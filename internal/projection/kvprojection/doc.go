@@ -20,6 +20,10 @@
 //     O(log n + limit); a search walks one ordered list, O(n) string
 //     matches (a few ms at 100,000 destinations). It notices a recreated
 //     bucket and loads it anew, answering from the old contents meanwhile.
+//     Sync waits until it shows every write to the bucket that completed
+//     before the call (it asks the bucket's stream for its last sequence),
+//     so that a read on any replica shows what another replica's write
+//     made visible; EventSeq says as of which event a destination is shown.
 //
 // # Keys and documents
 //

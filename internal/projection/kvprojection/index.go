@@ -36,6 +36,8 @@ type Index struct {
 	// against the index, so after a new load it must look at everything
 	// again.
 	generation uint64
+	// moved is closed (and replaced) whenever the revision moves, for Sync.
+	moved chan struct{}
 }
 
 // NewIndex returns an index of streams.DestinationBucket in js.
@@ -43,7 +45,7 @@ func NewIndex(js jetstream.JetStream, log *slog.Logger) *Index {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Index{js: js, log: log}
+	return &Index{js: js, log: log, moved: make(chan struct{})}
 }
 
 // Ready reports whether the bucket's contents have been loaded once.
@@ -78,6 +80,62 @@ func (x *Index) Len() int {
 		return 0
 	}
 	return len(x.cur.slot)
+}
+
+// EventSeq returns the event-log sequence of the newest event the index
+// shows for a destination: 0 if none, or if the index does not have it.
+func (x *Index) EventSeq(_ context.Context, name string) (uint64, error) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if x.cur == nil {
+		return 0, nil
+	}
+	r, ok := x.cur.get(name)
+	if !ok {
+		return 0, nil
+	}
+	return r.doc.EventSequence, nil
+}
+
+// Sync returns once the index shows every write to the bucket that
+// completed before it was called: it asks the bucket's stream (its leader)
+// for its last sequence and waits for the index to reach that revision.
+// Every replica's index follows the same bucket at its own pace; a read
+// that syncs first shows whatever any replica saw written before it began.
+func (x *Index) Sync(ctx context.Context) error {
+	if !x.js.Conn().IsConnected() {
+		// Fail now rather than when ctx ends: nothing can be confirmed.
+		return fmt.Errorf("kvprojection: sync with %s: NATS is not connected (%s)", streams.DestinationBucket, x.js.Conn().Status())
+	}
+	s, err := x.js.Stream(ctx, "KV_"+streams.DestinationBucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil // deleted for a rebuild: answer from the old contents meanwhile
+	}
+	if err != nil {
+		return fmt.Errorf("kvprojection: sync with %s: %w", streams.DestinationBucket, err)
+	}
+	last := s.CachedInfo().State.LastSeq
+	for {
+		x.mu.RLock()
+		reached, moved := x.cur != nil && x.cur.rev >= last, x.moved
+		x.mu.RUnlock()
+		if reached {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return fmt.Errorf("kvprojection: sync with %s: the index is at revision %d, the bucket at %d: %w",
+				streams.DestinationBucket, x.Revision(), last, ctx.Err())
+		}
+	}
+}
+
+// notify wakes the Syncs waiting for the revision to move. x.mu must be
+// held for writing.
+func (x *Index) notify() {
+	close(x.moved)
+	x.moved = make(chan struct{})
 }
 
 // Get returns a destination's state as shown.
@@ -137,13 +195,15 @@ func (x *Index) Run(ctx context.Context) error {
 	}
 }
 
-// bucketCreated returns when the bucket's stream was created.
-func (x *Index) bucketCreated(ctx context.Context) (time.Time, error) {
+// bucketCreated returns when the bucket's stream was created, and its last
+// sequence.
+func (x *Index) bucketCreated(ctx context.Context) (time.Time, uint64, error) {
 	s, err := x.js.Stream(ctx, "KV_"+streams.DestinationBucket)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
-	return s.CachedInfo().Created, nil
+	info := s.CachedInfo()
+	return info.Created, info.State.LastSeq, nil
 }
 
 // session loads the bucket and follows it, until ctx ends, the watch
@@ -153,17 +213,19 @@ func (x *Index) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	created, err := x.bucketCreated(ctx)
+	created, last, err := x.bucketCreated(ctx)
 	if err != nil {
 		return fmt.Errorf("kvprojection: %s: %w", streams.DestinationBucket, err)
 	}
+	reconnected, unlisten := reconnections(x.js)
+	defer unlisten()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w, err := kv.WatchAll(wctx)
 	if err != nil {
 		return fmt.Errorf("kvprojection: watch %s: %w", streams.DestinationBucket, err)
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
 
 	t := newTable()
 	loading := true
@@ -174,14 +236,25 @@ func (x *Index) session(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-check.C:
-			c, err := x.bucketCreated(ctx)
+			c, _, err := x.bucketCreated(ctx)
 			if errors.Is(err, jetstream.ErrStreamNotFound) || err == nil && !c.Equal(created) {
 				return errRecreated
+			}
+		case <-reconnected:
+			if loading {
+				continue // the old watch resumes by itself, later
+			}
+			// Go on from the next revision (see reconnections).
+			if nw, err := kv.WatchAll(wctx, jetstream.ResumeFromRevision(t.rev+1)); err != nil {
+				x.log.Warn("kvprojection: watching the bucket again after reconnecting", "error", err)
+			} else {
+				w.Stop()
+				w = nw
 			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				// A deleted bucket can end the watch; that is a rebuild.
-				c, err := x.bucketCreated(ctx)
+				c, _, err := x.bucketCreated(ctx)
 				if errors.Is(err, jetstream.ErrStreamNotFound) || err == nil && !c.Equal(created) {
 					return errRecreated
 				}
@@ -191,9 +264,14 @@ func (x *Index) session(ctx context.Context) error {
 				if loading {
 					loading = false
 					t.buildLists()
+					// The load holds everything up to the last sequence
+					// read before the watch began, whether or not that
+					// message is still there to be delivered.
+					t.rev = max(t.rev, last)
 					x.mu.Lock()
 					x.cur, x.ready = t, true
 					x.generation++
+					x.notify()
 					x.mu.Unlock()
 				}
 				continue
@@ -204,6 +282,7 @@ func (x *Index) session(ctx context.Context) error {
 			}
 			x.mu.Lock()
 			x.apply(t, e, true)
+			x.notify()
 			x.mu.Unlock()
 		}
 	}

@@ -112,6 +112,14 @@ func (p *Projector) Synced() (bool, uint64) {
 // Run projects until ctx ends, then returns nil. It returns an error if it
 // cannot start, or if a subscription ends while ctx is still live.
 func (p *Projector) Run(ctx context.Context) error {
+	err := p.run(ctx)
+	if ctx.Err() != nil {
+		return nil // ended while starting, or while running: either way, stopped
+	}
+	return err
+}
+
+func (p *Projector) run(ctx context.Context) error {
 	if p.opts.Index == nil {
 		return errors.New("kvprojection: projector without an Index")
 	}
@@ -123,11 +131,13 @@ func (p *Projector) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kvprojection: open %s: %w", streams.OffsetBucket, err)
 	}
+	reconnected, unlisten := reconnections(js)
+	defer unlisten()
 	w, err := offsets.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("kvprojection: watch %s: %w", streams.OffsetBucket, err)
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	cons, err := js.OrderedConsumer(ctx, streams.EventStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{eventsFilter},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
@@ -170,6 +180,14 @@ func (p *Projector) Run(ctx context.Context) error {
 				return fmt.Errorf("kvprojection: watch %s: watcher stopped", streams.OffsetBucket)
 			}
 			p.onOffset(e)
+		case <-reconnected:
+			// Every offset again, then what changes (see reconnections).
+			if nw, err := offsets.WatchAll(ctx); err != nil {
+				p.opts.Log.Warn("kvprojection: watching offsets again after reconnecting", "error", err)
+			} else {
+				w.Stop()
+				w = nw
+			}
 		case <-reconcile.C:
 			p.markAllDirty()
 		case <-check.C:

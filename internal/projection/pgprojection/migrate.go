@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fedsender/fedsender/internal/redact"
 )
 
 //go:embed migrations/*.sql
@@ -132,12 +134,12 @@ func applyMigration(ctx context.Context, conn *pgx.Conn, schema string, m migrat
 func Connect(ctx context.Context, url, schema string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("pgprojection: postgres.url: %w", err)
+		return nil, fmt.Errorf("pgprojection: postgres.url: %w", redact.Error(err))
 	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("pgprojection: connect: %w", err)
+		return nil, fmt.Errorf("pgprojection: connect: %w", redact.Error(err))
 	}
 	return pool, nil
 }

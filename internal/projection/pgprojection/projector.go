@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/destination"
@@ -129,9 +130,8 @@ func (p *Projector) run(ctx context.Context) (rebuilt bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("pgprojection: watch %s: %w", streams.OffsetBucket, err)
 	}
-	defer w.Stop()
 	var wg sync.WaitGroup
-	wg.Go(func() { p.runOffsets(ctx, w) })
+	wg.Go(func() { p.runOffsets(ctx, offsets, w) })
 	wg.Go(func() { p.runRooms(ctx, rooms) })
 	rebuilt = p.runEvents(ctx, cons)
 	cancel()
@@ -290,8 +290,16 @@ func (p *Projector) applyEvents(ctx context.Context, rows []row, last uint64) er
 	})
 }
 
-// runOffsets writes the offsets bucket's values, coalesced per flush.
-func (p *Projector) runOffsets(ctx context.Context, w jetstream.KeyWatcher) {
+// runOffsets writes the offsets bucket's values, coalesced per flush,
+// from the watch w of offsets, which it stops when it returns.
+func (p *Projector) runOffsets(ctx context.Context, offsets jetstream.KeyValue, w jetstream.KeyWatcher) {
+	defer func() { w.Stop() }()
+	// nats.go's watcher finds out that the server restarted only at its
+	// heartbeat check, up to 20 s after the reconnection: watch again at
+	// once instead, so that the admin API follows within a flush.
+	nc := p.opts.JS.Conn()
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
 	pending := map[string]int64{}
 	initial := true
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -324,6 +332,13 @@ func (p *Projector) runOffsets(ctx context.Context, w jetstream.KeyWatcher) {
 				continue
 			}
 			pending[name] = max(pending[name], int64(min(off, 1<<63-1)))
+		case <-reconnected:
+			if nw, err := offsets.WatchAll(ctx); err != nil {
+				p.opts.Log.Warn("pgprojection: watching offsets again after reconnecting", "error", err)
+			} else {
+				w.Stop()
+				w = nw
+			}
 		case <-tick.C:
 			if initial {
 				continue

@@ -3,6 +3,7 @@ package pgprojection
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -99,6 +100,27 @@ func (r *Reader) Get(name string) (destination.State, bool) {
 	}
 	return s, true
 }
+
+// EventSeq returns the event-log sequence of the newest event the
+// destinations table shows for a destination (0 if none, or no row).
+func (r *Reader) EventSeq(ctx context.Context, name string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	var seq int64
+	err := r.pool.QueryRow(ctx, `SELECT event_seq FROM destinations WHERE destination = $1`, name).Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		r.failed(err)
+		return 0, fmt.Errorf("pgprojection: event_seq of %s: %w", name, err)
+	}
+	return uint64(max(seq, 0)), nil
+}
+
+// Sync has nothing to wait for: every replica reads the same tables, and
+// a read sees every transaction that committed before it began.
+func (r *Reader) Sync(context.Context) error { return nil }
 
 // sortColumns is the column of each order, and whether it may be NULL
 // (NULL sorts as 0: first when ascending). Ties are broken by destination

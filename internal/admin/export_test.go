@@ -1,0 +1,4 @@
+package admin
+
+// ParseQuery exposes parseQuery to the tests.
+var ParseQuery = parseQuery
