@@ -102,21 +102,24 @@ func keyOf[T comparable](keys map[string]*casKey[T], name string) *casKey[T] {
 }
 
 func (w *writer) writeOffset(ctx context.Context, dest string, off uint64) error {
-	return casPut(ctx, w, telemetry.CASOffset, keyOf(w.offsetKeys, dest), off,
-		func(cur uint64) bool { return cur >= off },
-		func(ctx context.Context, off, rev uint64) (uint64, error) {
-			return w.store.PutOffset(ctx, w.partition, dest, off, rev)
-		},
-		func(ctx context.Context) (uint64, uint64, error) { return w.store.Offset(ctx, w.partition, dest) })
+	return w.writeOffsetKey(ctx, telemetry.CASOffset, w.offsetKeys, dest, off, w.store.PutOffset, w.store.Offset)
 }
 
 func (w *writer) writeEDUOffset(ctx context.Context, dest string, off uint64) error {
-	return casPut(ctx, w, telemetry.CASEDUOffset, keyOf(w.eduOffsetKeys, dest), off,
+	return w.writeOffsetKey(ctx, telemetry.CASEDUOffset, w.eduOffsetKeys, dest, off, w.store.PutEDUOffset, w.store.EDUOffset)
+}
+
+// writeOffsetKey moves an offset (PDU or EDU) of dest forward with put,
+// reading it with get after a conflict.
+func (w *writer) writeOffsetKey(ctx context.Context, kind string, keys map[string]*casKey[uint64], dest string, off uint64,
+	put func(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error),
+	get func(ctx context.Context, partition int, dest string) (uint64, uint64, error)) error {
+	return casPut(ctx, w, kind, keyOf(keys, dest), off,
 		func(cur uint64) bool { return cur >= off },
 		func(ctx context.Context, off, rev uint64) (uint64, error) {
-			return w.store.PutEDUOffset(ctx, w.partition, dest, off, rev)
+			return put(ctx, w.partition, dest, off, rev)
 		},
-		func(ctx context.Context) (uint64, uint64, error) { return w.store.EDUOffset(ctx, w.partition, dest) })
+		func(ctx context.Context) (uint64, uint64, error) { return get(ctx, w.partition, dest) })
 }
 
 func (w *writer) writeWatermark(ctx context.Context, wm eventlog.Watermark) error {
