@@ -124,7 +124,9 @@ func (w *writer) writeOffsetKey(ctx context.Context, kind string, keys map[strin
 
 func (w *writer) writeWatermark(ctx context.Context, wm eventlog.Watermark) error {
 	return casPut(ctx, w, telemetry.CASWatermark, &w.wmKey, wm,
-		func(cur eventlog.Watermark) bool { return cur.Seq >= wm.Seq && cur.EDUSeq >= wm.EDUSeq },
+		func(cur eventlog.Watermark) bool {
+			return cur.Seq >= wm.Seq && cur.EDUSeq >= wm.EDUSeq && cur.EDUPending == wm.EDUPending
+		},
 		func(ctx context.Context, wm eventlog.Watermark, rev uint64) (uint64, error) {
 			return w.store.PutWatermark(ctx, w.partition, wm, rev)
 		},

@@ -144,9 +144,11 @@ type Supervisor struct {
 	wm        eventlog.Watermark
 	wmSaved   uint64
 	eduSaved  uint64 // the EDU watermark persisted
-	w         *writer
-	log       *slog.Logger
-	lastCheck time.Time
+	// pendingSaved is the watermark's EDUPending persisted.
+	pendingSaved string
+	w            *writer
+	log          *slog.Logger
+	lastCheck    time.Time
 
 	engine *actor.Engine
 	self   *actor.PID
@@ -159,23 +161,32 @@ func New(cfg *Config, id int, loaded map[string]*eventlog.Loaded, wm eventlog.Wa
 	return func() actor.Receiver {
 		s := &Supervisor{
 			cfg: cfg, id: id,
-			entries:   make(map[string]*entry, len(loaded)),
-			busy:      map[string]*entry{},
-			readerPos: wm.Seq,
-			eduPos:    wm.EDUSeq,
-			wm:        wm,
-			wmSaved:   wm.Seq,
-			eduSaved:  wm.EDUSeq,
-			log:       cfg.Log.With("partition", id),
+			entries:      make(map[string]*entry, len(loaded)),
+			busy:         map[string]*entry{},
+			readerPos:    wm.Seq,
+			eduPos:       wm.EDUSeq,
+			wm:           wm,
+			wmSaved:      wm.Seq,
+			eduSaved:     wm.EDUSeq,
+			log:          cfg.Log.With("partition", id),
+			pendingSaved: wm.EDUPending,
 		}
 		for name, l := range loaded {
 			e := &entry{state: l.State, done: l.State.Offset, lastSent: l.State.Offset,
 				catching: l.State.CatchingUp, catchPersisted: l.State.CatchingUp, offsetSaved: l.State.Offset,
 				eduLast: l.EDUOffset, eduDone: l.EDUOffset, eduSaved: l.EDUOffset}
-			if l.EDUOffset < wm.EDUSeq {
+			s.entries[name] = e
+		}
+		for name, off := range eventlog.ParsePending(wm.EDUPending) {
+			e := s.entries[name]
+			if e == nil {
+				e = &entry{state: dstate.State{Destination: name}}
+				s.entries[name] = e
+			}
+			e.eduDone = max(e.eduDone, off)
+			if e.eduDone < wm.EDUSeq {
 				e.eduRestore, e.eduLast = wm.EDUSeq, wm.EDUSeq
 			}
-			s.entries[name] = e
 		}
 		s.w = newWriter(s, loaded, wmRev)
 		return s
@@ -517,6 +528,7 @@ func (s *Supervisor) tick() {
 func (s *Supervisor) checkpoint(now time.Time) {
 	s.publishGauges()
 	wm, eduWM := s.readerPos, s.eduPos
+	pending := map[string]uint64{}
 	for name, e := range s.entries {
 		if e.state.Offset > e.offsetSaved {
 			s.w.putOffset(name, e.state.Offset)
@@ -527,9 +539,13 @@ func (s *Supervisor) checkpoint(now time.Time) {
 			e.eduSaved = e.eduDone
 		}
 		// A backing-off destination does not hold the EDU watermark back
-		// (it may be down for days): after a restart, its actor reads what
-		// it had pending from the stream (eduRestore).
-		if e.eduBusy() && !e.state.Failing() {
+		// (it may be down for days): the watermark lists it, and after a
+		// restart its actor reads what it had pending from the stream.
+		switch {
+		case e.eduBusy() && (e.state.Failing() || e.eduDone < s.eduSaved):
+			// Listed until it has caught up with the watermark.
+			pending[name] = e.eduDone
+		case e.eduBusy():
 			eduWM = min(eduWM, e.eduDone)
 		}
 		switch {
@@ -543,8 +559,8 @@ func (s *Supervisor) checkpoint(now time.Time) {
 			e.pid = nil
 		}
 	}
-	if wm > s.wmSaved || eduWM > s.eduSaved {
-		s.wmSaved, s.eduSaved = max(s.wmSaved, wm), max(s.eduSaved, eduWM)
-		s.w.putWatermark(eventlog.Watermark{Seq: s.wmSaved, EDUSeq: s.eduSaved, Owner: s.cfg.Owner, At: now.UnixMilli()})
+	if p := eventlog.FormatPending(pending); wm > s.wmSaved || eduWM > s.eduSaved || p != s.pendingSaved {
+		s.wmSaved, s.eduSaved, s.pendingSaved = max(s.wmSaved, wm), max(s.eduSaved, eduWM), p
+		s.w.putWatermark(eventlog.Watermark{Seq: s.wmSaved, EDUSeq: s.eduSaved, EDUPending: p, Owner: s.cfg.Owner, At: now.UnixMilli()})
 	}
 }

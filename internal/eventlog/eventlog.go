@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -352,8 +354,13 @@ func put(ctx context.Context, kv jetstream.KeyValue, key string, val []byte, rev
 type Watermark struct {
 	Seq    uint64 `json:"seq"`
 	EDUSeq uint64 `json:"edu_seq,omitempty"`
-	Owner  string `json:"owner,omitempty"`
-	At     int64  `json:"at"`
+	// EDUPending lists the destinations that were backing off with
+	// must-deliver EDUs pending when EDUSeq passed them, with their EDU
+	// offsets (FormatPending): their first actor after a start reads those
+	// EDUs from the stream. A string, so that a watermark is comparable.
+	EDUPending string `json:"edu_pending,omitempty"`
+	Owner      string `json:"owner,omitempty"`
+	At         int64  `json:"at"`
 }
 
 // LoadWatermark returns a partition's watermark and its revision (0, 0 if none).
@@ -379,4 +386,28 @@ func (s *Store) PutWatermark(ctx context.Context, partition int, w Watermark, re
 		return 0, fmt.Errorf("eventlog: encode watermark: %w", err)
 	}
 	return put(ctx, s.partitions, streams.PartitionKey(partition), data, rev)
+}
+
+// FormatPending encodes a watermark's EDUPending: "name=offset" pairs,
+// sorted, separated by spaces (server names have neither).
+func FormatPending(pending map[string]uint64) string {
+	parts := make([]string, 0, len(pending))
+	for name, off := range pending {
+		parts = append(parts, name+"="+strconv.FormatUint(off, 10))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
+}
+
+// ParsePending decodes a watermark's EDUPending; malformed pairs are
+// skipped.
+func ParsePending(s string) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, part := range strings.Fields(s) {
+		name, off, ok := strings.Cut(part, "=")
+		if n, err := strconv.ParseUint(off, 10, 64); ok && err == nil {
+			out[name] = n
+		}
+	}
+	return out
 }

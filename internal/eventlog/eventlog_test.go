@@ -88,3 +88,17 @@ func TestWatermarkCompareAndSwap(t *testing.T) {
 		t.Fatalf("watermark %+v rev %d err %v; want seq 100 by a at rev %d", w, got, err, rev)
 	}
 }
+
+func TestPendingRoundTrips(t *testing.T) {
+	in := map[string]uint64{"matrix.org": 12, "[::1]:8448": 3}
+	s := eventlog.FormatPending(in)
+	if s != "[::1]:8448=3 matrix.org=12" {
+		t.Errorf("FormatPending = %q", s)
+	}
+	if out := eventlog.ParsePending(s); len(out) != 2 || out["matrix.org"] != 12 || out["[::1]:8448"] != 3 {
+		t.Errorf("ParsePending = %v", out)
+	}
+	if eventlog.FormatPending(nil) != "" || len(eventlog.ParsePending("")) != 0 {
+		t.Error("empty")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/fedsender/fedsender/internal/config"
+	"github.com/fedsender/fedsender/internal/eventlog"
 	dto "github.com/prometheus/client_model/go"
 	"net/http"
 	"slices"
@@ -181,7 +182,10 @@ func TestMustDeliverEDUsSurviveBackoffAndRestartExactlyOnce(t *testing.T) {
 	h.publishEDU("m.signing_key_update", "", `{"master_key":{},"user_id":"@alice:origin.test"}`, "", d)
 	// A destination in backoff does not hold the EDU watermark back: it
 	// passes the pending EDUs, which the next start reads from the stream.
-	eventually(t, 10*time.Second, func() bool { return eduWatermark(t, h, d) >= 153 }, "the EDU watermark stayed behind the backing-off %s", d)
+	eventually(t, 10*time.Second, func() bool {
+		wm := eduWatermark(t, h, d)
+		return wm.EDUSeq >= 153 && strings.Contains(wm.EDUPending, d+"=0")
+	}, "the EDU watermark stayed behind the backing-off %s, or does not list it: %+v", d, eduWatermark(t, h, d))
 	h.restart()
 	r.SetFault(receiver.Fault{})
 	eventually(t, 10*time.Second, func() bool {
@@ -428,22 +432,20 @@ func uniqueCountAll(rs []*receiver.Receiver) int {
 	return n
 }
 
-// eduWatermark is the EDU part of the watermark of dest's partition.
-func eduWatermark(t *testing.T, h *harness, dest string) uint64 {
+// eduWatermark is the watermark of dest's partition.
+func eduWatermark(t *testing.T, h *harness, dest string) eventlog.Watermark {
 	t.Helper()
 	kv, err := h.js.KeyValue(context.Background(), streams.PartitionBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var wm eventlog.Watermark
 	e, err := kv.Get(context.Background(), streams.PartitionKey(streams.Partition(dest, h.cfg.Queue.Partitions)))
 	if err != nil {
-		return 0
-	}
-	var wm struct {
-		EDUSeq uint64 `json:"edu_seq"`
+		return wm
 	}
 	if err := json.Unmarshal(e.Value(), &wm); err != nil {
 		t.Fatal(err)
 	}
-	return wm.EDUSeq
+	return wm
 }
