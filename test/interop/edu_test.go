@@ -96,12 +96,12 @@ func deviceKeys(t testing.TB, user, deviceID string) json.RawMessage {
 	return signed
 }
 
-// publishEDU publishes x for Dendrite to fedsender's EDU stream; msgID,
-// when set, is its Nats-Msg-Id.
-func (e *env) publishEDU(x edu, msgID string) {
+// publishEDU publishes x for Dendrite to fedsender's EDU stream and
+// returns its sequence there; msgID, when set, is its Nats-Msg-Id.
+func (e *env) publishEDU(x edu, msgID string) uint64 {
 	e.t.Helper()
 	x.Destinations = []string{e.dendrite.serverName}
-	e.fedsender.publishEDU(x, msgID)
+	return e.fedsender.publishEDU(x, msgID)
 }
 
 // sendDirect sends PDUs and EDUs from the origin straight to Dendrite in

@@ -5,10 +5,12 @@ package interop
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -37,6 +39,10 @@ type fedsender struct {
 	pub *streams.Publisher
 }
 
+// fedsenderPartitions is how many partitions fedsender's destinations are
+// spread over.
+const fedsenderPartitions = 4
+
 // startFedsender configures fedsender as o, trusting ca for the
 // destinations' certificates and letting it reach 127.0.0.1, and starts it.
 func startFedsender(t *testing.T, o *origin, ca *pki.CA) *fedsender {
@@ -62,8 +68,8 @@ federation:
   ca_file: %s
   ip_range_allowlist: [127.0.0.0/8]
   request_timeout: 60s
-queue: {partitions: 4, checkpoint_interval: 100ms}
-`, o.name, o.keyPath, filepath.Join(dir, "data"), natsPort, caPath))
+queue: {partitions: %d, checkpoint_interval: 100ms}
+`, o.name, o.keyPath, filepath.Join(dir, "data"), natsPort, caPath, fedsenderPartitions))
 	f.start()
 	t.Cleanup(func() {
 		f.kill9()
@@ -160,10 +166,11 @@ type edu struct {
 // eduSubject is the subject homeservers publish EDU envelopes on.
 const eduSubject = "fedsender.edu"
 
-// publishEDU publishes one EDU envelope and waits for the stream to
-// acknowledge it; msgID, when set, is its Nats-Msg-Id (a to-device
-// message's message_id), so a publisher's retry is not sent twice.
-func (f *fedsender) publishEDU(e edu, msgID string) {
+// publishEDU publishes one EDU envelope, waits for the stream to
+// acknowledge it and returns its sequence in the EDU stream; msgID, when
+// set, is its Nats-Msg-Id (a to-device message's message_id), so a
+// publisher's retry is not sent twice.
+func (f *fedsender) publishEDU(e edu, msgID string) uint64 {
 	f.t.Helper()
 	data, err := json.Marshal(e)
 	if err != nil {
@@ -175,7 +182,55 @@ func (f *fedsender) publishEDU(e edu, msgID string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := f.js.Publish(ctx, eduSubject, data, opts...); err != nil {
+	ack, err := f.js.Publish(ctx, eduSubject, data, opts...)
+	if err != nil {
 		f.t.Fatalf("publish %s EDU: %v", e.Type, err)
 	}
+	return ack.Sequence
+}
+
+// waitEDUOffset waits until fedsender has stored dest's EDU offset at seq
+// or beyond: what it reads again after a restart, so that the must-deliver
+// EDUs up to seq are not sent again.
+func (f *fedsender) waitEDUOffset(dest string, seq uint64, within time.Duration) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var stored uint64
+	for {
+		stored = f.eduOffset(ctx, dest)
+		if stored >= seq {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			f.t.Fatalf("fedsender did not store %s's EDU offset at %d within %v (stored: %d)", dest, seq, within, stored)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// eduOffset reads dest's EDU offset from the bucket fedsender keeps it in
+// (0: none stored yet).
+func (f *fedsender) eduOffset(ctx context.Context, dest string) uint64 {
+	f.t.Helper()
+	kv, err := f.js.KeyValue(ctx, streams.EDUOffsetBucket)
+	if err != nil {
+		f.t.Fatalf("open %s: %v", streams.EDUOffsetBucket, err)
+	}
+	for p := range fedsenderPartitions {
+		entry, err := kv.Get(ctx, streams.OffsetKey(p, dest))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			f.t.Fatalf("read %s's EDU offset: %v", dest, err)
+		}
+		off, err := strconv.ParseUint(string(entry.Value()), 10, 64)
+		if err != nil {
+			f.t.Fatalf("%s's EDU offset %q: %v", dest, entry.Value(), err)
+		}
+		return off
+	}
+	return 0
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,9 +37,10 @@ type front struct {
 	mu      sync.Mutex
 	target  *url.URL
 	acked   sendCounts
-	hold    func(sendCounts) bool // non-nil: hold /send once it holds for the counts
-	held    int                   // /send requests held now
-	release chan struct{}         // closed to let the held requests through
+	edus    map[string][]json.RawMessage // the contents of the acknowledged EDUs, by edu_type
+	hold    func(sendCounts) bool        // non-nil: hold /send once it holds for the counts
+	held    int                          // /send requests held now
+	release chan struct{}                // closed to let the held requests through
 }
 
 // sendCounts counts the PDUs and EDUs of /send transactions answered 200.
@@ -56,7 +58,7 @@ func startFront(t *testing.T, ca *pki.CA) *front {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &front{name: l.Addr().String(), acked: sendCounts{EDUs: map[string]int{}}}
+	f := &front{name: l.Addr().String(), acked: sendCounts{EDUs: map[string]int{}}, edus: map[string][]json.RawMessage{}}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			f.mu.Lock()
@@ -183,7 +185,8 @@ func (f *front) count(body []byte) {
 	var txn struct {
 		PDUs []json.RawMessage `json:"pdus"`
 		EDUs []struct {
-			Type string `json:"edu_type"`
+			Type    string          `json:"edu_type"`
+			Content json.RawMessage `json:"content"`
 		} `json:"edus"`
 	}
 	// A body Dendrite answered 200 to is JSON; a failure to decode it shows
@@ -197,7 +200,16 @@ func (f *front) count(body []byte) {
 	f.acked.PDUs += len(txn.PDUs)
 	for _, e := range txn.EDUs {
 		f.acked.EDUs[e.Type]++
+		f.edus[e.Type] = append(f.edus[e.Type], e.Content)
 	}
+}
+
+// acknowledged returns the contents of the EDUs of eduType that Dendrite
+// acknowledged, in the order it did, those sent again included.
+func (f *front) acknowledged(eduType string) []json.RawMessage {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.edus[eduType])
 }
 
 // counts returns what Dendrite acknowledged so far, counting a PDU or EDU

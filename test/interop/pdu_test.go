@@ -7,14 +7,6 @@ import (
 	"time"
 )
 
-// TestMessagesReachDendriteInOrder sends more messages than one
-// transaction carries and reads them back as Dendrite's local user.
-func TestMessagesReachDendriteInOrder(t *testing.T) {
-	e := newEnv(t)
-	want := e.publishMessages("hello", 120)
-	e.waitMessages(3*time.Minute, want)
-}
-
 // TestKill9MidStreamDeliversEachMessageOnce kills fedsender with a
 // transaction in flight and most messages still to send, starts it again
 // on the same data, and checks that Dendrite's user sees every message

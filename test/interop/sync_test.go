@@ -208,7 +208,14 @@ func (s *synced) toDevice(sender, eventType string) []json.RawMessage {
 	return out
 }
 
-// deviceListChanged reports whether device_lists.changed named user.
-func (s *synced) deviceListChanged(user string) bool {
-	return slices.Contains(s.DeviceListsChanged, user)
+// deviceListChanged returns how many /sync answers named user in
+// device_lists.changed.
+func (s *synced) deviceListChanged(user string) int {
+	n := 0
+	for _, u := range s.DeviceListsChanged {
+		if u == user {
+			n++
+		}
+	}
+	return n
 }
