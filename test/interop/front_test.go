@@ -165,16 +165,29 @@ func (f *front) releaseHeld() {
 // waitHeld waits until a transaction is held.
 func (f *front) waitHeld(t *testing.T, within time.Duration) {
 	t.Helper()
+	f.waitHolding(t, within, "no transaction held", func(held int) bool { return held > 0 })
+}
+
+// waitHungUp waits until the senders of the held transactions hung up, so
+// that releaseHeld lets none of them through to Dendrite.
+func (f *front) waitHungUp(t *testing.T, within time.Duration) {
+	t.Helper()
+	f.waitHolding(t, within, "the sender of a held transaction did not hang up", func(held int) bool { return held == 0 })
+}
+
+// waitHolding polls until cond holds for the number of held transactions.
+func (f *front) waitHolding(t *testing.T, within time.Duration, failure string, cond func(held int) bool) {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
 		f.mu.Lock()
 		held := f.held
 		f.mu.Unlock()
-		if held > 0 {
+		if cond(held) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no transaction held within %v (Dendrite acknowledged %+v)", within, f.counts())
+			t.Fatalf("%s within %v (Dendrite acknowledged %+v)", failure, within, f.counts())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
