@@ -82,10 +82,18 @@ func TestToDeviceAndDeviceListReachDendrite(t *testing.T) {
 // TestKill9WithToDevicePendingDeliversEachOnce kills fedsender with a
 // to-device transaction in flight and most messages still to send, starts
 // it again on the same data, and checks that alice's device gets every
-// to-device message once, in order.
+// to-device message once, in order. A device-list update published
+// without prev_id before the kill and one still pending at the kill show
+// that fedsender keeps the chain across the restart: Dendrite applies the
+// second without fetching the list again.
 func TestKill9WithToDevicePendingDeliversEachOnce(t *testing.T) {
 	e := newEnv(t)
 	remote := e.room.user
+	devices := "/_matrix/federation/v1/user/devices/"
+	e.publishEDU(e.origin.addDevice(remote, "BEFOREKILL"), "")
+	e.sync.waitFor(time.Minute, "the remote user's device list change", func(s *synced) bool { return s.deviceListChanged(remote) == 1 })
+	fetched := len(e.origin.requestsTo(devices))
+
 	const total = 300
 	e.front.holdWhen(func(acked sendCounts) bool { return acked.EDUs["m.direct_to_device"] >= total/5 })
 	seqs := make([]uint64, total)
@@ -95,6 +103,9 @@ func TestKill9WithToDevicePendingDeliversEachOnce(t *testing.T) {
 	}
 
 	e.front.waitHeld(t, 3*time.Minute)
+	// Published once a transaction is held, so not in it: pending at the
+	// kill.
+	e.publishEDU(e.origin.addDevice(remote, "AFTERKILL"), "")
 	// fedsender stores the EDU offset as soon as the destination answered,
 	// while it sends the next transaction: a crash within those few
 	// milliseconds sends the acknowledged messages again (at least once).
@@ -126,6 +137,11 @@ func TestKill9WithToDevicePendingDeliversEachOnce(t *testing.T) {
 		t.Errorf("alice's device got %d of %d to-device messages, want each once and in order; got\n %v", len(got), total, compact(got))
 	}
 	t.Logf("to-device messages Dendrite acknowledged twice: %d", e.front.counts().EDUs["m.direct_to_device"]-total-1)
+
+	e.sync.waitFor(time.Minute, "the remote user's device list change after the restart", func(s *synced) bool { return s.deviceListChanged(remote) == 2 })
+	if again := e.origin.requestsTo(devices)[fetched:]; len(again) > 0 {
+		t.Errorf("Dendrite fetched the remote user's device list again (%q): the update sent after the restart did not chain to the one before", again)
+	}
 }
 
 // fenceToDevice publishes one more to-device message of the remote user
