@@ -13,7 +13,9 @@
 //   - front: Dendrite's federation front door, at Dendrite's server name:
 //     it counts what Dendrite acknowledged (Dendrite answers 200 even for
 //     events it rejects, so only its client API proves delivery) and can
-//     hold transactions so that fedsender is killed with one in flight;
+//     hold transactions so that fedsender is killed with one in flight,
+//     and let them go only once the killed sender hung up, so that Dendrite
+//     never gets them;
 //   - origin: the homeserver fedsender sends for, played by the test: it
 //     serves fedsender's signing key as the origin's, the origin users'
 //     device lists, and signs the origin's requests;
@@ -25,7 +27,8 @@
 //     env.sendDirect;
 //   - sync: a local user's /sync stream, with a reader per kind of event:
 //     messages, typing, receipts, presence, to-device, device_lists.changed;
-//   - fedsender: the real fedsender process, kill -9 and restart.
+//   - fedsender: the real fedsender process, kill -9 and restart, and the
+//     EDU offset it stored (what it does not send again after a restart).
 //
 // A check of an EDU delivery is then: build the EDU, env.publishEDU, and
 // env.sync.waitFor its reader; calibrate_test.go runs the same EDUs and
