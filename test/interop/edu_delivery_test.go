@@ -14,27 +14,39 @@ import (
 )
 
 // TestMessagesAndEphemeralEDUsReachDendrite sends the remote user's
-// messages through fedsender, more than one transaction carries, and, while they flow, the user typing, a read
-// receipt of the last message and the user's presence: alice sees the
-// messages in order and each EDU.
+// messages through fedsender, more than one transaction carries, and,
+// while they flow, two users of the origin typing, their read receipts of
+// the last message and their presence, one envelope each (fedsender merges
+// those of a transaction into one m.presence and one m.receipt EDU): alice
+// sees the messages in order and every user's EDUs.
 func TestMessagesAndEphemeralEDUsReachDendrite(t *testing.T) {
 	e := newEnv(t)
-	room, remote := e.room.id, e.room.user
+	room := e.room.id
+	other := e.origin.join(e.dendrite.serverName, room, e.origin.userID("other"))
+	e.sync.waitFor(time.Minute, other.user+" joining", func(s *synced) bool { return s.joined(room, other.user) })
+	users := []*remoteRoom{e.room, other}
+
 	want := e.publishMessages("hello", 120)
 	last := e.room.message("read me")
 	e.fedsender.publishPDUs(e.dendrite.serverName, last)
 	want = append(want, "read me")
-	e.publishEDU(e.room.typing(true), "")
-	e.publishEDU(e.room.readReceipt(last.EventID()), "")
-	e.publishEDU(presence(remote, "online"), "")
+	for _, u := range users {
+		e.publishEDU(u.typing(true), "")
+		e.publishEDU(u.readReceipt(last.EventID()), "")
+		e.publishEDU(presence(u.user, "online"), "")
+	}
 
 	e.waitMessages(3*time.Minute, want)
 	const within = time.Minute
-	e.sync.waitFor(within, "the remote user typing", func(s *synced) bool { return s.typing(room, remote) })
-	e.sync.waitFor(within, "the remote user's read receipt of its last message", func(s *synced) bool {
-		return s.receipt(room, last.EventID(), "m.read", remote)
-	})
-	e.sync.waitFor(within, "the remote user online", func(s *synced) bool { return s.presence(remote, "online") })
+	e.sync.waitFor(within, "both users typing", func(s *synced) bool { return s.typing(room, e.room.user, other.user) })
+	for _, u := range users {
+		e.sync.waitFor(within, u.user+"'s read receipt of the last message", func(s *synced) bool {
+			return s.receipt(room, last.EventID(), "m.read", u.user)
+		})
+		e.sync.waitFor(within, u.user+" online", func(s *synced) bool { return s.presence(u.user, "online") })
+	}
+	t.Logf("EDUs Dendrite acknowledged for 2 users each: %d m.receipt, %d m.presence, %d m.typing",
+		len(e.front.acknowledged("m.receipt")), len(e.front.acknowledged("m.presence")), len(e.front.acknowledged("m.typing")))
 }
 
 // TestToDeviceAndDeviceListReachDendrite sends a to-device message through
