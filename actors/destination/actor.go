@@ -612,7 +612,7 @@ func (a *Actor) progress() { a.reportProgress(false) }
 // reportProgress is progress; acked says the destination just
 // acknowledged must-deliver EDUs, whose offset is then persisted at once.
 func (a *Actor) reportProgress(acked bool) {
-	p := Progress{Destination: a.name, EDUDone: a.out.Done(), EDUPending: a.out.Pending(), EDUAcked: acked}
+	p := Progress{Destination: a.name, EDUDone: a.out.Done(), EDUPending: a.out.Pending(), EDUHeldBytes: a.out.HeldBytes(), EDUAcked: acked}
 	if !a.catching {
 		p.DoneThrough, p.Offset = a.through, a.state.Offset
 		if len(a.queue) > 0 {

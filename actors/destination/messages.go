@@ -45,6 +45,8 @@ type (
 		Offset      uint64
 		EDUDone     uint64
 		EDUPending  int
+		// EDUHeldBytes estimates the memory its droppable EDUs hold.
+		EDUHeldBytes int
 		// EDUAcked: the destination just acknowledged must-deliver EDUs.
 		EDUAcked bool
 	}

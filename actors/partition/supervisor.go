@@ -109,6 +109,7 @@ type entry struct {
 	eduDone        uint64               // its EDU offset, as the actor reported it
 	eduSaved       uint64               // the EDU offset persisted
 	eduPending     int                  // must-deliver EDUs it holds
+	eduHeldBytes   int                  // memory its droppable EDUs hold
 	serverUpAt     time.Time            // the last server_up that woke it
 	// eduRestore: the EDU watermark passed must-deliver EDUs this
 	// destination had not acknowledged (it was backing off); its next
@@ -349,7 +350,7 @@ func (s *Supervisor) progress(m destination.Progress) {
 		return
 	}
 	e.eduDone = max(e.eduDone, m.EDUDone)
-	e.eduPending = m.EDUPending
+	e.eduPending, e.eduHeldBytes = m.EDUPending, m.EDUHeldBytes
 	if m.EDUAcked && e.eduDone > e.eduSaved {
 		// Persisted now rather than at the next checkpoint: what the
 		// destination acknowledged is not sent again after a crash.

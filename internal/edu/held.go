@@ -26,6 +26,19 @@ type entry struct {
 	elem    *list.Element
 }
 
+// entryOverhead is what an entry costs beyond its strings and content:
+// the struct, its list element and its map slot, roughly.
+const entryOverhead = 256
+
+// size estimates the memory the entry holds.
+func (e *entry) size() int {
+	n := entryOverhead + len(e.eduType) + len(e.key) + len(e.content)
+	for _, p := range e.parts {
+		n += len(p.room) + len(p.rtype) + len(p.user) + len(p.raw)
+	}
+	return n
+}
+
 // keyed is one kind's droppable EDUs, oldest first, by key.
 type keyed struct {
 	order *list.List

@@ -56,6 +56,7 @@ type Outbox struct {
 	through uint64            // the highest EDU sequence handed over
 	held    [numKinds]*keyed  // droppable, by kind
 	heldN   int
+	heldB   int // an estimate of the memory the droppable entries hold
 	// restoring: must-deliver EDUs from Done+1 on are being read again
 	// (Restore), so Done may not pass it.
 	restoring bool
@@ -120,6 +121,11 @@ func (o *Outbox) Pending() int { return len(o.must) }
 // Held counts the droppable entries waiting.
 func (o *Outbox) Held() int { return o.heldN }
 
+// HeldBytes estimates the memory the droppable entries hold: their keys,
+// contents and a fixed cost of bookkeeping each. Must-deliver EDUs are not
+// counted: the stream keeps them.
+func (o *Outbox) HeldBytes() int { return o.heldB }
+
 // Empty reports whether there is nothing to send.
 func (o *Outbox) Empty() bool { return len(o.must) == 0 && o.heldN == 0 }
 
@@ -175,7 +181,9 @@ func (o *Outbox) hold(e *entry) {
 		if old.due > 0 && (e.due == 0 || e.due < old.due) {
 			old.due = e.due
 		}
+		o.heldB -= old.size()
 		old.seq, old.ts, old.content, old.parts, old.eduType = e.seq, e.ts, e.content, e.parts, e.eduType
+		o.heldB += old.size()
 		o.count(o.opts.Coalesced, e.eduType)
 		return
 	}
@@ -185,6 +193,7 @@ func (o *Outbox) hold(e *entry) {
 	e.elem = k.order.PushBack(e)
 	k.byKey[e.key] = e
 	o.heldN++
+	o.heldB += e.size()
 }
 
 // evict drops the oldest entry of kind, or of the largest kind when kind
@@ -206,6 +215,7 @@ func (o *Outbox) evict(kind Kind) {
 func (o *Outbox) unhold(e *entry) {
 	o.held[e.kind].remove(e)
 	o.heldN--
+	o.heldB -= e.size()
 }
 
 func (o *Outbox) drop(eduType, reason string) {
@@ -472,6 +482,7 @@ func (o *Outbox) Return(b *Batch) {
 			e.elem = k.order.PushFront(e)
 			k.byKey[e.key] = e
 			o.heldN++
+			o.heldB += e.size()
 		}
 	}
 }

@@ -234,3 +234,32 @@ func TestTransactionsStopTakingEDUsPastAMebibyte(t *testing.T) {
 		t.Errorf("%d to-device messages of 60 kB in one transaction, want 18 (just past 1 MiB)", n)
 	}
 }
+
+func TestHeldBytesFollowWhatIsHeld(t *testing.T) {
+	o := New(Options{}, 0)
+	presence := func(seq uint64, status string) streams.EDUItem {
+		return item(seq, TypePresence, "", fmt.Sprintf(`{"push":[{"presence":%q,"user_id":"@p:a"}]}`, status))
+	}
+	o.Add(presence(1, "online"), false)
+	one := o.HeldBytes()
+	if one <= len(`{"presence":"online","user_id":"@p:a"}`) {
+		t.Fatalf("one presence held: %d bytes, want more than its content", one)
+	}
+	o.Add(presence(2, "unavailable"), false) // replaces the first
+	if got, want := o.HeldBytes(), one+len("unavailable")-len("online"); got != want {
+		t.Errorf("after a newer presence for the same user: %d bytes, want %d", got, want)
+	}
+	o.Add(toDevice(3), false) // must-deliver: not counted
+	o.Add(typing(4, "@a:a", true), false)
+	if o.HeldBytes() <= one {
+		t.Errorf("presence and typing held: %d bytes, want more than presence alone (%d)", o.HeldBytes(), one)
+	}
+	b := o.Take(now)
+	if o.HeldBytes() != 0 {
+		t.Errorf("everything taken: %d bytes held, want 0", o.HeldBytes())
+	}
+	o.Return(b) // presence is held again, typing is not
+	if got, want := o.HeldBytes(), one+len("unavailable")-len("online"); got != want {
+		t.Errorf("after a given-up transaction: %d bytes, want %d (the presence again)", got, want)
+	}
+}

@@ -24,6 +24,7 @@ const (
 	MetricCoalescedEDUs       = "fedsender_federation_edus_coalesced"
 	MetricDroppedEDUs         = "fedsender_federation_edus_dropped"
 	MetricPendingEDUs         = "fedsender_federation_transaction_queue_pending_edus"
+	MetricHeldEDUBytes        = "fedsender_federation_edus_held_bytes"
 	MetricPDUErrors           = "fedsender_federation_client_pdu_errors"
 	MetricQueuedPDUs          = "fedsender_federation_client_sent_pdu_destinations_count"
 	MetricPDUDestinations     = "fedsender_federation_client_sent_pdu_destinations"
@@ -145,6 +146,9 @@ type PartitionGauges struct {
 	OldestPendingTS atomic.Int64
 	// PendingEDUs is the must-deliver EDUs not yet acknowledged.
 	PendingEDUs atomic.Int64
+	// HeldEDUBytes estimates the memory the destinations' droppable EDUs
+	// (typing, receipts, presence, other types) hold.
+	HeldEDUBytes atomic.Int64
 }
 
 // QueueGauge is one destination actor's queue as the gauges see it: the
@@ -218,6 +222,9 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	pendingEDUs, err := meter.Int64ObservableGauge(MetricPendingEDUs,
 		metric.WithDescription("Must-deliver EDUs (to-device, device lists, signing keys) not yet acknowledged, per partition."), metric.WithUnit("{edu}"))
 	errs = append(errs, err)
+	heldEDUBytes, err := meter.Int64ObservableGauge(MetricHeldEDUBytes,
+		metric.WithDescription("Memory the droppable EDUs (typing, receipts, presence, other types) waiting for their destinations hold, an estimate, per partition; most of it is for destinations that are down."), metric.WithUnit("By"))
+	errs = append(errs, err)
 	buildInfo, err := meter.Int64ObservableGauge(MetricBuildInfo,
 		metric.WithDescription("Always 1; its labels say which build runs: version, commit, goversion."))
 	errs = append(errs, err)
@@ -244,6 +251,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 			states[2] += p.CatchingUp.Load()
 			o.ObserveInt64(pending, p.Pending.Load(), m.partAttrs[i])
 			o.ObserveInt64(pendingEDUs, p.PendingEDUs.Load(), m.partAttrs[i])
+			o.ObserveInt64(heldEDUBytes, p.HeldEDUBytes.Load(), m.partAttrs[i])
 			age := 0.0
 			if ts := p.OldestPendingTS.Load(); ts > 0 {
 				age = float64(max(now-ts, 0)) / 1000
@@ -255,7 +263,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 		}
 		o.ObserveInt64(buildInfo, 1, buildAttrs)
 		return nil
-	}, destinations, pending, oldest, pendingEDUs, buildInfo)
+	}, destinations, pending, oldest, pendingEDUs, heldEDUBytes, buildInfo)
 	if err != nil {
 		return nil, err
 	}

@@ -282,8 +282,9 @@ func TestDownDestinationGetsNewestPresenceAndReceiptsWhenBackAndMetricsCountEDUs
 		return value(fs["fedsender_federation_edus_coalesced_total"], map[string]string{"type": "m.presence"}) == 1 &&
 			value(fs["fedsender_federation_edus_coalesced_total"], map[string]string{"type": "m.receipt"}) == 1 &&
 			value(fs["fedsender_federation_edus_dropped_total"], map[string]string{"type": "m.typing", "reason": "backoff"}) == 1 &&
-			sum(fs["fedsender_federation_transaction_queue_pending_edus"]) == 2
-	}, "metrics while %s is down: coalesced presence and receipt, dropped typing, 2 pending to-device", d)
+			sum(fs["fedsender_federation_transaction_queue_pending_edus"]) == 2 &&
+			sum(fs["fedsender_federation_edus_held_bytes"]) > 0
+	}, "metrics while %s is down: coalesced presence and receipt, dropped typing, 2 pending to-device, bytes held for presence, receipt and custom", d)
 	r.SetFault(receiver.Fault{})
 	h.serverUp(d)
 	eventually(t, 10*time.Second, func() bool { return len(r.EDUs()) == 5 }, "%s got %d of 5 EDUs once back", d, len(r.EDUs()))
@@ -305,8 +306,9 @@ func TestDownDestinationGetsNewestPresenceAndReceiptsWhenBackAndMetricsCountEDUs
 		sent := fs["fedsender_federation_client_sent_edus_by_type_total"]
 		return value(sent, map[string]string{"type": "m.direct_to_device"}) == 2 && value(sent, map[string]string{"type": "m.presence"}) == 1 &&
 			value(sent, map[string]string{"type": "m.receipt"}) == 1 && value(sent, map[string]string{"type": "other"}) == 1 &&
-			sum(fs["fedsender_federation_transaction_queue_pending_edus"]) == 0
-	}, "metrics once %s is back", d)
+			sum(fs["fedsender_federation_transaction_queue_pending_edus"]) == 0 &&
+			sum(fs["fedsender_federation_edus_held_bytes"]) == 0
+	}, "metrics once %s is back: nothing pending, no bytes held", d)
 	r.RequireNoViolations(t)
 }
 
