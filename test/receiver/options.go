@@ -38,6 +38,14 @@ type Options struct {
 	// transaction, after it is recorded (benchmarks measure latency with it).
 	// It runs on the request's goroutine before the answer is written.
 	OnPDU func(eventID, roomID string, at time.Time)
+	// OnEDU, when set, is called for every well-formed EDU of every newly
+	// accepted transaction, after OnPDU (benchmarks measure EDU latency
+	// with it). It runs on the request's goroutine before the answer is
+	// written.
+	OnEDU func(EDU)
+	// DiscardEDUs keeps no EDU for EDUs() (OnEDU still sees them and
+	// Transactions still counts them): for benchmarks that send millions.
+	DiscardEDUs bool
 	// OnTransaction, when set, is called for every newly accepted
 	// transaction with its well-formed PDUs, after OnPDU; it runs on the
 	// request's goroutine before the answer is written.

@@ -92,6 +92,12 @@ func (r *Receiver) run(g *generation, in *incoming, fault Fault, released <-chan
 			r.opts.OnPDU(p.EventID, p.RoomID, in.received)
 		}
 	}
+	if fresh && r.opts.OnEDU != nil {
+		for _, e := range in.edus {
+			e.TxnID, e.Received = in.txnID, in.received
+			r.opts.OnEDU(e)
+		}
+	}
 	if fresh && r.opts.OnTransaction != nil {
 		r.opts.OnTransaction(in.transaction(), in.pduList(fault.PDUErrors))
 	}
@@ -124,7 +130,7 @@ func (r *Receiver) accept(in *incoming, pduErrors map[string]string) (resp respo
 		r.dups++
 		return s.answer(idx), false
 	}
-	idx := s.addTxn(in, r.opts.KeepBodies)
+	idx := s.addTxn(in, r.opts.KeepBodies, !r.opts.DiscardEDUs)
 	for _, p := range in.pdus {
 		errText := pduErrors[p.EventID]
 		if s.addPDU(idx, p, errText) {

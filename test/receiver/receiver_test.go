@@ -555,3 +555,24 @@ func TestHTTP1(t *testing.T) {
 	e.await(hung, "t2").wantPDUs(t, okAll("$b"))
 	e.wantViolations(1, "txn t3 sent while txn t2 is still in flight")
 }
+
+func TestOnEDUSeesEveryEDUOfANewTransactionOnce(t *testing.T) {
+	var seen []string
+	e := newEnv(t, func(o *Options) {
+		o.DiscardEDUs = true
+		o.OnEDU = func(edu EDU) { seen = append(seen, edu.TxnID+" "+edu.Type+" "+string(edu.Content)) }
+	})
+	body := txn([]string{"$a"}, 2)
+	e.send("t1", body).wantPDUs(t, okAll("$a"))
+	e.send("t1", body).wantPDUs(t, okAll("$a")) // a retry: answered from the cache, not seen again
+	e.rcv.RequireNoViolations(t)
+	if want := []string{`t1 m.typing {"n":0}`, `t1 m.typing {"n":1}`}; !slices.Equal(seen, want) {
+		t.Errorf("OnEDU saw %q, want %q", seen, want)
+	}
+	if edus := e.rcv.EDUs(); len(edus) != 0 {
+		t.Errorf("DiscardEDUs: EDUs() returned %d, want none kept", len(edus))
+	}
+	if tx := e.rcv.Transactions(); len(tx) != 1 || tx[0].EDUs != 2 {
+		t.Errorf("transactions %+v, want one of 2 EDUs", tx)
+	}
+}

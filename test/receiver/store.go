@@ -85,7 +85,7 @@ func newStore() store {
 func (s *store) hashBody(body []byte) uint64 { return maphash.Bytes(s.hashes, body) }
 
 // addTxn records a transaction whose PDUs follow with addPDU.
-func (s *store) addTxn(in *incoming, keepBody bool) uint32 {
+func (s *store) addTxn(in *incoming, keepBody, keepEDUs bool) uint32 {
 	rec := txnRecord{
 		id:       in.txnID,
 		ts:       in.ts,
@@ -100,9 +100,11 @@ func (s *store) addTxn(in *incoming, keepBody bool) uint32 {
 	}
 	idx := uint32(len(s.txns))
 	s.txns = append(s.txns, rec)
-	for _, e := range in.edus {
-		e.TxnID, e.Received = in.txnID, in.received
-		s.edus = append(s.edus, e)
+	if keepEDUs {
+		for _, e := range in.edus {
+			e.TxnID, e.Received = in.txnID, in.received
+			s.edus = append(s.edus, e)
+		}
 	}
 	s.byTxnID[in.txnID] = idx
 	return idx
