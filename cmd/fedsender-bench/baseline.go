@@ -90,7 +90,7 @@ func runBaseline(ctx context.Context, e *env) (*throughput, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("baseline stream: %w", err)
 	}
-	f, err := e.newFleet(p.dests, nil)
+	f, err := e.newFleet(p.dests, nil, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -171,9 +171,9 @@ type fleet struct {
 	names []string
 }
 
-// newFleet starts n receivers. onPDU, when set, sees every PDU of every
-// newly accepted transaction.
-func (e *env) newFleet(n int, onPDU func(eventID string, at time.Time)) (*fleet, error) {
+// newFleet starts n receivers. onPDU and onEDU, when set, see every PDU
+// and EDU of every newly accepted transaction; the receivers keep no EDU.
+func (e *env) newFleet(n int, onPDU func(eventID string, at time.Time), onEDU func(receiver.EDU)) (*fleet, error) {
 	f := &fleet{}
 	for range n {
 		opts := receiver.Options{
@@ -182,6 +182,8 @@ func (e *env) newFleet(n int, onPDU func(eventID string, at time.Time)) (*fleet,
 			OriginKeyID:        e.key.KeyID(),
 			Cert:               e.cert,
 			SkipSignatureCheck: !e.p.verifySigs,
+			OnEDU:              onEDU,
+			DiscardEDUs:        true,
 		}
 		if onPDU != nil {
 			opts.OnPDU = func(eventID, _ string, at time.Time) { onPDU(eventID, at) }
@@ -255,4 +257,16 @@ func (f *fleet) checks() checks {
 		}
 	}
 	return c
+}
+
+// since is what the receivers noticed after before was taken; examples
+// are all of them.
+func (c checks) since(before checks) checks {
+	return checks{
+		Violations:  c.Violations - before.Violations,
+		Redelivered: c.Redelivered - before.Redelivered,
+		Duplicates:  c.Duplicates - before.Duplicates,
+		Requests:    c.Requests - before.Requests,
+		Examples:    c.Examples,
+	}
 }

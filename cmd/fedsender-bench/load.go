@@ -18,8 +18,9 @@ import (
 // size bytes (a plausible m.room.message, keys in no particular order) and
 // the destination list, which is the same for every PDU.
 type pduFactory struct {
-	dests []byte // the JSON array of destinations
-	pad   string
+	dests   []byte // the JSON array of destinations
+	pad     string
+	senders int // PDU n is sent by user n % senders; 0: all by @bench
 }
 
 func newPDUFactory(dests []string, size int) *pduFactory {
@@ -44,7 +45,9 @@ func newPDUFactory(dests []string, size int) *pduFactory {
 func (f *pduFactory) pdu(dst []byte, eventID, roomID string, n int) []byte {
 	dst = append(dst, `{"type":"m.room.message","room_id":"`...)
 	dst = append(dst, roomID...)
-	dst = append(dst, `","sender":"@bench:origin.test","event_id":"`...)
+	dst = append(dst, `","sender":"`...)
+	dst = append(dst, f.sender(n)...)
+	dst = append(dst, `","event_id":"`...)
 	dst = append(dst, eventID...)
 	dst = append(dst, `","origin":"origin.test","origin_server_ts":`...)
 	dst = strconv.AppendInt(dst, time.Now().UnixMilli(), 10)
@@ -58,6 +61,14 @@ func (f *pduFactory) pdu(dst []byte, eventID, roomID string, n int) []byte {
 	dst = append(dst, `"signatures":{"origin.test":{"ed25519:bench":"sSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsSsS"}},`...)
 	dst = append(dst, `"unsigned":{"age_ts":0}}`...)
 	return dst
+}
+
+// sender is the user who sent PDU n.
+func (f *pduFactory) sender(n int) string {
+	if f.senders == 0 {
+		return "@bench:origin.test"
+	}
+	return "@bench" + strconv.Itoa(n%f.senders) + ":origin.test"
 }
 
 // envelope returns the envelope of PDU n of a series (tag) in room roomID.

@@ -36,8 +36,8 @@
 //     projector's PDUs/s on backlogs.
 //
 // Flags: -short runs smaller sizes for a quick check; -only runs the named
-// parts (comma separated: pipeline, baseline, rss, catchup, admin; latency is part
-// of pipeline). Run it with `go tool task bench` (or go run
+// parts (comma separated: pipeline, mixed, baseline, rss, catchup, admin;
+// latency is part of pipeline). Run it with `go tool task bench` (or go run
 // ./cmd/fedsender-bench). It exits non-zero, after printing what it could
 // measure, if any part fails.
 package main
@@ -118,7 +118,7 @@ func defaultParams(short, verify bool) params {
 	return p
 }
 
-var allParts = []string{"pipeline", "baseline", "catchup", "rss", "admin"}
+var allParts = []string{"pipeline", "mixed", "baseline", "catchup", "rss", "admin"}
 
 func main() {
 	os.Exit(run())
@@ -127,7 +127,7 @@ func main() {
 func run() int {
 	fs := flag.NewFlagSet("fedsender-bench", flag.ContinueOnError)
 	short := fs.Bool("short", false, "smaller sizes, for a quick check (about 40 s)")
-	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), baseline, rss, catchup, admin; and tracing (off vs on) and postgres, only when named")
+	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), mixed, baseline, rss, catchup, admin; and tracing (off vs on) and postgres, only when named")
 	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
 	latencyFraction := fs.Float64("latency-fraction", 0.20, "the latency phase's rate, as a fraction of the sustained rate")
 	fs.StringVar(&latencyProfile, "latency-cpuprofile", "", "write a CPU profile of the latency phase to this file")
@@ -206,6 +206,8 @@ func run() int {
 		switch part {
 		case "pipeline":
 			res.pipeline, res.latency, err = runPipeline(ctx, e)
+		case "mixed":
+			res.mixed, err = runMixed(ctx, e, res.sustained())
 		case "baseline":
 			res.baseline, err = runBaseline(ctx, e)
 		case "rss":

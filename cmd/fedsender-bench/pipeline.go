@@ -35,13 +35,14 @@ type latency struct {
 // latencyRecorder keeps publish times of the latency series and the delays
 // the receivers saw.
 type latencyRecorder struct {
+	tag     string         // the series: event ids "$tag_n"
 	pubAt   []atomic.Int64 // unix ns, by PDU number
 	mu      sync.Mutex
 	samples []int64 // ns
 }
 
 func (l *latencyRecorder) onPDU(eventID string, at time.Time) {
-	n := eventNumber(eventID, "lat")
+	n := eventNumber(eventID, l.tag)
 	if n < 0 || n >= len(l.pubAt) {
 		return
 	}
@@ -52,6 +53,51 @@ func (l *latencyRecorder) onPDU(eventID string, at time.Time) {
 	l.mu.Lock()
 	l.samples = append(l.samples, at.UnixNano()-t0)
 	l.mu.Unlock()
+}
+
+// sorted returns the delays seen so far, shortest first.
+func (l *latencyRecorder) sorted() []int64 { return sortedCopy(&l.mu, &l.samples) }
+
+// sortedCopy returns a sorted copy of the samples mu guards.
+func sortedCopy(mu *sync.Mutex, samples *[]int64) []int64 {
+	mu.Lock()
+	out := slices.Clone(*samples)
+	mu.Unlock()
+	slices.Sort(out)
+	return out
+}
+
+// percentile is the q-quantile of sorted delays (ns), in ms.
+func percentile(sorted []int64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return float64(sorted[int(q*float64(len(sorted)-1))]) / 1e6
+}
+
+// publishPaced publishes n envelopes at rate per second, envelope i made
+// by next(i) at its time, and waits for their acknowledgements.
+func publishPaced(ctx context.Context, in *instance, n int, rate float64, next func(i int) []byte) error {
+	acks := newAckChecker()
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	for i := range n {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			select {
+			case <-ctx.Done():
+				acks.finish()
+				return ctx.Err()
+			case <-time.After(d):
+			}
+		}
+		fut, err := in.pub.PublishAsync(next(i))
+		if err != nil {
+			acks.finish()
+			return fmt.Errorf("publish: %w", err)
+		}
+		acks.futures <- fut
+	}
+	return acks.finish()
 }
 
 func (l *latencyRecorder) count() int {
@@ -73,7 +119,7 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 		if l := rec.Load(); l != nil {
 			l.onPDU(eventID, at)
 		}
-	})
+	}, nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -108,11 +154,10 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 	// Latency at a fraction of the sustained rate.
 	lat := &latency{PDURate: res.Rates.Mean / float64(p.dests) * p.latencyPct}
 	lat.PDUs = max(1, int(lat.PDURate*p.latencyFor.Seconds()))
-	l := &latencyRecorder{pubAt: make([]atomic.Int64, lat.PDUs), samples: make([]int64, 0, lat.PDUs*p.dests)}
+	l := &latencyRecorder{tag: "lat", pubAt: make([]atomic.Int64, lat.PDUs), samples: make([]int64, 0, lat.PDUs*p.dests)}
 	rec.Store(l)
 	before := f.checks()
 	e.progress("latency: %d PDUs at %.1f PDUs/s (%.0f%% of the sustained rate) to %d destinations", lat.PDUs, lat.PDURate, 100*p.latencyPct, p.dests)
-	acks := newAckChecker()
 	if latencyProfile != "" {
 		pf, err := os.Create(latencyProfile)
 		if err != nil {
@@ -126,48 +171,24 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 			pf.Close()
 		}()
 	}
-	interval := time.Duration(float64(time.Second) / lat.PDURate)
-	start := time.Now()
-	for i := range lat.PDUs {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			select {
-			case <-ctx.Done():
-				return nil, nil, ctx.Err()
-			case <-time.After(d):
-			}
-		}
+	if err := publishPaced(ctx, in, lat.PDUs, lat.PDURate, func(i int) []byte {
 		env := factory.envelope("lat", i, roomName(i%p.rooms))
 		l.pubAt[i].Store(time.Now().UnixNano())
-		fut, err := in.pub.PublishAsync(env)
-		if err != nil {
-			return nil, nil, fmt.Errorf("latency: publish: %w", err)
-		}
-		acks.futures <- fut
-	}
-	if err := acks.finish(); err != nil {
+		return env
+	}); err != nil {
 		return nil, nil, fmt.Errorf("latency: %w", err)
 	}
 	want := lat.PDUs * p.dests
 	waitFor(ctx, 30*time.Second, func() bool { return l.count() >= want })
-	l.mu.Lock()
-	samples := slices.Clone(l.samples)
-	l.mu.Unlock()
+	samples := l.sorted()
 	lat.Deliveries = len(samples)
 	lat.Missing = want - len(samples)
 	if len(samples) == 0 {
 		return res, nil, errors.New("latency: no PDU of the latency phase arrived within 30s")
 	}
-	slices.Sort(samples)
-	pct := func(q float64) float64 { return float64(samples[int(q*float64(len(samples)-1))]) / 1e6 }
-	lat.P50, lat.P90, lat.P99, lat.Max = pct(0.50), pct(0.90), pct(0.99), pct(1)
+	lat.P50, lat.P90, lat.P99, lat.Max = percentile(samples, 0.50), percentile(samples, 0.90), percentile(samples, 0.99), percentile(samples, 1)
 	after := f.checks()
-	lat.Checks = checks{
-		Violations:  after.Violations - before.Violations,
-		Redelivered: after.Redelivered - before.Redelivered,
-		Duplicates:  after.Duplicates - before.Duplicates,
-		Requests:    after.Requests - before.Requests,
-		Examples:    after.Examples,
-	}
+	lat.Checks = after.since(before)
 	stopped = true
 	if err := in.stop(); err != nil {
 		return res, lat, err

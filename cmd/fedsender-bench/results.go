@@ -19,6 +19,7 @@ type results struct {
 	elapsed  time.Duration
 	pipeline *throughput
 	latency  *latency
+	mixed    *mixedResult
 	baseline *throughput
 	rss      *rssResult
 	catchup  *catchupResult
@@ -48,6 +49,14 @@ type summary struct {
 	BaselineMax        *float64 `json:"baseline_deliveries_per_sec_max"`
 	PipelineOfBaseline *float64 `json:"pipeline_of_baseline"`
 	LatencyPDURate     *float64 `json:"latency_pdus_per_sec"`
+	// The mixed part: PDU and to-device p99 under EDU load, EDUs the
+	// receivers accepted per second, droppable EDUs published per EDU
+	// sent, and the memory held for down destinations' EDUs.
+	MixedP99           *float64 `json:"mixed_p99_ms"`
+	EDUP99             *float64 `json:"edu_p99_ms"`
+	EDUsPerSec         *float64 `json:"edus_per_sec"`
+	EDUCoalescing      *float64 `json:"edu_coalescing_ratio"`
+	CoalescedBytesHeld *float64 `json:"coalesced_bytes_held"`
 	NumCPU             int      `json:"num_cpu"`
 	GOMAXPROCS         int      `json:"gomaxprocs"`
 	GoVersion          string   `json:"go_version"`
@@ -97,6 +106,10 @@ func (r *results) summary() summary {
 	}
 	if l := r.latency; l != nil && l.Deliveries > 0 {
 		s.P50, s.P99, s.LatencyPDURate = ptr(l.P50), ptr(l.P99), ptr(l.PDURate)
+	}
+	if m := r.mixed; m != nil {
+		s.MixedP99, s.EDUP99, s.EDUCoalescing = ptr(m.P99), ptr(m.EDUP99), ptr(m.Coalescing)
+		s.EDUsPerSec, s.CoalescedBytesHeld = ptr(float64(m.EDUs)/m.Seconds), ptr(float64(m.HeldBytes))
 	}
 	if m := r.rss; m != nil {
 		s.RSSPerDestination = ptr(m.PerDest)
@@ -168,6 +181,7 @@ func (r *results) print(out io.Writer) {
 	} else {
 		row("latency p50/p99 ms", "-", "", "", skipped(r, "pipeline"))
 	}
+	r.mixedRows(row)
 	if m := r.rss; m != nil {
 		row("RSS bytes / idle destination", f0(m.PerDest), "", "", fmt.Sprintf("(VmRSS with %d − without) / %d, child processes after GC; target ≤ 4096", m.Destinations, m.Destinations))
 		row("  VmRSS without / with", mib(m.Without.RSS)+" / "+mib(m.With.RSS), "", "",
@@ -243,6 +257,9 @@ func (r *results) allChecks() []checks {
 	}
 	if r.latency != nil {
 		out = append(out, r.latency.Checks)
+	}
+	if r.mixed != nil {
+		out = append(out, r.mixed.Checks)
 	}
 	if r.baseline != nil {
 		out = append(out, r.baseline.Checks)

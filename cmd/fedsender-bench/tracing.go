@@ -125,7 +125,7 @@ func (e *env) sustain(ctx context.Context, name string, deps service.Deps, mutat
 	if err != nil {
 		return 0, err
 	}
-	f, err := e.newFleet(p.dests, nil)
+	f, err := e.newFleet(p.dests, nil, nil)
 	if err != nil {
 		return 0, err
 	}
