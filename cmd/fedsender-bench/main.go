@@ -131,6 +131,7 @@ func run() int {
 	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
 	latencyFraction := fs.Float64("latency-fraction", 0.20, "the latency phase's rate, as a fraction of the sustained rate")
 	fs.StringVar(&latencyProfile, "latency-cpuprofile", "", "write a CPU profile of the latency phase to this file")
+	fs.StringVar(&mixedProfile, "mixed-cpuprofile", "", "write a CPU profile of the mixed load (before its down phase) to this file")
 	childDir := fs.String("child-rss", "", "internal: run fedsender on this data directory for the rss part")
 	childKey := fs.String("child-key", "", "internal: the signing key of -child-rss")
 	fs.Usage = func() {

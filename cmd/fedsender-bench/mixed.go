@@ -50,7 +50,8 @@ type mixedResult struct {
 
 	Down          int // destinations stopped in the down phase
 	DownFor       time.Duration
-	HeldBytes     int64 // the most fedsender_federation_edus_held_bytes showed then
+	HeldBytes     int64 // fedsender_federation_edus_held_bytes once the healthy ones sent theirs
+	HeldPeak      int64 // the most it showed under load, every destination's EDUs
 	HeldAfterBack int64 // the same, once the destinations were back
 	Checks        checks
 }
@@ -238,6 +239,10 @@ func runMixed(ctx context.Context, e *env, sustained float64) (*mixedResult, err
 	e.progress("mixed: %d PDUs at %.1f PDUs/s (%.0f%% of %.0f deliveries/s) with a receipt and presence each, %d typing/s, %d to-device in %d bursts, to %d destinations",
 		res.PDUs, res.PDURate, 100*p.latencyPct, res.Sustained, typingPerSec, res.ToDevice, res.Bursts, p.dests)
 
+	stopProfile, err := startProfile(mixedProfile)
+	if err != nil {
+		return nil, fmt.Errorf("mixed profile: %w", err)
+	}
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -274,6 +279,7 @@ func runMixed(ctx context.Context, e *env, sustained float64) (*mixedResult, err
 		return l.count() >= want && seen >= res.ToDevice
 	})
 	res.Seconds = time.Since(start).Seconds()
+	stopProfile()
 	res.EDUs = rec.all.Load()
 	samples := l.sorted()
 	res.Deliveries, res.Missing = len(samples), want-len(samples)
@@ -344,7 +350,7 @@ func downPhase(ctx context.Context, e *env, in *instance, f *fleet, load *mixedL
 		if err != nil && loadCtx.Err() == nil {
 			scrapeErr = err
 		}
-		res.HeldBytes = max(res.HeldBytes, held)
+		res.HeldPeak = max(res.HeldPeak, held)
 		select {
 		case <-loadCtx.Done():
 		case <-time.After(250 * time.Millisecond):
@@ -355,15 +361,19 @@ func downPhase(ctx context.Context, e *env, in *instance, f *fleet, load *mixedL
 	if err := load.acks.finish(); err != nil {
 		return fmt.Errorf("mixed: %w", err)
 	}
-	// The gauges are written at each checkpoint: reads until two of them
-	// have passed see the end of the phase.
-	for end := time.Now().Add(2 * cfgCheckpoint); time.Now().Before(end) && ctx.Err() == nil; time.Sleep(250 * time.Millisecond) {
-		held, err := heldEDUBytes(ctx, metrics)
+	// The healthy destinations send what they hold; what stays is the down
+	// destinations'. The gauges are written at each checkpoint: the figure
+	// counts once it has not moved for two of them.
+	var held int64
+	settled(ctx, func() int64 {
+		v, err := heldEDUBytes(ctx, metrics)
 		if err != nil {
 			scrapeErr = err
 		}
-		res.HeldBytes = max(res.HeldBytes, held)
-	}
+		held = v
+		return v
+	}, 2*cfgCheckpoint, 30*time.Second)
+	res.HeldBytes = held
 	for _, r := range down {
 		if err := r.Restart(); err != nil {
 			return err
@@ -468,6 +478,7 @@ func (r *results) mixedRows(row func(name, value, lo, hi, setup string)) {
 	row("  to-device p99 ms", f1(m.EDUP99), "", "", fmt.Sprintf("%d messages in %d bursts, one destination each: p50 %.1f, max %.1f; %d missing, %d twice", m.ToDevice, m.Bursts, m.EDUP50, m.EDUMax, m.ToDeviceMissing, m.ToDeviceDuplicates))
 	row("  EDUs/s", f0(float64(m.EDUs)/m.Seconds), "", "", fmt.Sprintf("EDUs the receivers accepted, every type, over %.1fs", m.Seconds))
 	row("  coalescing ratio", f2(m.Coalescing), "", "", fmt.Sprintf("typing, receipts, presence: %d (EDU, destination) published / %d sent", m.Published, m.Droppable))
-	row("  coalesced bytes held", f0(float64(m.HeldBytes)), "", "", fmt.Sprintf("most of fedsender_federation_edus_held_bytes with %d destinations down for %v; %d once back", m.Down, m.DownFor, m.HeldAfterBack))
+	row("  coalesced bytes held", f0(float64(m.HeldBytes)), "", "", fmt.Sprintf("fedsender_federation_edus_held_bytes for %d destinations down %v under the same EDUs (%.0f each), once the others sent theirs; %d at most under load; %d once back",
+		m.Down, m.DownFor, float64(m.HeldBytes)/float64(m.Down), m.HeldPeak, m.HeldAfterBack))
 	row("  receiver checks", checkText(m.Checks), "", "", "violations / PDUs delivered again / requests")
 }

@@ -158,19 +158,11 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 	rec.Store(l)
 	before := f.checks()
 	e.progress("latency: %d PDUs at %.1f PDUs/s (%.0f%% of the sustained rate) to %d destinations", lat.PDUs, lat.PDURate, 100*p.latencyPct, p.dests)
-	if latencyProfile != "" {
-		pf, err := os.Create(latencyProfile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("latency profile: %w", err)
-		}
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return nil, nil, fmt.Errorf("latency profile: %w", err)
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			pf.Close()
-		}()
+	stopProfile, err := startProfile(latencyProfile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("latency profile: %w", err)
 	}
+	defer stopProfile()
 	if err := publishPaced(ctx, in, lat.PDUs, lat.PDURate, func(i int) []byte {
 		env := factory.envelope("lat", i, roomName(i%p.rooms))
 		l.pubAt[i].Store(time.Now().UnixNano())
@@ -199,8 +191,28 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 	return res, lat, nil
 }
 
-// latencyProfile, when set, is where the latency phase's CPU profile goes.
-var latencyProfile string
+// latencyProfile and mixedProfile, when set, are where the latency
+// phase's and the mixed load's CPU profiles go.
+var latencyProfile, mixedProfile string
+
+// startProfile starts a CPU profile into path, if set; stop ends it.
+func startProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
 
 // pipelineState describes where the receivers are, for error messages.
 func pipelineState(f *fleet, published int64) string {
