@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fedsender/fedsender/streams"
 	"github.com/fedsender/fedsender/test/receiver"
 )
@@ -127,6 +129,11 @@ func (m *mixedLoad) publish(eduType string, content string, dests []byte, droppa
 	env = append(env, dests...)
 	env = append(env, '}')
 	fut, err := m.in.pub.PublishAsync(env)
+	// A publisher waits while JetStream has not acknowledged what it
+	// sent: the wait counts in a to-device message's latency.
+	for errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+		fut, err = m.in.pub.PublishAsync(env)
+	}
 	if err != nil {
 		m.acks.setErr(fmt.Errorf("publish %s: %w", eduType, err))
 		return
