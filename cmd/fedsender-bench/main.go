@@ -68,6 +68,7 @@ type params struct {
 	window     time.Duration // length of each
 	latencyFor time.Duration // the latency phase's publishing time
 	latencyPct float64       // its rate, as a fraction of the sustained rate
+	typingRate int           // the mixed part's typing EDUs a second
 	workers    int           // the baseline's PUT worker pool
 	idleDests  int           // known idle destinations of the rss part
 	cuRooms    int           // rooms pending for the catch-up part
@@ -90,6 +91,7 @@ func defaultParams(short, verify bool) params {
 		window:     5 * time.Second,
 		latencyFor: 10 * time.Second,
 		latencyPct: 0.20,
+		typingRate: 1000,
 		workers:    8,
 		idleDests:  100_000,
 		cuRooms:    10_000,
@@ -130,6 +132,7 @@ func run() int {
 	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), mixed, baseline, rss, catchup, admin; and tracing (off vs on) and postgres, only when named")
 	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
 	latencyFraction := fs.Float64("latency-fraction", 0.20, "the latency phase's rate, as a fraction of the sustained rate")
+	typingRate := fs.Int("typing-rate", 1000, "the mixed part's typing storm, typing EDUs a second across the rooms (a multiple of 100; 0: none)")
 	fs.StringVar(&latencyProfile, "latency-cpuprofile", "", "write a CPU profile of the latency phase to this file")
 	fs.StringVar(&mixedProfile, "mixed-cpuprofile", "", "write a CPU profile of the mixed load (before its down phase) to this file")
 	childDir := fs.String("child-rss", "", "internal: run fedsender on this data directory for the rss part")
@@ -185,6 +188,11 @@ func run() int {
 		return 2
 	}
 	p.latencyPct = *latencyFraction
+	if *typingRate < 0 || *typingRate%100 != 0 {
+		fmt.Fprintf(os.Stderr, "fedsender-bench: -typing-rate must be a non-negative multiple of 100, got %d\n", *typingRate)
+		return 2
+	}
+	p.typingRate = *typingRate
 	e, err := newEnv(p)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fedsender-bench: setup: %v\n", err)

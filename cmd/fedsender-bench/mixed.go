@@ -22,9 +22,8 @@ import (
 
 // The mixed load's sizes.
 const (
-	typingPerSec  = 1000 // the typing storm, across the rooms
-	typingUsers   = 50   // users typing in each room
-	mixedSenders  = 50   // users the PDUs (and their receipts and presence) come from
+	typingUsers   = 50 // users typing in each room
+	mixedSenders  = 50 // users the PDUs (and their receipts and presence) come from
 	toDeviceBurst = 10_000
 )
 
@@ -163,7 +162,7 @@ func (m *mixedLoad) typingStorm(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		for range typingPerSec / 100 {
+		for range m.p.typingRate / 100 {
 			room := roomName(n % m.p.rooms)
 			user := "@typer" + strconv.Itoa(n/m.p.rooms%typingUsers) + ":origin.test"
 			m.publish("m.typing", `{"room_id":"`+room+`","user_id":"`+user+`","typing":`+strconv.FormatBool(n%3 != 0)+`}`, m.factory.dests, true)
@@ -244,7 +243,7 @@ func runMixed(ctx context.Context, e *env, sustained float64) (*mixedResult, err
 	before := f.checks()
 	load := &mixedLoad{in: in, p: p, factory: factory, acks: newAckChecker()}
 	e.progress("mixed: %d PDUs at %.1f PDUs/s (%.0f%% of %.0f deliveries/s) with a receipt and presence each, %d typing/s, %d to-device in %d bursts, to %d destinations",
-		res.PDUs, res.PDURate, 100*p.latencyPct, res.Sustained, typingPerSec, res.ToDevice, res.Bursts, p.dests)
+		res.PDUs, res.PDURate, 100*p.latencyPct, res.Sustained, p.typingRate, res.ToDevice, res.Bursts, p.dests)
 
 	stopProfile, err := startProfile(mixedProfile)
 	if err != nil {
@@ -481,7 +480,7 @@ func (r *results) mixedRows(row func(name, value, lo, hi, setup string)) {
 		source = "measured first by this part"
 	}
 	row("mixed latency p99 ms", f1(m.P99), "", "", fmt.Sprintf("PDUs publish → receiver at %.1f PDUs/s (%.0f%% of %.0f deliveries/s, %s), each with a receipt and presence; %d typing/s; p50 %.1f, max %.1f; %d missing",
-		m.PDURate, 100*r.params.latencyPct, m.Sustained, source, typingPerSec, m.P50, m.Max, m.Missing))
+		m.PDURate, 100*r.params.latencyPct, m.Sustained, source, r.params.typingRate, m.P50, m.Max, m.Missing))
 	row("  to-device p99 ms", f1(m.EDUP99), "", "", fmt.Sprintf("%d messages in %d bursts, one destination each: p50 %.1f, max %.1f; %d missing, %d twice", m.ToDevice, m.Bursts, m.EDUP50, m.EDUMax, m.ToDeviceMissing, m.ToDeviceDuplicates))
 	row("  EDUs/s", f0(float64(m.EDUs)/m.Seconds), "", "", fmt.Sprintf("EDUs the receivers accepted, every type, over %.1fs", m.Seconds))
 	row("  coalescing ratio", f2(m.Coalescing), "", "", fmt.Sprintf("typing, receipts, presence: %d (EDU, destination) published / %d sent", m.Published, m.Droppable))
