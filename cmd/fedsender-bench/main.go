@@ -1,7 +1,7 @@
 // Command fedsender-bench measures fedsender end to end on this machine and
 // prints a table, then, as its last line, one JSON object of the figures.
 //
-// It runs five parts, each on its own fedsender instance (service.Run
+// It runs six parts, each on its own fedsender instance (service.Run
 // in-process, on the embedded NATS server, in a temporary data directory)
 // and its own HTTPS receivers (package test/receiver) in the same process:
 //
@@ -9,7 +9,26 @@
 //     receivers acknowledge, 200 destinations, 20 rooms, every PDU to every
 //     destination, PDUs of about 1 KiB, the publisher kept at most about
 //     2000 PDUs ahead of what every receiver has acknowledged; then the
-//     publish-to-receiver latency at 20% of that rate.
+//     publish-to-receiver latency at 20% of that rate (p99_ms, PDUs only).
+//   - mixed: on its own fedsender and 200 receivers, the latency phase's
+//     PDUs (20% of the pipeline part's sustained rate, measured first here
+//     when that part did not run), from 50 senders, each followed by its
+//     sender's m.receipt and m.presence to every destination; beside them a
+//     typing storm (-typing-rate, 1000 m.typing a second across the rooms,
+//     50 users typing in each, to every destination) and two bursts of
+//     10,000 m.direct_to_device messages, each to one destination, round
+//     robin. It reports the PDUs' p99 under this load (mixed_p99_ms), the
+//     to-device messages' from publish to the receiver's acceptance
+//     (edu_p99_ms; each must arrive once), the EDUs the receivers accepted
+//     per second (edus_per_sec), and typing, receipts and presence
+//     published per EDU sent ((EDU, destination) pairs published over EDUs
+//     accepted: edu_coalescing_ratio). Then a tenth of the receivers stop
+//     for 5 s while receipts, presence and typing keep coming; once the
+//     load stops and the healthy destinations have sent theirs,
+//     fedsender's gauge fedsender_federation_edus_held_bytes is the memory
+//     held for the down destinations' coalesced EDUs
+//     (coalesced_bytes_held); the receivers start again, fedsender hears
+//     fedsender.server_up for them, and the gauge must fall to 0.
 //   - baseline: the machine's practical limit for the same work without
 //     fedsender: one consumer of a stream of its own reads each PDU once,
 //     canonicalises it once, batches 50, and for each receiver builds, signs
@@ -35,9 +54,12 @@
 //     (deliveries/s, the projector's lag and catch-up), and the rooms
 //     projector's PDUs/s on backlogs.
 //
-// Flags: -short runs smaller sizes for a quick check; -only runs the named
-// parts (comma separated: pipeline, mixed, baseline, rss, catchup, admin;
-// latency is part of pipeline). Run it with `go tool task bench` (or go run
+// Flags: -short runs smaller sizes for a quick check (the mixed part: 20
+// destinations, bursts of 1,000, 3 s down); -only runs the named parts
+// (comma separated: pipeline, mixed, baseline, rss, catchup, admin;
+// latency is part of pipeline); -latency-cpuprofile and -mixed-cpuprofile
+// write CPU profiles of the whole process (fedsender, receivers and
+// publisher) during the latency phase and the mixed load. Run it with `go tool task bench` (or go run
 // ./cmd/fedsender-bench). It exits non-zero, after printing what it could
 // measure, if any part fails.
 package main
