@@ -37,6 +37,9 @@ type mixedResult struct {
 	Missing    int
 	P50, P99   float64
 	Max        float64
+	// the PDUs' p99 delay to their first destination, and from then to
+	// their last (as in the latency phase)
+	FirstP99, SpreadP99 float64
 
 	Bursts, ToDevice       int // to-device messages published, in bursts
 	ToDeviceMissing        int
@@ -236,7 +239,7 @@ func runMixed(ctx context.Context, e *env, sustained float64) (*mixedResult, err
 	if p.short {
 		res.ToDevice = 2 * toDeviceBurst / 10
 	}
-	l := &latencyRecorder{tag: "mix", pubAt: make([]atomic.Int64, res.PDUs), samples: make([]int64, 0, res.PDUs*p.dests)}
+	l := newLatencyRecorder("mix", res.PDUs, p.dests)
 	rec := &eduRecorder{pubAt: make([]atomic.Int64, res.ToDevice), seen: make([]atomic.Int32, res.ToDevice)}
 	pdus.Store(l)
 	edus.Store(rec)
@@ -290,6 +293,8 @@ func runMixed(ctx context.Context, e *env, sustained float64) (*mixedResult, err
 	samples := l.sorted()
 	res.Deliveries, res.Missing = len(samples), want-len(samples)
 	res.P50, res.P99, res.Max = percentile(samples, 0.50), percentile(samples, 0.99), percentile(samples, 1)
+	first, spread := l.fanOut()
+	res.FirstP99, res.SpreadP99 = percentile(first, 0.99), percentile(spread, 0.99)
 	seen, dups := rec.toDeviceSeen()
 	res.ToDeviceMissing, res.ToDeviceDuplicates = res.ToDevice-seen, dups
 	timed := sortedCopy(&rec.mu, &rec.samples)
@@ -481,6 +486,7 @@ func (r *results) mixedRows(row func(name, value, lo, hi, setup string)) {
 	}
 	row("mixed latency p99 ms", f1(m.P99), "", "", fmt.Sprintf("PDUs publish → receiver at %.1f PDUs/s (%.0f%% of %.0f deliveries/s, %s), each with a receipt and presence; %d typing/s; p50 %.1f, max %.1f; %d missing",
 		m.PDURate, 100*r.params.latencyPct, m.Sustained, source, r.params.typingRate, m.P50, m.Max, m.Missing))
+	row("  to first / first to last ms", f1(m.FirstP99)+" / "+f1(m.SpreadP99), "", "", "p99 over PDUs: publish → the first receiver to accept it; from then to the last")
 	row("  to-device p99 ms", f1(m.EDUP99), "", "", fmt.Sprintf("%d messages in %d bursts, one destination each: p50 %.1f, max %.1f; %d missing, %d twice", m.ToDevice, m.Bursts, m.EDUP50, m.EDUMax, m.ToDeviceMissing, m.ToDeviceDuplicates))
 	row("  EDUs/s", f0(float64(m.EDUs)/m.Seconds), "", "", fmt.Sprintf("EDUs the receivers accepted, every type, over %.1fs", m.Seconds))
 	row("  coalescing ratio", f2(m.Coalescing), "", "", fmt.Sprintf("typing, receipts, presence: %d (EDU, destination) published / %d sent", m.Published, m.Droppable))

@@ -29,7 +29,12 @@ type latency struct {
 	Missing    int     `json:"missing"`
 	P50, P90   float64
 	P99, Max   float64
-	Checks     checks `json:"checks"`
+	// Where the delay goes: until a PDU's first destination has it (the
+	// stream, the reader, the first transaction), and from then until its
+	// last has it (the fan-out to every destination); p50 and p99 over PDUs.
+	FirstP50, FirstP99   float64
+	SpreadP50, SpreadP99 float64
+	Checks               checks `json:"checks"`
 }
 
 // latencyRecorder keeps publish times of the latency series and the delays
@@ -39,6 +44,31 @@ type latencyRecorder struct {
 	pubAt   []atomic.Int64 // unix ns, by PDU number
 	mu      sync.Mutex
 	samples []int64 // ns
+	// first and last are each PDU's shortest and longest delay (ns; 0:
+	// none yet).
+	first, last []int64
+}
+
+func newLatencyRecorder(tag string, pdus, dests int) *latencyRecorder {
+	return &latencyRecorder{tag: tag, pubAt: make([]atomic.Int64, pdus), samples: make([]int64, 0, pdus*dests),
+		first: make([]int64, pdus), last: make([]int64, pdus)}
+}
+
+// fanOut returns, over the PDUs that arrived, the sorted delays until
+// their first destination had them and the sorted spreads from then until
+// their last had them.
+func (l *latencyRecorder) fanOut() (first, spread []int64) {
+	l.mu.Lock()
+	for i, f := range l.first {
+		if f > 0 {
+			first = append(first, f)
+			spread = append(spread, l.last[i]-f)
+		}
+	}
+	l.mu.Unlock()
+	slices.Sort(first)
+	slices.Sort(spread)
+	return first, spread
 }
 
 func (l *latencyRecorder) onPDU(eventID string, at time.Time) {
@@ -50,8 +80,13 @@ func (l *latencyRecorder) onPDU(eventID string, at time.Time) {
 	if t0 == 0 {
 		return
 	}
+	d := max(at.UnixNano()-t0, 1)
 	l.mu.Lock()
-	l.samples = append(l.samples, at.UnixNano()-t0)
+	l.samples = append(l.samples, d)
+	if l.first[n] == 0 || d < l.first[n] {
+		l.first[n] = d
+	}
+	l.last[n] = max(l.last[n], d)
 	l.mu.Unlock()
 }
 
@@ -154,7 +189,7 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 	// Latency at a fraction of the sustained rate.
 	lat := &latency{PDURate: res.Rates.Mean / float64(p.dests) * p.latencyPct}
 	lat.PDUs = max(1, int(lat.PDURate*p.latencyFor.Seconds()))
-	l := &latencyRecorder{tag: "lat", pubAt: make([]atomic.Int64, lat.PDUs), samples: make([]int64, 0, lat.PDUs*p.dests)}
+	l := newLatencyRecorder("lat", lat.PDUs, p.dests)
 	rec.Store(l)
 	before := f.checks()
 	e.progress("latency: %d PDUs at %.1f PDUs/s (%.0f%% of the sustained rate) to %d destinations", lat.PDUs, lat.PDURate, 100*p.latencyPct, p.dests)
@@ -179,6 +214,9 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 		return res, nil, errors.New("latency: no PDU of the latency phase arrived within 30s")
 	}
 	lat.P50, lat.P90, lat.P99, lat.Max = percentile(samples, 0.50), percentile(samples, 0.90), percentile(samples, 0.99), percentile(samples, 1)
+	first, spread := l.fanOut()
+	lat.FirstP50, lat.FirstP99 = percentile(first, 0.50), percentile(first, 0.99)
+	lat.SpreadP50, lat.SpreadP99 = percentile(spread, 0.50), percentile(spread, 0.99)
 	after := f.checks()
 	lat.Checks = after.since(before)
 	stopped = true

@@ -177,6 +177,8 @@ func (r *results) print(out io.Writer) {
 		row("latency p50 ms", f1(l.P50), "", "", fmt.Sprintf("publish → receiver, %.1f PDUs/s (%.0f%% of sustained) for %v, %d deliveries",
 			l.PDURate, 100*p.latencyPct, p.latencyFor, l.Deliveries))
 		row("latency p99 ms", f1(l.P99), "", "", fmt.Sprintf("p90 %.1f ms, max %.1f ms; %d missing", l.P90, l.Max, l.Missing))
+		row("  to first destination ms", f1(l.FirstP99), "", "", fmt.Sprintf("p99 over PDUs (p50 %.1f): publish → the first receiver to accept it", l.FirstP50))
+		row("  first to last ms", f1(l.SpreadP99), "", "", fmt.Sprintf("p99 over PDUs (p50 %.1f): the fan-out, from the first receiver to accept a PDU to the last", l.SpreadP50))
 		row("  receiver checks", checkText(l.Checks), "", "", fmt.Sprintf("%.1f PDUs per request", float64(l.Deliveries)/float64(max(1, l.Checks.Requests))))
 	} else {
 		row("latency p50/p99 ms", "-", "", "", skipped(r, "pipeline"))
