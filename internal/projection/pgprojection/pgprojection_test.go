@@ -532,3 +532,83 @@ func TestRebuildWhileRunning(t *testing.T) {
 		"the projector did not write every destination again after the rebuild")
 	projectiontest.Check(t, r, states)
 }
+
+// TestConsumersDeletedDuringABatch: the consumers deleted (as `fedsender
+// projection rebuild` does) while the projector writes a batch, not while
+// it waits for the next one: it still notices, starts over, and the events
+// appended afterwards reach the table.
+func TestConsumersDeletedDuringABatch(t *testing.T) {
+	url := pgtest.URL(t)
+	_, js, _ := projectiontest.JetStream(t)
+	pool, _ := connect(t, url)
+	ctx := t.Context()
+	states := projectiontest.Generate(100, 5)
+	log := newEventLog(t, js)
+	log.append(t, states[:50])
+	p := runProjector(t, js, pool)
+	r := pgprojection.NewReader(pool, p, nil)
+	total := func() int { return r.Page(projection.Query{Limit: 1}).Total }
+	projectiontest.Eventually(t, 10*time.Second, func() bool { return total() == 50 },
+		"the projector did not write the first destinations")
+
+	// Hold a row, so that the projector's next batch waits for it.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM destinations WHERE destination = $1 FOR UPDATE", states[0].Destination); err != nil {
+		t.Fatal(err)
+	}
+	changed := states[0]
+	changed.RetryLastTS, changed.RetryInterval, changed.FailureTS = 0, 0, 0
+	changed.Offset += 100
+	log.append(t, []destination.State{changed})
+	cons, err := js.Consumer(ctx, streams.EventStream, pgprojection.ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	projectiontest.Eventually(t, 10*time.Second, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending > 0
+	}, "the projector did not fetch the new event")
+	for _, c := range [][2]string{{streams.PDUStream, pgprojection.RoomsConsumerName}, {streams.EventStream, pgprojection.ConsumerName}} {
+		if err := js.DeleteConsumer(ctx, c[0], c[1]); err != nil {
+			t.Fatalf("delete consumer %s: %v", c[1], err)
+		}
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	log.append(t, states[50:])
+	projectiontest.Eventually(t, 20*time.Second, func() bool { return total() == len(states) },
+		"the destinations appended after the consumers were deleted are not in the table")
+	projectiontest.Check(t, r, append([]destination.State{changed}, states[1:]...))
+}
+
+// TestTablesEmptiedUnderTheConsumer: the tables emptied while the
+// consumers keep their progress (what a rebuild leaves when the server
+// gives the re-created consumer the deleted one's state, as it may while
+// it is still removing it): the next projector reads the event log again
+// instead of finding nothing left to read.
+func TestTablesEmptiedUnderTheConsumer(t *testing.T) {
+	url := pgtest.URL(t)
+	_, js, _ := projectiontest.JetStream(t)
+	pool, _ := connect(t, url)
+	states := projectiontest.Generate(100, 5)
+	appendStates(t, js, states)
+	r := pgprojection.NewReader(pool, nil, nil)
+	total := func() int { return r.Page(projection.Query{Limit: 1}).Total }
+	stop := projectiontest.Start(t, pgprojection.NewProjector(pgprojection.ProjectorOptions{JS: js, Pool: pool}).Run)
+	projectiontest.Eventually(t, 10*time.Second, func() bool { return total() == len(states) },
+		"the projector did not write every destination")
+	stop()
+	if _, err := pool.Exec(t.Context(), "TRUNCATE destinations, destination_rooms, projection_checkpoints"); err != nil {
+		t.Fatal(err)
+	}
+	runProjector(t, js, pool)
+	projectiontest.Eventually(t, 20*time.Second, func() bool { return total() == len(states) },
+		"the projector did not write every destination again into the emptied table")
+	projectiontest.Check(t, r, states)
+}

@@ -141,7 +141,7 @@ func (p *Projector) run(ctx context.Context) (rebuilt bool, err error) {
 
 // consumer creates (or finds) the durable consumer.
 func (p *Projector) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	cons, err := p.opts.JS.CreateOrUpdateConsumer(ctx, streams.EventStream, jetstream.ConsumerConfig{
+	return p.durable(ctx, streams.EventStream, checkpointName, jetstream.ConsumerConfig{
 		Durable:        ConsumerName,
 		Description:    "pgprojection: the destinations table in PostgreSQL",
 		FilterSubjects: []string{"fedsender.events.>"},
@@ -150,8 +150,40 @@ func (p *Projector) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		AckWait:        time.Minute,
 		MaxAckPending:  -1,
 	})
+}
+
+// durable creates (or finds) the durable consumer cfg on stream, whose
+// progress PostgreSQL keeps as checkpoint. Messages are acked only once
+// their checkpoint is committed, so a consumer whose ack floor is past it
+// acked what the tables no longer hold: they were emptied by a rebuild,
+// and the server, still removing the deleted consumer's store when the
+// projector created it again, gave the new one the old one's state. That
+// consumer is deleted (the server has removed its store when it answers)
+// and created again, to read the stream from the start.
+func (p *Projector) durable(ctx context.Context, stream, checkpoint string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	cons, err := p.opts.JS.CreateOrUpdateConsumer(ctx, stream, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("pgprojection: consumer on %s: %w", streams.EventStream, err)
+		return nil, fmt.Errorf("pgprojection: consumer on %s: %w", stream, err)
+	}
+	var seq int64
+	err = p.opts.Pool.QueryRow(ctx, "SELECT stream_seq FROM projection_checkpoints WHERE name = $1", checkpoint).Scan(&seq)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		// PostgreSQL is down: the batches wait for it anyway.
+		p.opts.Log.Warn("pgprojection: read checkpoint", "checkpoint", checkpoint, "error", err)
+		return cons, nil
+	}
+	floor := cons.CachedInfo().AckFloor.Stream
+	if floor <= uint64(max(seq, 0)) {
+		return cons, nil
+	}
+	p.opts.Log.Warn("pgprojection: consumer acked past the checkpoint in PostgreSQL; reading its stream again",
+		"consumer", cfg.Durable, "ack_floor", floor, "checkpoint", seq)
+	if err := p.opts.JS.DeleteConsumer(ctx, stream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("pgprojection: delete consumer %s: %w", cfg.Durable, err)
+	}
+	cons, err = p.opts.JS.CreateOrUpdateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pgprojection: consumer on %s: %w", stream, err)
 	}
 	return cons, nil
 }
@@ -164,7 +196,7 @@ func (p *Projector) runEvents(ctx context.Context, cons jetstream.Consumer) (reb
 	for ctx.Err() == nil {
 		msgs, err := fetch(cons, p.opts.BatchSize)
 		if err != nil && len(msgs) == 0 {
-			if consumerGone(err) {
+			if consumerGone(ctx, cons, err) {
 				return true
 			}
 			p.opts.Log.Warn("pgprojection: fetch events", "error", err)
@@ -187,10 +219,19 @@ func (p *Projector) runEvents(ctx context.Context, cons jetstream.Consumer) (reb
 	return false
 }
 
-// consumerGone reports whether a fetch failed because the consumer was
-// deleted.
-func consumerGone(err error) bool {
-	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted)
+// consumerGone reports whether a fetch from cons failed because cons was
+// deleted. Deleted during a pull, the server says so; deleted between
+// pulls, nothing answers the next pull (no responders), which is also
+// what a server still starting answers: then cons is looked up.
+func consumerGone(ctx context.Context, cons jetstream.Consumer, err error) bool {
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+		return true
+	}
+	if !errors.Is(err, nats.ErrNoResponders) {
+		return false
+	}
+	_, err = cons.Info(ctx)
+	return errors.Is(err, jetstream.ErrConsumerNotFound)
 }
 
 // progress records what a consumer had left after a batch: caught is set

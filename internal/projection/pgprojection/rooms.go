@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -29,7 +28,7 @@ const roomsBatch = 1000
 
 // roomsConsumer creates (or finds) the rooms projector's durable consumer.
 func (p *Projector) roomsConsumer(ctx context.Context) (jetstream.Consumer, error) {
-	cons, err := p.opts.JS.CreateOrUpdateConsumer(ctx, streams.PDUStream, jetstream.ConsumerConfig{
+	return p.durable(ctx, streams.PDUStream, roomsCheckpointName, jetstream.ConsumerConfig{
 		Durable:        RoomsConsumerName,
 		Description:    "pgprojection: destination_rooms in PostgreSQL",
 		FilterSubjects: []string{streams.PDUSubject},
@@ -38,10 +37,6 @@ func (p *Projector) roomsConsumer(ctx context.Context) (jetstream.Consumer, erro
 		AckWait:        time.Minute,
 		MaxAckPending:  -1,
 	})
-	if err != nil {
-		return nil, fmt.Errorf("pgprojection: consumer on %s: %w", streams.PDUStream, err)
-	}
-	return cons, nil
 }
 
 // runRooms fills destination_rooms from the fan-out of each PDU: a batch
@@ -87,7 +82,7 @@ func (p *Projector) fetchRooms(ctx context.Context, cons jetstream.Consumer, out
 			if !p.wait(ctx, 200*time.Millisecond) {
 				return
 			}
-			if consumerGone(err) { // read the stream from the start again
+			if consumerGone(ctx, cons, err) { // read the stream from the start again
 				if c, cerr := p.roomsConsumer(ctx); cerr == nil {
 					cons = c
 				}
