@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/anthdm/hollywood/actor"
@@ -48,27 +47,14 @@ const (
 // partitions. EDUs are few and small beside PDUs: they take no queue
 // budget; each destination's outbox bounds what it holds.
 type EDUReader struct {
-	opts        EDUOptions
-	parts       map[string]int
-	warned      map[string]struct{}
-	through     atomic.Uint64
-	deadLetters atomic.Int64
-	running     atomic.Bool
+	readerState
+	opts EDUOptions
 }
 
 // NewEDUReader returns an EDU reader.
 func NewEDUReader(opts EDUOptions) *EDUReader {
-	return &EDUReader{opts: opts, parts: map[string]int{}, warned: map[string]struct{}{}}
+	return &EDUReader{opts: opts, readerState: newReaderState(len(opts.Partitions))}
 }
-
-// Through is the last EDU sequence handed to the supervisors.
-func (r *EDUReader) Through() uint64 { return r.through.Load() }
-
-// DeadLetters counts the EDU envelopes refused since start.
-func (r *EDUReader) DeadLetters() int64 { return r.deadLetters.Load() }
-
-// Running reports whether the reader is consuming.
-func (r *EDUReader) Running() bool { return r.running.Load() }
 
 // Run reads until ctx ends.
 func (r *EDUReader) Run(ctx context.Context) error {
@@ -108,11 +94,7 @@ func (r *EDUReader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			if paced {
 				it.NotBefore = time.Now().UnixMilli() + min(maxReceiptDelay, int64(float64(i)*1000/r.opts.ReceiptRate))
 			}
-			p, ok := r.parts[d]
-			if !ok {
-				p = streams.Partition(d, len(r.opts.Partitions))
-				r.parts[d] = p
-			}
+			p := r.partitionOf(d)
 			pairs[p] = append(pairs[p], partition.EDUPair{Destination: d, Item: it})
 		}
 	}

@@ -76,27 +76,14 @@ type Observer interface {
 
 // Reader is the one consumer of the PDU stream in a replica.
 type Reader struct {
-	opts        Options
-	parts       map[string]int
-	warned      map[string]struct{} // refused names logged at warning level
-	through     atomic.Uint64
-	deadLetters atomic.Int64
-	running     atomic.Bool
+	readerState
+	opts Options
 }
 
 // New returns a reader.
 func New(opts Options) *Reader {
-	return &Reader{opts: opts, parts: map[string]int{}, warned: map[string]struct{}{}}
+	return &Reader{opts: opts, readerState: newReaderState(len(opts.Partitions))}
 }
-
-// Through is the last sequence handed to the supervisors.
-func (r *Reader) Through() uint64 { return r.through.Load() }
-
-// DeadLetters counts the envelopes refused since start.
-func (r *Reader) DeadLetters() int64 { return r.deadLetters.Load() }
-
-// Running reports whether the reader is consuming.
-func (r *Reader) Running() bool { return r.running.Load() }
 
 // Run reads until ctx ends.
 func (r *Reader) Run(ctx context.Context) error {
@@ -187,15 +174,6 @@ func consume(ctx context.Context, o consumeOptions) error {
 			}
 		}
 	}
-}
-
-func (r *Reader) partitionOf(dest string) int {
-	p, ok := r.parts[dest]
-	if !ok {
-		p = streams.Partition(dest, len(r.opts.Partitions))
-		r.parts[dest] = p
-	}
-	return p
 }
 
 func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
