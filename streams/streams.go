@@ -27,6 +27,10 @@ const (
 	EDUOffsetBucket  = "fedsender-edu-offsets"
 	DeviceListBucket = "fedsender-device-lists"
 	PartitionBucket  = "fedsender-partitions"
+	// LeaseBucket holds leases (internal/lease): partition ownership,
+	// replica membership and the Synapse feed's single reader, each a key
+	// with a per-key TTL.
+	LeaseBucket = "fedsender-leases"
 
 	// HeaderReason carries a dead letter's reason.
 	HeaderReason = "Fedsender-Reason"
@@ -132,6 +136,13 @@ func KVConfigs(o Options) []jetstream.KeyValueConfig {
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
+	}, {
+		Bucket:         LeaseBucket,
+		Description:    "leases: partition ownership, replica membership and the Synapse feed's single reader; per-key TTL",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       o.Replicas,
+		LimitMarkerTTL: time.Minute,
 	}, destinationBucketConfig(o)}
 }
 
