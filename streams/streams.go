@@ -27,6 +27,10 @@ const (
 	EDUOffsetBucket  = "fedsender-edu-offsets"
 	DeviceListBucket = "fedsender-device-lists"
 	PartitionBucket  = "fedsender-partitions"
+	// EDUPendingBucket holds, per destination, how many must-deliver EDUs
+	// its actor holds unacknowledged (decimal, key <partition>.<token>):
+	// what the read models show as pending_edus.
+	EDUPendingBucket = "fedsender-edu-pending"
 	// LeaseBucket holds leases (internal/lease): partition ownership,
 	// replica membership and the Synapse feed's single reader, each a key
 	// with a per-key TTL.
@@ -121,6 +125,12 @@ func KVConfigs(o Options) []jetstream.KeyValueConfig {
 	}, {
 		Bucket:      EDUOffsetBucket,
 		Description: "per destination, the " + EDUStream + " sequence below which every must-deliver EDU was acknowledged, key <partition>.<destination token>",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}, {
+		Bucket:      EDUPendingBucket,
+		Description: "per destination, the must-deliver EDUs held unacknowledged (decimal), key <partition>.<destination token>",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,

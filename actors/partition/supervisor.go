@@ -115,6 +115,8 @@ type entry struct {
 	// destination had not acknowledged (it was backing off); its next
 	// actor reads them from the stream, through eduRestore.
 	eduRestore uint64
+	// eduPendingShown is eduPending as last saved for the read models.
+	eduPendingShown int
 	// resets are the Done of the resets handed to the actor, oldest first,
 	// until its Reset event comes back (the actor records them in order);
 	// then they wait in durable, with that event, until the writer has
@@ -175,7 +177,8 @@ func New(cfg *Config, id int, loaded map[string]*eventlog.Loaded, wm eventlog.Wa
 		for name, l := range loaded {
 			e := &entry{state: l.State, done: l.State.Offset, lastSent: l.State.Offset,
 				catching: l.State.CatchingUp, catchPersisted: l.State.CatchingUp, offsetSaved: l.State.Offset,
-				eduLast: l.EDUOffset, eduDone: l.EDUOffset, eduSaved: l.EDUOffset}
+				eduLast: l.EDUOffset, eduDone: l.EDUOffset, eduSaved: l.EDUOffset,
+				eduPending: int(l.EDUPending), eduPendingShown: int(l.EDUPending)}
 			s.entries[name] = e
 		}
 		for name, off := range eventlog.ParsePending(wm.EDUPending) {
@@ -538,6 +541,10 @@ func (s *Supervisor) checkpoint(now time.Time) {
 		if e.eduDone > e.eduSaved {
 			s.w.putEDUOffset(name, e.eduDone)
 			e.eduSaved = e.eduDone
+		}
+		if e.eduPending != e.eduPendingShown {
+			s.w.putEDUPending(name, uint64(e.eduPending))
+			e.eduPendingShown = e.eduPending
 		}
 		// A backing-off destination does not hold the EDU watermark back
 		// (it may be down for days): the watermark lists it, and after a

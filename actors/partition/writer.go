@@ -21,6 +21,7 @@ type Store interface {
 	AppendAsync(partition int, ev dstate.Event, expected uint64) (jetstream.PubAckFuture, error)
 	PutOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error)
 	PutEDUOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error)
+	PutEDUPending(ctx context.Context, partition int, dest string, n uint64) error
 	PutWatermark(ctx context.Context, partition int, w eventlog.Watermark, rev uint64) (uint64, error)
 	LastEvent(ctx context.Context, partition int, dest string) (dstate.Event, uint64, error)
 	Offset(ctx context.Context, partition int, dest string) (uint64, uint64, error)
@@ -44,6 +45,7 @@ type writer struct {
 	events     []dstate.Event
 	offsets    map[string]uint64
 	eduOffsets map[string]uint64
+	eduPending map[string]uint64 // counts to save; the newest wins
 	wm         *eventlog.Watermark
 	signal     chan struct{}
 
@@ -65,7 +67,7 @@ type persisted struct {
 func newWriter(s *Supervisor, loaded map[string]*eventlog.Loaded, wmRev uint64) *writer {
 	w := &writer{
 		partition: s.id, store: s.cfg.Store, log: s.log, metrics: s.cfg.Destination.Metrics,
-		offsets: map[string]uint64{}, eduOffsets: map[string]uint64{},
+		offsets: map[string]uint64{}, eduOffsets: map[string]uint64{}, eduPending: map[string]uint64{},
 		signal:    make(chan struct{}, 1),
 		eventLogs: map[string]*casKey[dstate.Event]{}, offsetKeys: map[string]*casKey[uint64]{},
 		eduOffsetKeys: map[string]*casKey[uint64]{},
@@ -107,6 +109,13 @@ func (w *writer) putEDUOffset(dest string, offset uint64) {
 	w.kick()
 }
 
+func (w *writer) putEDUPending(dest string, n uint64) {
+	w.mu.Lock()
+	w.eduPending[dest] = n
+	w.mu.Unlock()
+	w.kick()
+}
+
 func (w *writer) putWatermark(wm eventlog.Watermark) {
 	w.mu.Lock()
 	w.wm = &wm
@@ -124,9 +133,10 @@ func (w *writer) run(ctx context.Context) {
 		case <-after(retry):
 		}
 		w.mu.Lock()
-		events, offsets, eduOffsets, wm := w.events, w.offsets, w.eduOffsets, w.wm
-		w.events, w.offsets, w.eduOffsets, w.wm = nil, map[string]uint64{}, map[string]uint64{}, nil
+		events, offsets, eduOffsets, eduPending, wm := w.events, w.offsets, w.eduOffsets, w.eduPending, w.wm
+		w.events, w.offsets, w.eduOffsets, w.eduPending, w.wm = nil, map[string]uint64{}, map[string]uint64{}, map[string]uint64{}, nil
 		w.mu.Unlock()
+		failedPending := w.writeEDUPending(ctx, eduPending)
 
 		done, failedEvents := w.writeEvents(ctx, events)
 		if len(done) > 0 {
@@ -153,7 +163,7 @@ func (w *writer) run(ctx context.Context) {
 				wm = nil
 			}
 		}
-		if len(failedEvents) == 0 && len(failedOffsets) == 0 && len(failedEDUOffsets) == 0 && wm == nil {
+		if len(failedEvents) == 0 && len(failedOffsets) == 0 && len(failedEDUOffsets) == 0 && len(failedPending) == 0 && wm == nil {
 			retry = 0
 			continue
 		}
@@ -166,12 +176,33 @@ func (w *writer) run(ctx context.Context) {
 		for dest, off := range failedEDUOffsets {
 			w.eduOffsets[dest] = max(w.eduOffsets[dest], off)
 		}
+		for dest, n := range failedPending {
+			if _, newer := w.eduPending[dest]; !newer {
+				w.eduPending[dest] = n
+			}
+		}
 		if wm != nil && w.wm == nil {
 			w.wm = wm
 		}
 		w.mu.Unlock()
 		retry = min(max(2*retry, 100*time.Millisecond), 5*time.Second)
 	}
+}
+
+// writeEDUPending saves the pending-EDU counts and returns those that
+// could not be saved.
+func (w *writer) writeEDUPending(ctx context.Context, counts map[string]uint64) map[string]uint64 {
+	failed := map[string]uint64{}
+	for dest, n := range counts {
+		if err := w.store.PutEDUPending(ctx, w.partition, dest, n); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			w.log.Debug("saving the pending EDU count failed; retrying", "destination", dest, "error", err)
+			failed[dest] = n
+		}
+	}
+	return failed
 }
 
 // after returns a channel that fires after d, or never when d is 0.

@@ -34,6 +34,7 @@ type Store struct {
 	events     jetstream.Stream
 	offsets    jetstream.KeyValue
 	eduOffsets jetstream.KeyValue
+	eduPending jetstream.KeyValue
 	chains     jetstream.KeyValue
 	partitions jetstream.KeyValue
 }
@@ -52,6 +53,10 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", streams.EDUOffsetBucket, err)
 	}
+	eduPending, err := js.KeyValue(ctx, streams.EDUPendingBucket)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: open %s: %w", streams.EDUPendingBucket, err)
+	}
 	chains, err := js.KeyValue(ctx, streams.DeviceListBucket)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", streams.DeviceListBucket, err)
@@ -60,7 +65,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open %s: %w", streams.PartitionBucket, err)
 	}
-	return &Store{js: js, events: events, offsets: offsets, eduOffsets: eduOffsets, chains: chains, partitions: partitions}, nil
+	return &Store{js: js, events: events, offsets: offsets, eduOffsets: eduOffsets, eduPending: eduPending, chains: chains, partitions: partitions}, nil
 }
 
 // Append stores an event of a destination. expected is the sequence of the
@@ -143,6 +148,9 @@ type Loaded struct {
 	// in the EDU stream was acknowledged; EDUOffsetRev its key's revision.
 	EDUOffset    uint64
 	EDUOffsetRev uint64
+	// EDUPending is the count of must-deliver EDUs last saved for it
+	// (PutEDUPending).
+	EDUPending uint64
 }
 
 // LoadAll returns every destination the store knows, by name: its newest
@@ -160,6 +168,11 @@ func (s *Store) LoadAll(ctx context.Context) (map[string]*Loaded, error) {
 	}
 	if err := s.loadOffsets(ctx, s.eduOffsets, out, func(l *Loaded, off, rev uint64) {
 		l.EDUOffset, l.EDUOffsetRev = off, rev
+	}); err != nil {
+		return nil, err
+	}
+	if err := s.loadOffsets(ctx, s.eduPending, out, func(l *Loaded, n, _ uint64) {
+		l.EDUPending = n
 	}); err != nil {
 		return nil, err
 	}
@@ -298,6 +311,16 @@ func (s *Store) PutOffset(ctx context.Context, partition int, dest string, offse
 // PutEDUOffset moves a destination's EDU offset, as PutOffset does.
 func (s *Store) PutEDUOffset(ctx context.Context, partition int, dest string, offset, rev uint64) (uint64, error) {
 	return put(ctx, s.eduOffsets, streams.OffsetKey(partition, dest), []byte(strconv.FormatUint(offset, 10)), rev)
+}
+
+// PutEDUPending records how many must-deliver EDUs a destination holds
+// unacknowledged. It is informational (the read models show it), so a
+// plain put: only the partition's owner writes it.
+func (s *Store) PutEDUPending(ctx context.Context, partition int, dest string, n uint64) error {
+	if _, err := s.eduPending.Put(ctx, streams.OffsetKey(partition, dest), []byte(strconv.FormatUint(n, 10))); err != nil {
+		return classify(err)
+	}
+	return nil
 }
 
 // LoadChain returns what a destination was sent of a user's device list

@@ -39,11 +39,13 @@
 //
 //	{"destination":"matrix.org","retry_last_ts":0,"retry_interval":0,
 //	 "failure_ts":null,"last_successful_stream_ordering":42,
-//	 "catching_up":false,"event_sequence":17}
+//	 "catching_up":false,"event_sequence":17,"pending_edus":0}
 //
 // The first five fields are Synapse's destination object exactly as the
 // admin API shows it; catching_up is fedsender's, and event_sequence is the
 // FEDSENDER_DEST_EVENTS sequence of the newest event folded in (0: none),
-// which orders concurrent writers. A document whose destination field does
+// which orders concurrent writers. pending_edus counts the must-deliver
+// EDUs the destination has not acknowledged (from fedsender-edu-pending,
+// whose revision, pending_edus_revision, orders concurrent writers). A document whose destination field does
 // not match its key is ignored by the Index.
 package kvprojection

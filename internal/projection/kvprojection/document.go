@@ -20,6 +20,12 @@ type Document struct {
 	CatchingUp                   bool    `json:"catching_up"`
 	// EventSequence is the event log sequence of the newest event folded in.
 	EventSequence uint64 `json:"event_sequence"`
+	// PendingEDUs counts the must-deliver EDUs (to-device, device lists,
+	// signing keys) the destination has not acknowledged yet, as its
+	// owner last saved it (at each checkpoint); PendingEDUsRevision is
+	// that count's revision in the fedsender-edu-pending bucket.
+	PendingEDUs         uint64 `json:"pending_edus"`
+	PendingEDUsRevision uint64 `json:"pending_edus_revision,omitempty"`
 }
 
 // documentOf is the document of a state as of the event at eventSeq.
@@ -76,6 +82,11 @@ func merge(cur, ours Document) Document {
 	if off := max(cur.offset(), ours.offset()); off != 0 {
 		out.LastSuccessfulStreamOrdering = &off
 	}
+	// The newer count wins, whichever document had the newer event.
+	out.PendingEDUs, out.PendingEDUsRevision = ours.PendingEDUs, ours.PendingEDUsRevision
+	if cur.PendingEDUsRevision > ours.PendingEDUsRevision {
+		out.PendingEDUs, out.PendingEDUsRevision = cur.PendingEDUs, cur.PendingEDUsRevision
+	}
 	return out
 }
 
@@ -84,7 +95,8 @@ func (d Document) equal(o Document) bool {
 	return d.Destination == o.Destination && d.RetryLastTS == o.RetryLastTS &&
 		d.RetryInterval == o.RetryInterval && eqPtr(d.FailureTS, o.FailureTS) &&
 		eqPtr(d.LastSuccessfulStreamOrdering, o.LastSuccessfulStreamOrdering) &&
-		d.CatchingUp == o.CatchingUp && d.EventSequence == o.EventSequence
+		d.CatchingUp == o.CatchingUp && d.EventSequence == o.EventSequence &&
+		d.PendingEDUs == o.PendingEDUs && d.PendingEDUsRevision == o.PendingEDUsRevision
 }
 
 func eqPtr[T comparable](a, b *T) bool {

@@ -137,10 +137,10 @@ func TestDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct{ key, want string }{
-		{"b_example", `{"destination":"b.example","retry_last_ts":300,"retry_interval":600000,"failure_ts":100,"last_successful_stream_ordering":50,"catching_up":false,"event_sequence":2}`},
-		{"z_example", `{"destination":"z.example","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":70,"catching_up":false,"event_sequence":3}`},
-		{"=5B=3A=3A1=5D=3A8448", `{"destination":"[::1]:8448","retry_last_ts":400,"retry_interval":1200000,"failure_ts":50,"last_successful_stream_ordering":10,"catching_up":false,"event_sequence":4}`},
-		{"a_example", `{"destination":"a.example","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":null,"catching_up":false,"event_sequence":1}`},
+		{"b_example", `{"destination":"b.example","retry_last_ts":300,"retry_interval":600000,"failure_ts":100,"last_successful_stream_ordering":50,"catching_up":false,"event_sequence":2,"pending_edus":0}`},
+		{"z_example", `{"destination":"z.example","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":70,"catching_up":false,"event_sequence":3,"pending_edus":0}`},
+		{"=5B=3A=3A1=5D=3A8448", `{"destination":"[::1]:8448","retry_last_ts":400,"retry_interval":1200000,"failure_ts":50,"last_successful_stream_ordering":10,"catching_up":false,"event_sequence":4,"pending_edus":0}`},
+		{"a_example", `{"destination":"a.example","retry_last_ts":0,"retry_interval":0,"failure_ts":null,"last_successful_stream_ordering":null,"catching_up":false,"event_sequence":1,"pending_edus":0}`},
 	}
 	for _, tt := range tests {
 		e, err := kv.Get(context.Background(), tt.key)

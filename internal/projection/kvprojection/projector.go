@@ -65,12 +65,16 @@ type entry struct {
 	state    destination.State // from its newest event (zero but the name if none)
 	eventSeq uint64            // that event's sequence; 0: none
 	offset   uint64            // the offsets bucket's value; 0: none
+	// pending is the pending-EDU bucket's count, pendingRev its revision.
+	pending, pendingRev uint64
 }
 
 func (e *entry) document() Document {
 	s := e.state
 	s.Offset = max(s.Offset, e.offset)
-	return documentOf(s, e.eventSeq)
+	d := documentOf(s, e.eventSeq)
+	d.PendingEDUs, d.PendingEDUsRevision = e.pending, e.pendingRev
+	return d
 }
 
 // Projector writes the destinations bucket from the event log and the
@@ -131,6 +135,10 @@ func (p *Projector) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kvprojection: open %s: %w", streams.OffsetBucket, err)
 	}
+	pending, err := js.KeyValue(ctx, streams.EDUPendingBucket)
+	if err != nil {
+		return fmt.Errorf("kvprojection: open %s: %w", streams.EDUPendingBucket, err)
+	}
 	reconnected, unlisten := reconnections(js)
 	defer unlisten()
 	w, err := offsets.WatchAll(ctx)
@@ -138,6 +146,11 @@ func (p *Projector) run(ctx context.Context) error {
 		return fmt.Errorf("kvprojection: watch %s: %w", streams.OffsetBucket, err)
 	}
 	defer func() { w.Stop() }()
+	pw, err := pending.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("kvprojection: watch %s: %w", streams.EDUPendingBucket, err)
+	}
+	defer func() { pw.Stop() }()
 	cons, err := js.OrderedConsumer(ctx, streams.EventStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{eventsFilter},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
@@ -180,6 +193,14 @@ func (p *Projector) run(ctx context.Context) error {
 				return fmt.Errorf("kvprojection: watch %s: watcher stopped", streams.OffsetBucket)
 			}
 			p.onOffset(e)
+		case e, ok := <-pw.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("kvprojection: watch %s: watcher stopped", streams.EDUPendingBucket)
+			}
+			p.onPending(e)
 		case <-reconnected:
 			// Every offset again, then what changes (see reconnections).
 			if nw, err := offsets.WatchAll(ctx); err != nil {
@@ -187,6 +208,12 @@ func (p *Projector) run(ctx context.Context) error {
 			} else {
 				w.Stop()
 				w = nw
+			}
+			if nw, err := pending.WatchAll(ctx, jetstream.IgnoreDeletes()); err != nil {
+				p.opts.Log.Warn("kvprojection: watching pending EDUs again after reconnecting", "error", err)
+			} else {
+				pw.Stop()
+				pw = nw
 			}
 		case <-reconcile.C:
 			p.markAllDirty()
@@ -290,6 +317,37 @@ func (p *Projector) onOffset(kve jetstream.KeyValueEntry) {
 	}
 	p.entry(name).offset = off
 	p.dirty[name] = struct{}{}
+}
+
+// onPending applies one update of the pending-EDU bucket (nil: the end of
+// its initial values).
+func (p *Projector) onPending(kve jetstream.KeyValueEntry) {
+	if kve == nil {
+		return
+	}
+	name, err := streams.DestinationFromOffsetKey(kve.Key())
+	if err != nil {
+		p.opts.Log.Warn("kvprojection: skipped pending EDU count", "key", kve.Key(), "error", err)
+		return
+	}
+	n, err := strconv.ParseUint(string(kve.Value()), 10, 64)
+	if err != nil {
+		p.opts.Log.Warn("kvprojection: skipped pending EDU count", "destination", name, "error", err)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[name]
+	if !ok && n == 0 {
+		return
+	}
+	if !ok {
+		e = p.entry(name)
+	}
+	if kve.Revision() > e.pendingRev {
+		e.pending, e.pendingRev = n, kve.Revision()
+		p.dirty[name] = struct{}{}
+	}
 }
 
 // entry returns a destination's entry, creating it. p.mu must be held.

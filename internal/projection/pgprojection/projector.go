@@ -130,8 +130,17 @@ func (p *Projector) run(ctx context.Context) (rebuilt bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("pgprojection: watch %s: %w", streams.OffsetBucket, err)
 	}
+	pendingKV, err := p.opts.JS.KeyValue(ctx, streams.EDUPendingBucket)
+	if err != nil {
+		return false, fmt.Errorf("pgprojection: open %s: %w", streams.EDUPendingBucket, err)
+	}
+	pw, err := pendingKV.WatchAll(ctx)
+	if err != nil {
+		return false, fmt.Errorf("pgprojection: watch %s: %w", streams.EDUPendingBucket, err)
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { p.runOffsets(ctx, offsets, w) })
+	wg.Go(func() { p.runPending(ctx, pendingKV, pw) })
 	wg.Go(func() { p.runRooms(ctx, rooms) })
 	rebuilt = p.runEvents(ctx, cons)
 	cancel()
@@ -331,9 +340,35 @@ func (p *Projector) applyEvents(ctx context.Context, rows []row, last uint64) er
 	})
 }
 
-// runOffsets writes the offsets bucket's values, coalesced per flush,
-// from the watch w of offsets, which it stops when it returns.
+// runOffsets applies the offsets bucket to the destinations table.
 func (p *Projector) runOffsets(ctx context.Context, offsets jetstream.KeyValue, w jetstream.KeyWatcher) {
+	p.runBucket(ctx, offsets, w, "offsets", func(ctx context.Context, vals map[string]bucketValue) error {
+		return p.applyOffsets(ctx, vals)
+	}, func() {
+		p.mu.Lock()
+		p.offsetsCaught = true
+		p.mu.Unlock()
+	})
+}
+
+// runPending applies the pending-EDU bucket to the destinations table.
+func (p *Projector) runPending(ctx context.Context, pending jetstream.KeyValue, w jetstream.KeyWatcher) {
+	p.runBucket(ctx, pending, w, "pending EDUs", p.applyPending, func() {})
+}
+
+// bucketValue is a decimal value of a bucket keyed like the offsets, and
+// its revision.
+type bucketValue struct {
+	n   int64
+	rev uint64
+}
+
+// runBucket follows a bucket keyed <partition>.<token> with decimal
+// values, and applies the newest value of each changed key every 100 ms
+// (SQL decides what wins: offsets only grow, counts follow revisions);
+// caught is called after each pass once the initial values are applied.
+func (p *Projector) runBucket(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher, what string,
+	apply func(context.Context, map[string]bucketValue) error, caught func()) {
 	defer func() { w.Stop() }()
 	// nats.go's watcher finds out that the server restarted only at its
 	// heartbeat check, up to 20 s after the reconnection: watch again at
@@ -341,7 +376,7 @@ func (p *Projector) runOffsets(ctx context.Context, offsets jetstream.KeyValue, 
 	nc := p.opts.JS.Conn()
 	reconnected := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(reconnected)
-	pending := map[string]int64{}
+	pending := map[string]bucketValue{}
 	initial := true
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -352,7 +387,7 @@ func (p *Projector) runOffsets(ctx context.Context, offsets jetstream.KeyValue, 
 		case e, ok := <-w.Updates():
 			if !ok {
 				if ctx.Err() == nil {
-					p.opts.Log.Error("pgprojection: the offsets watcher stopped")
+					p.opts.Log.Error("pgprojection: the " + what + " watcher stopped")
 				}
 				return
 			}
@@ -361,21 +396,24 @@ func (p *Projector) runOffsets(ctx context.Context, offsets jetstream.KeyValue, 
 				continue
 			}
 			if e.Operation() != jetstream.KeyValuePut {
-				continue // a deleted offset: the row keeps what it showed
+				continue // a deleted key: the row keeps what it showed
 			}
 			name, err := streams.DestinationFromOffsetKey(e.Key())
 			if err != nil {
 				continue
 			}
-			off, err := strconv.ParseUint(string(e.Value()), 10, 64)
+			n, err := strconv.ParseUint(string(e.Value()), 10, 64)
 			if err != nil {
-				p.opts.Log.Warn("pgprojection: skipped offset", "destination", name, "error", err)
+				p.opts.Log.Warn("pgprojection: skipped "+what, "destination", name, "error", err)
 				continue
 			}
-			pending[name] = max(pending[name], int64(min(off, 1<<63-1)))
+			v := bucketValue{n: int64(min(n, 1<<63-1)), rev: e.Revision()}
+			if cur, ok := pending[name]; !ok || v.rev > cur.rev {
+				pending[name] = v
+			}
 		case <-reconnected:
-			if nw, err := offsets.WatchAll(ctx); err != nil {
-				p.opts.Log.Warn("pgprojection: watching offsets again after reconnecting", "error", err)
+			if nw, err := kv.WatchAll(ctx); err != nil {
+				p.opts.Log.Warn("pgprojection: watching "+what+" again after reconnecting", "error", err)
 			} else {
 				w.Stop()
 				w = nw
@@ -385,14 +423,12 @@ func (p *Projector) runOffsets(ctx context.Context, offsets jetstream.KeyValue, 
 				continue
 			}
 			if len(pending) > 0 {
-				if !p.retry(ctx, "apply offsets", func(ctx context.Context) error { return p.applyOffsets(ctx, pending) }) {
+				if !p.retry(ctx, "apply "+what, func(ctx context.Context) error { return apply(ctx, pending) }) {
 					return
 				}
 				clear(pending)
 			}
-			p.mu.Lock()
-			p.offsetsCaught = true
-			p.mu.Unlock()
+			caught()
 		}
 	}
 }
@@ -404,15 +440,33 @@ ON CONFLICT (destination) DO UPDATE SET
 	last_successful_stream_ordering = GREATEST(d.last_successful_stream_ordering, excluded.last_successful_stream_ordering)
 WHERE d.last_successful_stream_ordering IS DISTINCT FROM GREATEST(d.last_successful_stream_ordering, excluded.last_successful_stream_ordering)`
 
-func (p *Projector) applyOffsets(ctx context.Context, offs map[string]int64) error {
+func (p *Projector) applyOffsets(ctx context.Context, offs map[string]bucketValue) error {
 	return pgx.BeginFunc(ctx, p.opts.Pool, func(tx pgx.Tx) error {
 		names, values := make([]string, 0, len(offs)), make([]*int64, 0, len(offs))
 		for name, off := range offs {
-			names, values = append(names, name), append(values, nullZero(off))
+			names, values = append(names, name), append(values, nullZero(off.n))
 		}
 		_, err := tx.Exec(ctx, upsertOffset, names, values)
 		return err
 	})
+}
+
+// upsertPending sets a destination's pending_edus unless the row shows a
+// newer count (a higher revision of its key).
+const upsertPending = `
+INSERT INTO destinations AS d (destination, pending_edus, pending_edus_rev)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+ON CONFLICT (destination) DO UPDATE SET
+	pending_edus = excluded.pending_edus, pending_edus_rev = excluded.pending_edus_rev
+WHERE d.pending_edus_rev < excluded.pending_edus_rev`
+
+func (p *Projector) applyPending(ctx context.Context, counts map[string]bucketValue) error {
+	names, values, revs := make([]string, 0, len(counts)), make([]int64, 0, len(counts)), make([]int64, 0, len(counts))
+	for name, c := range counts {
+		names, values, revs = append(names, name), append(values, c.n), append(revs, int64(min(c.rev, 1<<63-1)))
+	}
+	_, err := p.opts.Pool.Exec(ctx, upsertPending, names, values, revs)
+	return err
 }
 
 // retry runs f until it succeeds, waiting with exponential backoff between
