@@ -43,6 +43,11 @@ type EDU struct {
 	// Trace is the span context of the EDU's ingest span (zero when
 	// tracing is off).
 	Trace trace.SpanContext
+	// Units, when set (by the reader, before it hands the EDU to its
+	// destinations), is what the sender derived from Content once: a
+	// droppable EDU's coalescing units (internal/edu.Prepare), shared
+	// read-only by every destination's outbox.
+	Units any
 }
 
 // EDUItem is an EDU read from the EDU stream: its sequence, when the stream

@@ -4,6 +4,8 @@ import (
 	"container/list"
 	"encoding/json"
 	"strconv"
+
+	"github.com/fedsender/fedsender/streams"
 )
 
 // part is one coalescing unit of a presence or receipt EDU: a user's
@@ -59,6 +61,42 @@ func (k *keyed) front() *entry {
 func (k *keyed) remove(e *entry) {
 	k.order.Remove(e.elem)
 	delete(k.byKey, e.key)
+}
+
+// units is a droppable EDU's entries as split derives them, without a
+// destination's pacing: Prepare computes them once per EDU, and every
+// destination's outbox copies them.
+type units []entry
+
+// Prepare derives a droppable EDU's coalescing units from its content once,
+// for every destination it goes to (Outbox.Add copies them instead of
+// parsing the content again per destination). Must-deliver EDUs need none.
+func Prepare(e *streams.EDU) {
+	if KindOf(e.Type).MustDeliver() {
+		return
+	}
+	entries := split(e.Type, e.Key, 0, 0, 0, e.Content)
+	u := make(units, len(entries))
+	for i, en := range entries {
+		u[i] = *en
+	}
+	e.Units = u
+}
+
+// entriesOf returns the item's entries for one destination: copies of
+// its prepared units, or split's when it has none.
+func entriesOf(it streams.EDUItem) []*entry {
+	u, ok := it.EDU.Units.(units)
+	if !ok {
+		return split(it.EDU.Type, it.EDU.Key, it.Seq, it.TS, it.NotBefore, it.EDU.Content)
+	}
+	out := make([]*entry, len(u))
+	for i := range u {
+		e := u[i]
+		e.seq, e.ts, e.due = it.Seq, it.TS, it.NotBefore
+		out[i] = &e
+	}
+	return out
 }
 
 // split turns a droppable EDU into its entries: presence and receipts one

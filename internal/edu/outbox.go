@@ -168,7 +168,7 @@ func (o *Outbox) Add(it streams.EDUItem, failing bool) {
 		o.drop(it.EDU.Type, DroppedBackoff)
 		return
 	}
-	for _, e := range split(it.EDU.Type, it.EDU.Key, it.Seq, it.TS, it.NotBefore, it.EDU.Content) {
+	for _, e := range entriesOf(it) {
 		o.hold(e)
 	}
 }

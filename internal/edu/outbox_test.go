@@ -263,3 +263,79 @@ func TestHeldBytesFollowWhatIsHeld(t *testing.T) {
 		t.Errorf("after a given-up transaction: %d bytes, want %d (the presence again)", got, want)
 	}
 }
+
+// TestPreparedUnitsSendWhatParsingPerDestinationSends: an EDU prepared
+// once by the reader (and shared by its destinations) fills each
+// destination's transactions exactly as one parsed by each outbox, and one
+// destination's coalescing never changes another's.
+func TestPreparedUnitsSendWhatParsingPerDestinationSends(t *testing.T) {
+	items := func() []streams.EDUItem {
+		return []streams.EDUItem{
+			item(1, TypePresence, "", `{"push":[{"presence":"online","user_id":"@a:a"},{"presence":"online","user_id":"@b:a"}]}`),
+			item(2, TypeReceipt, "", `{"!r:a":{"m.read":{"@a:a":{"data":{"ts":1},"event_ids":["$1"]},"@b:a":{"data":{"ts":2},"event_ids":["$2"]}}}}`),
+			typing(3, "@a:a", true),
+			item(4, "org.example.custom", "k", `{"n":1}`),
+			item(5, TypePresence, "", `{"push":[{"presence":"offline","user_id":"@a:a"}]}`),
+			typing(6, "@a:a", false),
+			item(7, "org.example.custom", "", `{"n":2}`),
+		}
+	}
+	parsed, first, second := New(Options{}, 0), New(Options{}, 0), New(Options{}, 0)
+	for i, it := range items() {
+		parsed.Add(it, false)
+		prepared := it
+		Prepare(prepared.EDU)
+		if prepared.EDU.Units == nil {
+			t.Fatalf("item %d (%s) was not prepared", i, it.EDU.Type)
+		}
+		first.Add(prepared, false)
+		if i < 3 {
+			second.Add(prepared, false) // shares the first's units
+		}
+	}
+	want, got1 := parsed.Take(now), first.Take(now)
+	if a, b := edus(got1), edus(want); a != b {
+		t.Errorf("the prepared destination sent %s\nwant %s", a, b)
+	}
+	// The second destination kept the first three as they were: the
+	// newer presence and typing the first coalesced did not reach it.
+	got := second.Take(now)
+	for _, e := range got.EDUs {
+		if strings.Contains(string(e.Content), "offline") || strings.Contains(string(e.Content), `"typing":false`) {
+			t.Errorf("the second destination sent %s, which only the first was given", e.Content)
+		}
+	}
+	if len(got.EDUs) != 3 {
+		t.Errorf("the second destination sent %d EDUs, want presence, receipt and typing", len(got.EDUs))
+	}
+}
+
+func BenchmarkAddToManyDestinations(b *testing.B) {
+	content := `{"!r:a":{"m.read":{"@a:a":{"data":{"ts":1},"event_ids":["$1"]}}}}`
+	for _, prepare := range []bool{false, true} {
+		b.Run(fmt.Sprintf("prepared=%v", prepare), func(b *testing.B) {
+			outs := make([]*Outbox, 200)
+			for i := range outs {
+				outs[i] = New(Options{}, 0)
+			}
+			b.ReportAllocs()
+			for n := 0; b.Loop(); n++ {
+				it := item(uint64(n+1), TypeReceipt, "", content)
+				if prepare {
+					Prepare(it.EDU)
+				}
+				for _, o := range outs {
+					o.Add(it, false)
+				}
+			}
+		})
+	}
+}
+
+func edus(b *Batch) string {
+	var out []string
+	for _, e := range b.EDUs {
+		out = append(out, e.Type+" "+string(e.Content))
+	}
+	return strings.Join(out, "\n")
+}

@@ -75,7 +75,7 @@ func (r *EDUReader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			return fmt.Errorf("ingest: %w", err)
 		}
 		last = md.Sequence.Stream
-		edu, err := streams.DecodeEDU(msg.Data())
+		ev, err := streams.DecodeEDU(msg.Data())
 		if err != nil {
 			r.deadLetters.Add(1)
 			r.opts.Metrics.DeadLetter(ctx)
@@ -84,13 +84,14 @@ func (r *EDUReader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			publishDeadLetter(r.opts.JS, r.opts.Log, streams.EDUDeadLetter(msg.Data(), last, err))
 			continue
 		}
-		edu.Destinations = streams.DropOrigin(edu.Destinations, r.opts.Origin)
-		for _, ref := range edu.Refused {
-			r.refuseDestination(ctx, edu, last, ref)
+		ev.Destinations = streams.DropOrigin(ev.Destinations, r.opts.Origin)
+		for _, ref := range ev.Refused {
+			r.refuseDestination(ctx, ev, last, ref)
 		}
-		it := streams.EDUItem{Seq: last, TS: md.Timestamp.UnixMilli(), EDU: edu}
-		paced := r.paced(edu)
-		for i, d := range edu.Destinations {
+		edu.Prepare(ev) // once, not once per destination
+		it := streams.EDUItem{Seq: last, TS: md.Timestamp.UnixMilli(), EDU: ev}
+		paced := r.paced(ev)
+		for i, d := range ev.Destinations {
 			if paced {
 				it.NotBefore = time.Now().UnixMilli() + min(maxReceiptDelay, int64(float64(i)*1000/r.opts.ReceiptRate))
 			}
