@@ -159,7 +159,7 @@ const destinationsPath = "/_synapse/admin/v1/federation/destinations"
 // decode gives a name that is not valid, hence unknown.
 func route(escaped string) (ep endpoint, dest string, ok bool) {
 	switch escaped {
-	case "/healthz":
+	case "/healthz", "/livez": // /livez: the Kubernetes name of the same cheap check
 		return epHealth, "", true
 	case "/readyz":
 		return epReady, "", true

@@ -624,10 +624,14 @@ func TestProbes(t *testing.T) {
 		}
 	}
 	check("GET", "/healthz", 200, "ok")
+	check("GET", "/livez", 200, "ok")
 	check("GET", "/readyz", 200, "ok")
 	readyErr = errors.New("the read model is still loading")
 	check("GET", "/readyz", 503, "the read model is still loading")
+	// Liveness does not follow readiness: a replica waiting for NATS or for
+	// its partitions is not restarted.
 	check("GET", "/healthz", 200, "ok")
+	check("GET", "/livez", 200, "ok")
 
 	// Without Ready, /readyz follows the Reader.
 	e = newEnv(t)

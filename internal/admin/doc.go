@@ -1,8 +1,8 @@
 // Package admin is fedsender's admin surfaces: Synapse's federation admin
 // API (list, details, rooms and reset of destinations, under
 // /_synapse/admin/v1/federation/destinations) over HTTP, so that operators'
-// tools and the synapse-admin web UI work unchanged, plus /healthz and
-// /readyz for Kubernetes probes; and the same four calls as the NATS micro
+// tools and the synapse-admin web UI work unchanged, plus /healthz (also
+// /livez) and /readyz for Kubernetes probes; and the same four calls as the NATS micro
 // service "fedsender" (ServeMicro), taking the HTTP API's parameters as a
 // JSON object and answering the same JSON.
 //
