@@ -143,6 +143,32 @@ func TestNATSLoginMethods(t *testing.T) {
 			}
 			eventually(t, 30*time.Second, func() bool { return r.PDUCount() >= 1 }, "%s never received the PDU", r.ServerName())
 
+			// EDUs too: the homeserver publishes a to-device message and a
+			// "server is up" signal, and fedsender may keep the EDU offset
+			// (and the pending count) of a destination that acknowledged it.
+			edu, _ := json.Marshal(streams.EDUEnvelope{EDUType: "m.direct_to_device",
+				Content: json.RawMessage(toDeviceContent("auth-" + tc.name)), Destinations: []string{r.ServerName()}})
+			if _, _, err := streams.NewPublisher(js).PublishWithID(t.Context(), edu, "auth-"+tc.name); err != nil {
+				t.Fatalf("the homeserver user could not publish an EDU: %v", err)
+			}
+			if err := js.Conn().Publish(streams.ServerUpSubject, []byte(`{"destination":"`+r.ServerName()+`"}`)); err != nil {
+				t.Fatalf("the homeserver user could not publish server_up: %v", err)
+			}
+			if err := js.Conn().Flush(); err != nil || js.Conn().LastError() != nil {
+				t.Fatalf("the homeserver user could not publish server_up: %v %v", err, js.Conn().LastError())
+			}
+			eventually(t, 30*time.Second, func() bool { return len(eduField(r, "m.direct_to_device", "message_id")) >= 1 },
+				"%s never received the to-device message", r.ServerName())
+			eduOffsets, err := h.js.KeyValue(t.Context(), streams.EDUOffsetBucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := streams.OffsetKey(streams.Partition(r.ServerName(), h.cfg.Queue.Partitions), r.ServerName())
+			eventually(t, 30*time.Second, func() bool {
+				e, err := eduOffsets.Get(t.Context(), key)
+				return err == nil && string(e.Value()) != "0"
+			}, "fedsender never saved %s's EDU offset under the shipped permissions", r.ServerName())
+
 			admin := s.connect(t, "admin", s.adminPW)
 			var answer struct {
 				Total int `json:"total"`
@@ -281,5 +307,20 @@ nats:
 	}
 	if code, out := runBinary(t, "destinations", "list", "--server", s.url); code == 0 {
 		t.Errorf("fedsender destinations without a login or client certificate got in:\n%s", out)
+	}
+}
+
+// TestShippedPermissionsCoverEveryBucket: the fedsender user of the shipped
+// NATS permissions may write every KV bucket fedsender creates (a bucket
+// missing there fails only on a secured server, in production).
+func TestShippedPermissionsCoverEveryBucket(t *testing.T) {
+	perms, err := os.ReadFile("../../deploy/nats/permissions.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range streams.KVConfigs(streams.Options{}) {
+		if want := `"$KV.` + b.Bucket + `.>"`; !strings.Contains(string(perms), want) {
+			t.Errorf("deploy/nats/permissions.conf does not let fedsender write the bucket %s (%s)", b.Bucket, want)
+		}
 	}
 }
