@@ -286,3 +286,43 @@ func TestAReplicaThatLostItsLeaseSendsNothingMore(t *testing.T) {
 		t.Errorf("the admin API shows no offset for %s", dest)
 	}
 }
+
+// TestSIGTERMDrainsTheTransactionInFlight: the owner of a slow
+// destination is stopped while a transaction to it is in flight; it
+// finishes that transaction and stores the offset before it releases the
+// partition, so the replica taking over neither overlaps it nor sends a
+// PDU again.
+func TestSIGTERMDrainsTheTransactionInFlight(t *testing.T) {
+	ns := startNATS(t)
+	a := scaleoutHarness(t, ns.url)
+	b := a.replica("fedsender-b")
+	live := []string{"fedsender-a", "fedsender-b"}
+	var r *receiver.Receiver
+	for r == nil || ownership.Owner(streams.Partition(r.ServerName(), a.cfg.Queue.Partitions), live) != "fedsender-a" {
+		r = a.receiver(nil)
+	}
+	dest := r.ServerName()
+	balanced(t, a, live, a, b)
+	room := "!drain:origin.test"
+	want := []string{a.publish(room, 1, dest)}
+	eventually(t, 30*time.Second, func() bool { return len(r.PDUs()) == 1 }, "the first PDU did not arrive")
+
+	r.SetFault(receiver.Fault{Delay: 1500 * time.Millisecond})
+	want = append(want, a.publish(room, 2, dest))
+	eventually(t, 10*time.Second, func() bool { return r.Requests() >= 2 }, "the second transaction did not start")
+	stopping := time.Now()
+	a.shutdown() // returns once a has drained and left
+	took := time.Since(stopping)
+	if got := len(r.PDUs()); got != 2 {
+		t.Errorf("after a drained, %s has %d PDUs, want the in-flight one accepted too (2)", dest, got)
+	}
+	if took > a.cfg.Ownership.DrainTimeout {
+		t.Errorf("a took %v to stop, more than drain_timeout %v", took, a.cfg.Ownership.DrainTimeout)
+	}
+	r.SetFault(receiver.Fault{})
+	for n := 3; n <= 10; n++ {
+		want = append(want, b.publish(room, n, dest))
+	}
+	exactlyOnce(t, r, map[string][]string{room: want})
+	t.Logf("a drained in %v with a transaction in flight", took.Round(time.Millisecond))
+}
