@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -198,6 +199,46 @@ func TestReplicasShareDestinationsUnderLoad(t *testing.T) {
 	for _, r := range rs {
 		exactlyOnce(t, r, sent)
 	}
+	// Operators see the same owners on either surface of any replica, and
+	// each replica's gauge counts its own.
+	for _, h := range []*harness{a, c} {
+		var overHTTP struct {
+			Partitions []ownership.PartitionOwner `json:"partitions"`
+			Unowned    int                        `json:"unowned"`
+		}
+		if code := h.admin("GET", "/_fedsender/partitions", &overHTTP); code != 200 {
+			t.Fatalf("%s: GET /_fedsender/partitions: %d", h.cfg.InstanceName, code)
+		}
+		msg, err := h.nc.Request("fedsender.admin.partitions", nil, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: fedsender.admin.partitions: %v", h.cfg.InstanceName, err)
+		}
+		var overNATS struct {
+			Partitions []ownership.PartitionOwner `json:"partitions"`
+		}
+		if err := json.Unmarshal(msg.Data, &overNATS); err != nil {
+			t.Fatalf("fedsender.admin.partitions answered %s: %v", msg.Data, err)
+		}
+		if overHTTP.Unowned != 0 || len(overHTTP.Partitions) != a.cfg.Queue.Partitions || len(overNATS.Partitions) != len(overHTTP.Partitions) {
+			t.Fatalf("%s: partitions over HTTP %+v, over NATS %+v", h.cfg.InstanceName, overHTTP, overNATS)
+		}
+		for i, o := range overHTTP.Partitions {
+			if o.Owner != after[o.Partition] || overNATS.Partitions[i].Owner != o.Owner {
+				t.Errorf("%s: partition %d owned by %q over HTTP, %q over NATS, want %s", h.cfg.InstanceName, o.Partition,
+					o.Owner, overNATS.Partitions[i].Owner, after[o.Partition])
+			}
+		}
+	}
+	owned := 0.0
+	for _, h := range []*harness{a, c} {
+		owned += gauge(t, h, "fedsender_partitions_owned")
+		if n := counter(t, h, "fedsender_partition_handovers_total"); n == 0 {
+			t.Errorf("%s counted no handover", h.cfg.InstanceName)
+		}
+	}
+	if int(owned) != a.cfg.Queue.Partitions {
+		t.Errorf("fedsender_partitions_owned of a and c add up to %v, want %d", owned, a.cfg.Queue.Partitions)
+	}
 	for _, h := range []*harness{a, c} {
 		if n := counter(t, h, "fedsender_federation_catchup_runs_total"); n != 0 {
 			t.Errorf("%s ran %v catch-up scans: a healthy destination fell into catch-up when its partition moved", h.cfg.InstanceName, n)
@@ -231,6 +272,16 @@ func counter(t *testing.T, h *harness, name string) float64 {
 		sum += m.GetCounter().GetValue()
 	}
 	return sum
+}
+
+// gauge is a gauge's value (its one series) on h's /metrics.
+func gauge(t *testing.T, h *harness, name string) float64 {
+	t.Helper()
+	f := scrape(t, "http://"+h.svc.MetricsAddr+"/metrics")[name]
+	if f == nil || len(f.GetMetric()) != 1 {
+		t.Fatalf("%s: /metrics has no single %s: %v", h.cfg.InstanceName, name, f)
+	}
+	return f.GetMetric()[0].GetGauge().GetValue()
 }
 
 // TestAReplicaThatLostItsLeaseSendsNothingMore: the lease of a partition
