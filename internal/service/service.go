@@ -215,9 +215,9 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	recent := ingest.NewRecentEvents()
 	// No partition is owned yet: ownership hands them to the readers.
-	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
+	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Hold: true, Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
 		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics, Recent: recent})
-	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Start: eduStart + 1,
+	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Hold: true, Start: eduStart + 1,
 		Origin: cfg.ServerName, Log: log, Metrics: obs.metrics, Recent: recent, ReceiptRate: cfg.Federation.ReceiptsPerRoomPerSecond})
 	owned := &partitions{engine: engine, store: store, cfg: pcfg, reader: reader, eduReader: eduReader,
 		metrics: obs.metrics, log: log, n: n, served: map[int]*served{}}
@@ -262,6 +262,18 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	defer stopOwnership()
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Run(mgrCtx) }()
+	// The readers start once the partitions this replica can take at start
+	// are claimed, so that they read once for all of them (or after two
+	// lease TTLs, whatever ownership is then).
+	go func() {
+		select {
+		case <-mgr.Settled():
+		case <-time.After(2 * cfg.Ownership.LeaseTTL):
+		case <-runCtx.Done():
+		}
+		reader.Begin()
+		eduReader.Begin()
+	}()
 
 	if cfg.Admin.Listen != "" {
 		var tokens []string
