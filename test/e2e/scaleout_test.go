@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -508,4 +509,58 @@ func distinct(r *receiver.Receiver) int {
 		seen[p.EventID] = true
 	}
 	return len(seen)
+}
+
+// TestToDeviceMessagesFollowTheirPartition: to-device messages published
+// while a second replica joins and takes its share reach every
+// destination once each, in order, whichever replica sent them.
+func TestToDeviceMessagesFollowTheirPartition(t *testing.T) {
+	ns := startNATS(t)
+	a := scaleoutHarness(t, ns.url)
+	rs, dests := a.receivers(8)
+	balanced(t, a, []string{"fedsender-a"}, a)
+	const total = 1500
+	var want []string
+	done := make(chan error, 1)
+	go func() {
+		for i := range total {
+			id := fmt.Sprintf("m%d", i)
+			env, err := json.Marshal(streams.EDUEnvelope{EDUType: "m.direct_to_device", Content: json.RawMessage(toDeviceContent(id)), Destinations: dests})
+			if err == nil {
+				_, err = a.pub.PublishAsync(env)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+			if i%10 == 9 {
+				time.Sleep(15 * time.Millisecond)
+			}
+		}
+		done <- nil
+	}()
+	for i := range total {
+		want = append(want, fmt.Sprintf("m%d", i))
+	}
+	eventually(t, 30*time.Second, func() bool { return len(rs[0].EDUs()) > 100 }, "no to-device message arrived")
+	b := a.replica("fedsender-b")
+	balanced(t, a, []string{"fedsender-a", "fedsender-b"}, a, b)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := counter(t, b, "fedsender_federation_client_sent_edus_total"); n == 0 {
+		t.Error("fedsender-b sent no EDU: the handover happened after the last one")
+	}
+	for _, r := range rs {
+		eventually(t, 60*time.Second, func() bool { ids, _ := firstArrivals(r); return len(ids) >= total },
+			"%s: %d of %d to-device messages", r.ServerName(), len(eduField(r, "m.direct_to_device", "message_id")), total)
+		ids, again := firstArrivals(r)
+		if !slices.Equal(ids, want) {
+			t.Errorf("%s: to-device messages out of order or missing", r.ServerName())
+		}
+		if again != 0 {
+			t.Errorf("%s: %d to-device messages arrived twice", r.ServerName(), again)
+		}
+		r.RequireNoViolations(t)
+	}
 }
