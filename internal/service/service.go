@@ -328,12 +328,13 @@ func (s *Service) ready() error {
 	switch {
 	case !s.nc.IsConnected():
 		return errNATSUnreachable
+	case !s.ownership.Ready():
+		// The readers start after this.
+		return errors.New("the partitions this replica is to own are not claimed yet")
 	case !s.reader.Running():
 		return errors.New("the PDU reader is not running")
 	case !s.eduReader.Running():
 		return errors.New("the EDU reader is not running")
-	case !s.ownership.Ready():
-		return errors.New("the partitions this replica is to own are not claimed yet")
 	}
 	return s.proj.notReady()
 }
