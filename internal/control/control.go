@@ -51,6 +51,9 @@ type reply struct {
 	Seq        uint64 `json:"seq,omitempty"`
 	NotFailing bool   `json:"not_failing,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// Moved: the replica no longer owns the partition (it is moving to
+	// another); the command was not done, and the sender tries again.
+	Moved bool `json:"moved,omitempty"`
 }
 
 // Client sends commands to owners.
@@ -78,16 +81,28 @@ func (c *Client) Reset(ctx context.Context, dest string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("control: reset %s: %w", dest, err)
 	}
-	msg, err := c.request(ctx, streams.ControlResetSubject(p), body)
-	if errors.Is(err, nats.ErrNoResponders) {
-		return 0, fmt.Errorf("%w %d (destination %s)", ErrNoOwner, p, dest)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("control: reset %s: %w", dest, err)
-	}
 	var r reply
-	if err := json.Unmarshal(msg.Data, &r); err != nil {
-		return 0, fmt.Errorf("control: reset %s: the owner answered %q: %w", dest, msg.Data, err)
+	for {
+		msg, err := c.request(ctx, streams.ControlResetSubject(p), body)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return 0, fmt.Errorf("%w %d (destination %s)", ErrNoOwner, p, dest)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("control: reset %s: %w", dest, err)
+		}
+		r = reply{}
+		if err := json.Unmarshal(msg.Data, &r); err != nil {
+			return 0, fmt.Errorf("control: reset %s: the owner answered %q: %w", dest, msg.Data, err)
+		}
+		if !r.Moved {
+			break
+		}
+		// The partition is moving: its next owner takes the command.
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w %d (destination %s): it is moving between replicas", ErrNoOwner, p, dest)
+		case <-time.After(noOwnerRetry):
+		}
 	}
 	switch {
 	case r.NotFailing:
@@ -141,28 +156,93 @@ type serverUp struct {
 	Destination string `json:"destination"`
 }
 
-// Serve takes the commands for the owned partitions until ctx ends, then
-// returns nil. It returns an error if it cannot subscribe. Each owned
-// partition has its own subscription (so a partition without an owner
-// answers "no responders" at once), all feeding one goroutine, which
-// serves each command in a goroutine of its own.
+// Serve takes the commands for the partitions opts.Owned until ctx ends,
+// then returns nil (NewServer and Server.Run, for a fixed set of
+// partitions).
 func Serve(ctx context.Context, opts ServerOptions) error {
+	return NewServer(opts).Run(ctx)
+}
+
+// Server takes the commands for the partitions this replica owns, which
+// change as partitions move between replicas (Own, Disown).
+type Server struct {
+	opts ServerOptions
+	msgs chan *nats.Msg
+
+	mu    sync.Mutex
+	subs  map[int]*nats.Subscription
+	owned map[int]bool
+}
+
+// NewServer returns a Server for opts; it owns opts.Owned once it runs.
+func NewServer(opts ServerOptions) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	msgs := make(chan *nats.Msg, 256)
-	subs := make([]*nats.Subscription, 0, len(opts.Owned))
+	return &Server{opts: opts, msgs: make(chan *nats.Msg, 256), subs: map[int]*nats.Subscription{}, owned: map[int]bool{}}
+}
+
+// Own subscribes to partition p's commands and returns once the server
+// has seen the subscription.
+func (s *Server) Own(ctx context.Context, p int) error {
+	s.mu.Lock()
+	if s.subs[p] != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	sub, err := s.opts.NC.ChanSubscribe(streams.ControlResetSubject(p), s.msgs)
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("control: subscribe %s: %w", streams.ControlResetSubject(p), err)
+	}
+	s.subs[p], s.owned[p] = sub, true
+	s.mu.Unlock()
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.opts.NC.FlushWithContext(fctx); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("control: subscribe: %w", err)
+	}
+	return nil
+}
+
+// Disown stops taking partition p's commands (and server_up signals for
+// its destinations): another replica owns it now, or will.
+func (s *Server) Disown(p int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sub := s.subs[p]; sub != nil {
+		sub.Unsubscribe()
+	}
+	delete(s.subs, p)
+	delete(s.owned, p)
+}
+
+func (s *Server) owns(p int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owned[p]
+}
+
+// Run takes the commands until ctx ends, then returns nil. It returns an
+// error if it cannot subscribe. Each owned partition has its own
+// subscription (so a partition without an owner answers "no responders"
+// at once), all feeding one goroutine, which serves each command in a
+// goroutine of its own.
+func (s *Server) Run(ctx context.Context) error {
+	opts := s.opts
 	defer func() {
-		for _, s := range subs {
-			s.Unsubscribe()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for p, sub := range s.subs {
+			sub.Unsubscribe()
+			delete(s.subs, p)
+			delete(s.owned, p)
 		}
 	}()
 	for _, p := range opts.Owned {
-		sub, err := opts.NC.ChanSubscribe(streams.ControlResetSubject(p), msgs)
-		if err != nil {
-			return fmt.Errorf("control: subscribe %s: %w", streams.ControlResetSubject(p), err)
+		if err := s.Own(ctx, p); err != nil {
+			return err
 		}
-		subs = append(subs, sub)
 	}
 	ups := make(chan *nats.Msg, 1024)
 	if opts.ServerUp != nil {
@@ -170,18 +250,14 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 		if err != nil {
 			return fmt.Errorf("control: subscribe %s: %w", streams.ServerUpSubject, err)
 		}
-		subs = append(subs, sub)
-	}
-	owned := make(map[int]bool, len(opts.Owned))
-	for _, p := range opts.Owned {
-		owned[p] = true
-	}
-	// The subscriptions are in place once the server has seen them.
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := opts.NC.FlushWithContext(fctx)
-	cancel()
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("control: subscribe: %w", err)
+		defer sub.Unsubscribe()
+		// The subscription is in place once the server has seen it.
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = opts.NC.FlushWithContext(fctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("control: subscribe: %w", err)
+		}
 	}
 	// Each command waits for its reset to be stored: serve them side by
 	// side, so that one slow command does not hold up the others.
@@ -191,24 +267,31 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case m := <-msgs:
+		case m := <-s.msgs:
 			p, err := streams.PartitionFromControlSubject(m.Subject)
 			if err != nil {
 				continue // cannot happen: only our subjects are subscribed
+			}
+			if !s.owns(p) {
+				// Taken before Disown, answered after: the sender asks
+				// the partition's next owner.
+				body, _ := json.Marshal(reply{Moved: true}) // a plain struct
+				m.Respond(body)
+				continue
 			}
 			wg.Go(func() {
 				seq, err := handleReset(ctx, opts, p, m.Data)
 				respond(m, seq, err)
 			})
 		case m := <-ups:
-			handleServerUp(opts, owned, m.Data)
+			handleServerUp(opts, s.owns, m.Data)
 		}
 	}
 }
 
 // handleServerUp passes on a server_up signal for a destination this
 // replica owns; anything else is ignored (an invalid one logged).
-func handleServerUp(opts ServerOptions, owned map[int]bool, data []byte) {
+func handleServerUp(opts ServerOptions, owns func(int) bool, data []byte) {
 	var up serverUp
 	if err := json.Unmarshal(data, &up); err != nil || up.Destination == "" {
 		opts.Log.Warn("ignored a server_up signal: want {\"destination\": \"server name\"}", "subject", streams.ServerUpSubject, "body_bytes", len(data))
@@ -219,7 +302,7 @@ func handleServerUp(opts ServerOptions, owned map[int]bool, data []byte) {
 		return
 	}
 	dest := servername.Normalize(up.Destination)
-	if owned[streams.Partition(dest, opts.Partitions)] {
+	if owns(streams.Partition(dest, opts.Partitions)) {
 		opts.ServerUp(dest)
 	}
 }

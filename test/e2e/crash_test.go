@@ -96,6 +96,14 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 `, origin, keyPath, filepath.Join(dir, "data"), natsPort, caPath)), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return newProcess(t, dir, "fedsender", conf), key, ca, natsPort
+}
+
+// newProcess returns a real fedsender process (not started) running
+// configuration conf, that logs to a file in dir shown when the test
+// fails, and is killed when the test ends.
+func newProcess(t *testing.T, dir, name, conf string) *process {
+	t.Helper()
 	logf, err := os.Create(filepath.Join(dir, "fedsender.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +111,7 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 	t.Cleanup(func() {
 		if t.Failed() {
 			data, _ := os.ReadFile(logf.Name())
-			t.Logf("fedsender log:\n%s", data)
+			t.Logf("%s log:\n%s", name, data)
 		}
 		logf.Close()
 	})
@@ -113,7 +121,7 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 			p.kill9()
 		}
 	})
-	return p, key, ca, natsPort
+	return p
 }
 
 func TestKill9UnderLoadLosesNothing(t *testing.T) {
