@@ -44,6 +44,27 @@ func keyAndCAFiles(t *testing.T, dir, version string) (xmatrix.SigningKey, *pki.
 	return key, ca, keyPath, caPath
 }
 
+// logFile creates the file at path for a process to log to; when the test
+// fails, the last keep bytes of it (0: all) are shown under the title what.
+func logFile(t *testing.T, path, what string, keep int) *os.File {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			data, _ := os.ReadFile(f.Name())
+			if keep > 0 && len(data) > keep {
+				data = data[len(data)-keep:]
+			}
+			t.Logf("%s:\n%s", what, data)
+		}
+		f.Close()
+	})
+	return f
+}
+
 func freePort(t *testing.T) int { return fedsenderproc.FreePort(t) }
 
 // process is a real `fedsender run`.
@@ -96,17 +117,7 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 `, origin, keyPath, filepath.Join(dir, "data"), natsPort, caPath)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "fedsender.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			data, _ := os.ReadFile(logf.Name())
-			t.Logf("fedsender log:\n%s", data)
-		}
-		logf.Close()
-	})
+	logf := logFile(t, filepath.Join(dir, "fedsender.log"), "fedsender log", 0)
 	p := &process{t: t, bin: binary(t), conf: conf, log: logf}
 	t.Cleanup(func() {
 		if p.cmd != nil && p.cmd.ProcessState == nil {
