@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 )
@@ -11,6 +13,10 @@ import (
 type Config struct {
 	// ServerName is the Matrix server name fedsender sends as. Required.
 	ServerName string `yaml:"server_name"`
+	// InstanceName names this replica among those sharing the NATS
+	// streams: unique per replica. Empty means the host name (the pod name
+	// on Kubernetes); use Instance to resolve it.
+	InstanceName string `yaml:"instance_name"`
 	// SigningKeyPath is the Synapse-format ed25519 signing key file. Empty
 	// means <DataDir>/signing.key, generated on first run (for development);
 	// when set, the file must already exist. Use KeyPath to resolve it.
@@ -27,6 +33,22 @@ type Config struct {
 	Queue      QueueConfig      `yaml:"queue"`
 	Metrics    MetricsConfig    `yaml:"metrics"`
 	Postgres   PostgresConfig   `yaml:"postgres"`
+	Ownership  OwnershipConfig  `yaml:"ownership"`
+}
+
+// OwnershipConfig sizes the leases through which replicas share the
+// partitions (internal/ownership).
+type OwnershipConfig struct {
+	// LeaseTTL is how long a replica's membership and partition leases
+	// outlive its last renewal: a crashed replica's partitions are taken
+	// over about this long after it died.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// DrainTimeout bounds the drain of a partition handed to another
+	// replica, and of all of them on SIGTERM: in-flight transactions
+	// finish (or are abandoned past it), offsets and watermarks are
+	// persisted, the leases are released. Keep Kubernetes'
+	// terminationGracePeriodSeconds above it.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
 
 // LogConfig configures the process's slog handler.
@@ -217,7 +239,26 @@ func Default() Config {
 		Postgres: PostgresConfig{
 			Schema: "fedsender",
 		},
+		Ownership: OwnershipConfig{
+			LeaseTTL:     6 * time.Second,
+			DrainTimeout: 20 * time.Second,
+		},
 	}
+}
+
+// Instance returns InstanceName, or the host name when it is empty.
+func (c Config) Instance() (string, error) {
+	if c.InstanceName != "" {
+		return c.InstanceName, nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("instance_name: empty, and the host name is unknown: %w", err)
+	}
+	if err := checkInstanceName(host); err != nil {
+		return "", fmt.Errorf("instance_name: empty, and the host name cannot stand for it: %w", err)
+	}
+	return host, nil
 }
 
 // KeyPath returns the signing key file: SigningKeyPath when set, otherwise

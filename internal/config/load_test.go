@@ -253,6 +253,9 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 		"FEDSENDER_METRICS_PER_DESTINATION_LABELS=true",
 		"FEDSENDER_POSTGRES_URL=postgres://fedsender@db/fedsender",
 		"FEDSENDER_POSTGRES_SCHEMA=fs_prod",
+		"FEDSENDER_INSTANCE_NAME=fedsender-2",
+		"FEDSENDER_OWNERSHIP_LEASE_TTL=10s",
+		"FEDSENDER_OWNERSHIP_DRAIN_TIMEOUT=40s",
 	}
 	if got, want := len(environ)-1, len(loadSchema().settings); got != want {
 		t.Fatalf("test sets %d variables, but there are %d settings: cover the new ones", got, want)
@@ -311,8 +314,10 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 			MaxQueued:          40000,
 			CheckpointInterval: 250 * time.Millisecond,
 		},
-		Metrics:  MetricsConfig{Listen: "0.0.0.0:9100", PerDestinationLabels: true},
-		Postgres: PostgresConfig{URL: "postgres://fedsender@db/fedsender", Schema: "fs_prod"},
+		Metrics:      MetricsConfig{Listen: "0.0.0.0:9100", PerDestinationLabels: true},
+		Postgres:     PostgresConfig{URL: "postgres://fedsender@db/fedsender", Schema: "fs_prod"},
+		InstanceName: "fedsender-2",
+		Ownership:    OwnershipConfig{LeaseTTL: 10 * time.Second, DrainTimeout: 40 * time.Second},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse:\n got %+v\nwant %+v", c, want)

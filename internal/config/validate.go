@@ -39,6 +39,9 @@ func (c Config) Validate() error {
 	} else if err := servername.Validate(c.ServerName); err != nil {
 		p.add("server_name", err)
 	}
+	if c.InstanceName != "" {
+		p.add("instance_name", checkInstanceName(c.InstanceName))
+	}
 	if c.SigningKeyPath != "" {
 		p.add("signing_key_path", checkFile(c.SigningKeyPath))
 	}
@@ -53,6 +56,7 @@ func (c Config) Validate() error {
 	c.Queue.validate(&p)
 	c.Metrics.validate(&p)
 	c.Postgres.validate(&p)
+	c.Ownership.validate(&p)
 	return errors.Join(p...)
 }
 
@@ -163,6 +167,31 @@ func (q QueueConfig) validate(p *problems) {
 		p.addf("queue.max_queued", "must be at least queue.max_pending (%d), got %d", q.MaxPending, q.MaxQueued)
 	}
 	p.positive("queue.checkpoint_interval", q.CheckpointInterval)
+}
+
+// maxInstanceName bounds instance_name: it is a KV key token and a
+// metric label.
+const maxInstanceName = 128
+
+// checkInstanceName accepts printable ASCII without spaces: the name is
+// shown in logs and metrics, and encoded (streams.EncodeToken) for KV keys.
+func checkInstanceName(s string) error {
+	if len(s) > maxInstanceName {
+		return fmt.Errorf("%d bytes, at most %d allowed", len(s), maxInstanceName)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return fmt.Errorf("invalid value %q: want printable ASCII without spaces (a host or pod name)", s)
+		}
+	}
+	return nil
+}
+
+func (o OwnershipConfig) validate(p *problems) {
+	if o.LeaseTTL < 2*time.Second {
+		p.addf("ownership.lease_ttl", "must be at least 2s, got %s", o.LeaseTTL)
+	}
+	p.positive("ownership.drain_timeout", o.DrainTimeout)
 }
 
 // problems collects Validate's findings, each prefixed with the YAML path of

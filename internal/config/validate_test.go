@@ -3,8 +3,11 @@ package config
 import (
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/fedsender/fedsender/internal/servername"
 )
@@ -35,6 +38,8 @@ func TestValidateValid(t *testing.T) {
 		{"postgres URL", func(c *Config) { c.Postgres.URL = "postgres://fs:pw@db:5432/fs?sslmode=require" }},
 		{"postgres key=value", func(c *Config) { c.Postgres.URL = "host=/run/postgresql dbname=fs" }},
 		{"postgres schema", func(c *Config) { c.Postgres.Schema = "fedsender_2" }},
+		{"pod name", func(c *Config) { c.InstanceName = "fedsender-7d9f8-x2x4k" }},
+		{"instance name with dots and colon", func(c *Config) { c.InstanceName = "node1.example:2" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()
@@ -86,6 +91,10 @@ func TestValidateErrors(t *testing.T) {
 		{"retention", func(c *Config) { c.Queue.Retention = 0 }, "queue.retention: must be positive"},
 		{"startup wake rate", func(c *Config) { c.Queue.StartupWakeRate = 0 }, "queue.startup_wake_rate: must be positive"},
 		{"idle timeout", func(c *Config) { c.Queue.IdleTimeout = 0 }, "queue.idle_timeout: must be positive"},
+		{"instance name with a space", func(c *Config) { c.InstanceName = "replica 1" }, `instance_name: invalid value "replica 1"`},
+		{"instance name too long", func(c *Config) { c.InstanceName = strings.Repeat("r", 129) }, "instance_name: 129 bytes, at most 128"},
+		{"lease ttl", func(c *Config) { c.Ownership.LeaseTTL = time.Second }, "ownership.lease_ttl: must be at least 2s, got 1s"},
+		{"drain timeout", func(c *Config) { c.Ownership.DrainTimeout = 0 }, "ownership.drain_timeout: must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()
@@ -119,5 +128,28 @@ func TestValidateJoinsAllProblems(t *testing.T) {
 	wantErr(t, err, "server_name:", "log.format:", "backoff.min_interval:", "queue.partitions:")
 	if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != 4 {
 		t.Errorf("Validate joined %d errors, want 4: %v", n, err)
+	}
+}
+
+// TestInstance: instance_name from the environment (a pod's
+// FEDSENDER_INSTANCE_NAME from its name), else the host name.
+func TestInstance(t *testing.T) {
+	c, err := Parse([]byte("server_name: example.org\n"), []string{"FEDSENDER_INSTANCE_NAME=fedsender-0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Instance(); got != "fedsender-0" || err != nil {
+		t.Errorf("Instance() = %q, %v; want fedsender-0", got, err)
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := valid().Instance(); got != host || err != nil {
+		t.Errorf("Instance() without instance_name = %q, %v; want the host name %q", got, err, host)
+	}
+	if _, err := Parse([]byte("server_name: example.org\n"), []string{"FEDSENDER_INSTANCE_NAME=a b"}); err == nil ||
+		!strings.Contains(err.Error(), "instance_name: invalid value") {
+		t.Errorf("Parse with FEDSENDER_INSTANCE_NAME=\"a b\": %v, want an error naming instance_name", err)
 	}
 }

@@ -192,8 +192,9 @@ func (l *Lease) Valid() bool {
 	return l.ctx.Err() == nil && time.Now().Before(l.deadline)
 }
 
-// Context ends when the lease is lost (cause ErrLost), released, or the
-// context it was acquired with ends.
+// Context ends when the lease is lost (cause ErrLost): taken by another
+// holder, or not renewed by its deadline (when Valid turns false);
+// when it is released; or when the context it was acquired with ends.
 func (l *Lease) Context() context.Context { return l.ctx }
 
 // Revision is the key's revision of the last renewal: a fencing token that
@@ -227,9 +228,22 @@ func (l *Lease) renew() {
 	defer close(l.done)
 	tick := time.NewTicker(l.opts.TTL / 3)
 	defer tick.Stop()
+	// The lease ends at its deadline unless a renewal moved it: a holder
+	// that cannot reach NATS stops acting then, not at its next failed
+	// renewal.
+	expiry := time.NewTimer(time.Until(l.Deadline()))
+	defer expiry.Stop()
 	for {
 		select {
 		case <-l.ctx.Done():
+			return
+		case <-expiry.C:
+			if d := time.Until(l.Deadline()); d > 0 {
+				expiry.Reset(d)
+				continue
+			}
+			l.opts.Logger.Warn("lease lost: not renewed in time", "key", l.key, "holder", l.holder)
+			l.cancel(ErrLost)
 			return
 		case <-tick.C:
 		}
@@ -237,15 +251,20 @@ func (l *Lease) renew() {
 		if err == nil {
 			continue
 		}
-		l.mu.Lock()
-		expired := !time.Now().Before(l.deadline)
-		l.mu.Unlock()
-		if isConflict(err) || expired {
+		if isConflict(err) {
 			l.opts.Logger.Warn("lease lost", "key", l.key, "holder", l.holder, "error", err)
 			l.cancel(ErrLost)
 			return
 		}
 	}
+}
+
+// Deadline is when the holder must stop acting unless the lease is renewed
+// first (local monotonic clock).
+func (l *Lease) Deadline() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
 }
 
 func (l *Lease) renewOnce() error {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/lease"
@@ -118,4 +119,35 @@ func mustKV(t *testing.T, js jetstream.JetStream) jetstream.KeyValue {
 		t.Fatalf("bucket: %v", err)
 	}
 	return kv
+}
+
+// TestAHolderCutOffStopsBeforeTheKeyExpires: a holder that cannot reach
+// NATS has its lease end at its deadline, before the key expires on the
+// server and another holder can take it.
+func TestAHolderCutOffStopsBeforeTheKeyExpires(t *testing.T) {
+	_, js, url := projectiontest.JetStream(t)
+	nc, err := nats.Connect(url, nats.NoReconnect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ajs, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := lease.TryAcquire(t.Context(), ajs, "partition.2", "replica-a", short)
+	if err != nil {
+		t.Fatalf("acquire: %v", err)
+	}
+	nc.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	b, err := lease.Acquire(ctx, js, "partition.2", "replica-b", short)
+	if err != nil {
+		t.Fatalf("b acquire: %v", err)
+	}
+	defer b.Release(t.Context())
+	// Checked right after b got it: a's lease had ended already.
+	if !errors.Is(context.Cause(a.Context()), lease.ErrLost) || a.Valid() {
+		t.Fatalf("b took the lease while a's had not ended: cause %v, valid %v", context.Cause(a.Context()), a.Valid())
+	}
 }

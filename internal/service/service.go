@@ -108,7 +108,11 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	if err != nil {
 		return err
 	}
-	obs, err := newObservability(ctx, cfg, deps, log)
+	instance, err := cfg.Instance()
+	if err != nil {
+		return err
+	}
+	obs, err := newObservability(ctx, cfg, instance, deps, log)
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ type observability struct {
 // Metrics are on when metrics.listen is set (a Prometheus registry served
 // on /metrics), OTEL_METRICS_EXPORTER names a push exporter, or Deps
 // supplies a meter provider.
-func newObservability(ctx context.Context, cfg config.Config, deps Deps, log *slog.Logger) (*observability, error) {
+func newObservability(ctx context.Context, cfg config.Config, instance string, deps Deps, log *slog.Logger) (*observability, error) {
 	o := &observability{tp: deps.TracerProvider, mp: deps.MeterProvider, log: log}
 	var res *resource.Resource
 	if o.tp == nil || o.mp == nil {
@@ -79,7 +79,7 @@ func newObservability(ctx context.Context, cfg config.Config, deps Deps, log *sl
 		}
 	}
 	m, err := telemetry.NewMetrics(o.mp, telemetry.MetricsOptions{
-		Partitions: cfg.Queue.Partitions, PerDestination: cfg.Metrics.PerDestinationLabels})
+		Partitions: cfg.Queue.Partitions, PerDestination: cfg.Metrics.PerDestinationLabels, Instance: instance})
 	if err != nil {
 		o.close()
 		return nil, fmt.Errorf("metrics: %w", err)

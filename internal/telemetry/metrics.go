@@ -113,6 +113,9 @@ type MetricsOptions struct {
 	// PerDestination labels the per-destination counters and histograms
 	// with the destination (one series per remote server: off by default).
 	PerDestination bool
+	// Instance is the replica's instance_name, the instance label of the
+	// ownership metrics.
+	Instance string
 }
 
 // Metrics are fedsender's instruments, created once per process. A nil
@@ -133,6 +136,7 @@ type Metrics struct {
 	stateOpts [3]metric.ObserveOption
 	shared    *Destination
 	reg       metric.Registration
+	own       ownership
 }
 
 // PartitionGauges are one partition's gauge values. Its supervisor stores
@@ -228,6 +232,7 @@ func NewMetrics(mp metric.MeterProvider, o MetricsOptions) (*Metrics, error) {
 	buildInfo, err := meter.Int64ObservableGauge(MetricBuildInfo,
 		metric.WithDescription("Always 1; its labels say which build runs: version, commit, goversion."))
 	errs = append(errs, err)
+	errs = append(errs, m.newOwnership(meter, o.Instance))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -322,7 +327,11 @@ func (m *Metrics) Close() error {
 	if m == nil || m.reg == nil {
 		return nil
 	}
-	return m.reg.Unregister()
+	var err error
+	if m.own.reg != nil {
+		err = m.own.reg.Unregister()
+	}
+	return errors.Join(m.reg.Unregister(), err)
 }
 
 // Partition returns partition p's gauges (nil for a nil *Metrics).
