@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -131,15 +133,21 @@ func (ns *natsServer) startProcess() {
 	o := ns.opts
 	var routes []string
 	for _, u := range o.Routes {
-		routes = append(routes, u.String())
+		routes = append(routes, strconv.Quote(u.String()))
 	}
-	args := []string{"-n", o.ServerName, "-a", o.Host, "-p", fmt.Sprint(o.Port), "-js", "-sd", o.StoreDir,
-		"-m", fmt.Sprint(o.HTTPPort), "--cluster_name", o.Cluster.Name,
-		"--cluster", fmt.Sprintf("nats://%s:%d", o.Cluster.Host, o.Cluster.Port), "--routes", strings.Join(routes, ",")}
+	conf := filepath.Join(o.StoreDir, "nats-server.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`server_name: %s
+listen: "%s:%d"
+http: "%s:%d"
+jetstream { store_dir: %q }
+cluster { name: %s, listen: "%s:%d", routes: [%s] }
+`, o.ServerName, o.Host, o.Port, o.HTTPHost, o.HTTPPort, o.StoreDir, o.Cluster.Name, o.Cluster.Host, o.Cluster.Port, strings.Join(routes, ", "))), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if ns.log == nil {
 		ns.log = logFile(t, filepath.Join(t.TempDir(), o.ServerName+".log"), "nats-server "+o.ServerName+"'s log (the last 4 KiB)", 4<<10)
 	}
-	cmd := exec.Command(ns.bin, args...)
+	cmd := exec.Command(ns.bin, "-c", conf)
 	cmd.Stdout, cmd.Stderr = ns.log, ns.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("nats-server %s: %v", o.ServerName, err)

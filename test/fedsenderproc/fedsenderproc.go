@@ -24,8 +24,7 @@ type binary struct {
 	err  error
 }
 
-func (b *binary) build(t testing.TB) string {
-	t.Helper()
+func (b *binary) build() (string, error) {
 	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "fedsender-bin")
 		if err != nil {
@@ -38,10 +37,16 @@ func (b *binary) build(t testing.TB) string {
 			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 	})
-	if b.err != nil {
-		t.Fatal(b.err)
+	return b.path, b.err
+}
+
+// must fails the test if the build failed.
+func must(t testing.TB, path string, err error) string {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return b.path
+	return path
 }
 
 var (
@@ -51,11 +56,23 @@ var (
 
 // Binary builds cmd/fedsender once and returns its path; it fails the test
 // if the build fails.
-func Binary(t testing.TB) string { return fedsender.build(t) }
+func Binary(t testing.TB) string {
+	t.Helper()
+	path, err := fedsender.build()
+	return must(t, path, err)
+}
+
+// Build builds cmd/fedsender once and returns its path, for programs
+// that are not tests (the benchmark).
+func Build() (string, error) { return fedsender.build() }
 
 // NATSServerBinary builds nats-server, at the version go.mod names, once
 // and returns its path: for tests that kill -9 a NATS server.
-func NATSServerBinary(t testing.TB) string { return natsServer.build(t) }
+func NATSServerBinary(t testing.TB) string {
+	t.Helper()
+	path, err := natsServer.build()
+	return must(t, path, err)
+}
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
