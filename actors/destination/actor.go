@@ -41,6 +41,14 @@ type EDUScanner interface {
 	ScanEDUs(ctx context.Context, dest string, from, through uint64) ([]streams.EDUItem, error)
 }
 
+// Fence says whether this replica may still send for the destination's
+// partition: its lease (*lease.Lease is one).
+type Fence interface{ Valid() bool }
+
+// errFenced: the partition's lease was no longer valid when the
+// transaction was to be sent, so it was not.
+var errFenced = errors.New("not sent: this replica no longer holds the partition's lease")
+
 // Config is shared by every destination actor of a process.
 type Config struct {
 	Origin     string
@@ -102,6 +110,9 @@ type Actor struct {
 	dueAt        int64          // ms: a due message is coming then (0: none)
 	budgeted     int            // entries of queue counted in the budget
 	admitting    bool           // waiting for a send slot
+	fence        Fence          // nil: never fenced
+	draining     bool           // Drain came: start nothing more
+	drained      bool           // Drained was sent
 
 	met        *telemetry.Destination // nil without metrics
 	gauge      *telemetry.QueueGauge  // the supervisor's view of the queue; nil: none
@@ -162,7 +173,8 @@ type scanDone struct {
 // ResetConnection): after a start, the supervisor spaces those out. gauge,
 // if not nil, is where the actor publishes its queue for the partition's
 // gauges.
-func New(cfg *Config, state dstate.State, through, eduOffset uint64, held bool, gauge *telemetry.QueueGauge) actor.Producer {
+// Every transaction is sent only while fence (if not nil) is valid.
+func New(cfg *Config, state dstate.State, through, eduOffset uint64, held bool, gauge *telemetry.QueueGauge, fence Fence) actor.Producer {
 	return func() actor.Receiver {
 		gauge.Set(0, 0)
 		var chains *edu.Chains
@@ -179,6 +191,7 @@ func New(cfg *Config, state dstate.State, through, eduOffset uint64, held bool, 
 			through:  max(through, state.Offset),
 			catching: state.CatchingUp,
 			held:     held,
+			fence:    fence,
 			log:      cfg.Log.With("destination", state.Destination),
 		}
 		opts := cfg.EDU
@@ -229,8 +242,20 @@ func (a *Actor) Receive(c *actor.Context) {
 	case Rescan:
 		a.awaitingLive = false
 		a.trySend()
+	case Drain:
+		a.draining = true
+	}
+	if a.draining && !a.drained && !a.sending && !a.admitting {
+		a.drained = true
+		a.engine.Send(a.parent, Drained{Destination: a.name})
 	}
 	a.observeQueue()
+}
+
+// mayAct reports whether the actor may start a transaction: not while the
+// partition drains, nor once its lease is no longer valid.
+func (a *Actor) mayAct() bool {
+	return !a.draining && (a.fence == nil || a.fence.Valid())
 }
 
 func (a *Actor) enqueue(m Enqueue) {
@@ -309,7 +334,7 @@ func (a *Actor) eduRestored(m eduRestored) {
 // trySend starts the next transaction if none is in flight and the backoff
 // allows it.
 func (a *Actor) trySend() {
-	if a.sending || a.held || a.admitting {
+	if a.sending || a.held || a.admitting || !a.mayAct() {
 		return
 	}
 	if a.state.Failing() && a.cfg.Now().Before(a.state.RetryAt()) {
@@ -349,6 +374,10 @@ func (a *Actor) trySend() {
 // launch builds the transaction (late, so that it carries what queued while
 // waiting for admission) unless a retry is pending, and sends it.
 func (a *Actor) launch(release func()) {
+	if !a.mayAct() {
+		release()
+		return
+	}
 	if a.inflight == nil {
 		switch {
 		case len(a.queue) > 0:
@@ -370,10 +399,17 @@ func (a *Actor) launch(release func()) {
 	ctx := httptrace.WithClientTrace(a.startAttempt(t), &httptrace.ClientTrace{
 		WroteRequest: func(httptrace.WroteRequestInfo) { release() },
 	})
-	prepare := t.body == nil
+	prepare, fence := t.body == nil, a.fence
 	go func() {
 		if prepare {
 			a.prepare(ctx, t)
+		}
+		// Checked again right before the request: preparing may have
+		// taken a round trip to NATS.
+		if fence != nil && !fence.Valid() {
+			release()
+			engine.Send(self, sendDone{t: t, err: errFenced})
+			return
 		}
 		res, err := sender.SendTransaction(ctx, dest, t.id, t.body, t.canonical)
 		release()
@@ -456,6 +492,13 @@ func (t *txn) eduCount() int {
 func (a *Actor) sent(m sendDone) {
 	a.sending = false
 	t := m.t
+	if m.err != nil && (errors.Is(m.err, errFenced) || a.ctx.Err() != nil) {
+		// Not a failure of the destination: the partition's lease ended
+		// (or the replica stops). Its next owner sends the transaction.
+		a.log.Info("transaction not sent: the partition is no longer this replica's", "txn_id", t.id, "error", m.err)
+		a.endAttempt(t, m)
+		return
+	}
 	drop := a.dropInflight
 	a.dropInflight = false
 	a.observeSent(t, m, drop || t.detached)

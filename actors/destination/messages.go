@@ -29,6 +29,9 @@ type (
 	GoLive struct{}
 	// Rescan: PDUs arrived beyond the catch-up scan; read the stream again.
 	Rescan struct{}
+	// Drain: the partition moves to another replica; start no other
+	// transaction, and answer Drained once none is in flight.
+	Drain struct{}
 )
 
 // Messages a destination actor sends its supervisor.
@@ -66,4 +69,7 @@ type (
 		Destination string
 		Panic       any
 	}
+	// Drained answers Drain: no transaction is in flight, and none will
+	// start.
+	Drained struct{ Destination string }
 )

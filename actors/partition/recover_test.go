@@ -89,7 +89,7 @@ func TestAFailedActorsMustDeliverEDUsAreReadAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := engine.Spawn(partition.New(cfg, 0, nil, eventlog.Watermark{}, 0), "partition")
+	pid := engine.Spawn(partition.New(cfg, 0, nil, eventlog.Watermark{}, 0, nil), "partition")
 	reader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: []*actor.PID{pid}, Start: 1, Origin: "origin.test", Log: log})
 	go reader.Run(ctx)
 

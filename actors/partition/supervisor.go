@@ -80,7 +80,21 @@ type (
 	// destination is reset and woken (at most once per ServerUpInterval);
 	// a healthy one is left alone.
 	ServerUp struct{ Destination string }
+	// Drain prepares the partition's handover to another replica, once the
+	// readers no longer dispatch to it: no destination starts another
+	// transaction, those in flight finish, then the offsets and the
+	// watermark are persisted, and Done is called (once, from another
+	// goroutine; it must not block).
+	Drain struct{ Done func() }
 )
+
+// Lease is the partition's lease as the supervisor needs it; *lease.Lease
+// is one. Its context bounds everything the supervisor and its
+// destinations do, and every send checks Valid first.
+type Lease interface {
+	Valid() bool
+	Context() context.Context
+}
 
 // ErrResetLost: the destination's actor failed before it recorded a reset,
 // or its event could not be stored; the reset may be asked again.
@@ -151,17 +165,33 @@ type Supervisor struct {
 	log          *slog.Logger
 	lastCheck    time.Time
 
+	// lease fences the partition's sends (nil: not fenced); ctx bounds
+	// the supervisor's and its actors' work: Config.Context, or the
+	// lease's.
+	lease Lease
+	ctx   context.Context
+	// draining: Drain came; drained is called once no actor sends.
+	draining  bool
+	drainWait map[string]bool
+	drained   func()
+
 	engine *actor.Engine
 	self   *actor.PID
 	c      *actor.Context
 }
 
 // New returns the producer of partition id's supervisor, starting from what
-// the event log remembers of its destinations and its watermark.
-func New(cfg *Config, id int, loaded map[string]*eventlog.Loaded, wm eventlog.Watermark, wmRev uint64) actor.Producer {
+// the event log remembers of its destinations and its watermark. With a
+// lease, the supervisor and its destinations act only under it (nil: for
+// as long as Config.Context lasts).
+func New(cfg *Config, id int, loaded map[string]*eventlog.Loaded, wm eventlog.Watermark, wmRev uint64, l Lease) actor.Producer {
 	return func() actor.Receiver {
+		ctx := cfg.Context
+		if l != nil {
+			ctx = l.Context()
+		}
 		s := &Supervisor{
-			cfg: cfg, id: id,
+			cfg: cfg, id: id, lease: l, ctx: ctx,
 			entries:      make(map[string]*entry, len(loaded)),
 			busy:         map[string]*entry{},
 			readerPos:    wm.Seq,
@@ -212,6 +242,10 @@ func (s *Supervisor) Receive(c *actor.Context) {
 		s.reset(m)
 	case ServerUp:
 		s.serverUp(m.Destination)
+	case Drain:
+		s.drain(m.Done)
+	case destination.Drained:
+		s.actorDrained(m.Destination)
 	case wakeDest:
 		s.wake(m.name)
 	case tick:
@@ -232,7 +266,7 @@ func (s *Supervisor) Receive(c *actor.Context) {
 func (s *Supervisor) started(c *actor.Context) {
 	s.engine, s.self = c.Engine(), c.PID()
 	s.w.engine, s.w.super = s.engine, s.self
-	go s.w.run(s.cfg.Context)
+	go s.w.run(s.ctx)
 	now := time.Now()
 	for name, e := range s.entries {
 		switch {
@@ -278,11 +312,19 @@ func (s *Supervisor) entry(name string) *entry {
 func (s *Supervisor) spawn(name string, e *entry) *actor.PID {
 	if e.pid == nil {
 		e.incarnation++
-		e.pid = s.c.SpawnChild(destination.New(s.cfg.Destination, e.state, e.done, e.eduDone, e.held, &e.queue), "dest",
+		var fence destination.Fence
+		if s.lease != nil {
+			fence = s.lease
+		}
+		e.pid = s.c.SpawnChild(destination.New(s.cfg.Destination, e.state, e.done, e.eduDone, e.held, &e.queue, fence), "dest",
 			actor.WithID(name+"#"+strconv.Itoa(e.incarnation)),
 			actor.WithInboxSize(64),
 			actor.WithMiddleware(destination.Recover),
-			actor.WithContext(s.cfg.Context))
+			actor.WithContext(s.ctx))
+		if s.draining {
+			s.drainWait[name] = true
+			s.engine.Send(e.pid, destination.Drain{})
+		}
 		if e.eduRestore > 0 {
 			s.engine.Send(e.pid, destination.RestoreEDUs{Through: e.eduRestore})
 			e.eduRestore = 0
@@ -296,8 +338,11 @@ func (s *Supervisor) dispatch(m Dispatch) {
 	groups := map[string][]streams.Item{}
 	skipped := 0
 	for _, p := range m.Pairs {
-		if p.Item.Seq <= s.wm.Seq {
-			skipped++ // done before the last restart
+		if p.Item.Seq <= s.readerPos {
+			// Done before the last restart (the watermark), or dispatched
+			// already: the reader read the stream again for a partition
+			// this replica acquired.
+			skipped++
 			continue
 		}
 		e := s.entry(p.Destination)
@@ -327,7 +372,7 @@ func (s *Supervisor) dispatch(m Dispatch) {
 func (s *Supervisor) dispatchEDU(m DispatchEDU) {
 	groups := map[string][]streams.EDUItem{}
 	for _, p := range m.Pairs {
-		if p.Item.Seq <= s.wm.EDUSeq {
+		if p.Item.Seq <= s.eduPos { // done before the restart, or dispatched already
 			continue
 		}
 		e := s.entry(p.Destination)
@@ -411,7 +456,7 @@ func (s *Supervisor) scanned(m destination.CatchUpScanned) {
 
 func (s *Supervisor) wake(name string) {
 	e := s.entries[name]
-	if e == nil {
+	if e == nil || s.draining {
 		return
 	}
 	e.timer = nil
@@ -421,6 +466,10 @@ func (s *Supervisor) wake(name string) {
 
 // reset hands a reset to the destination's actor, if it is backing off.
 func (s *Supervisor) reset(m Reset) {
+	if s.draining {
+		answer(m.Done, 0, ErrResetLost) // asked again, it reaches the new owner
+		return
+	}
 	e := s.entries[m.Destination]
 	if e == nil || !e.state.Failing() {
 		answer(m.Done, 0, dstate.ErrNotFailing)
@@ -564,4 +613,40 @@ func (s *Supervisor) checkpoint(now time.Time) {
 		s.wmSaved, s.eduSaved, s.pendingSaved = max(s.wmSaved, wm), max(s.eduSaved, eduWM), p
 		s.w.putWatermark(eventlog.Watermark{Seq: s.wmSaved, EDUSeq: s.eduSaved, EDUPending: p, Owner: s.cfg.Owner, At: now.UnixMilli()})
 	}
+}
+
+// drain stops every destination from starting a transaction; done is
+// called once those in flight finished and everything is persisted.
+func (s *Supervisor) drain(done func()) {
+	s.draining, s.drained, s.drainWait = true, done, map[string]bool{}
+	for name, e := range s.entries {
+		if e.timer != nil {
+			e.timer.Stop()
+			e.timer = nil
+		}
+		if e.pid != nil {
+			s.drainWait[name] = true
+			s.engine.Send(e.pid, destination.Drain{})
+		}
+	}
+	s.drainedIfIdle()
+}
+
+func (s *Supervisor) actorDrained(name string) {
+	if s.draining {
+		delete(s.drainWait, name)
+		s.drainedIfIdle()
+	}
+}
+
+// drainedIfIdle persists the offsets and the watermark once no actor
+// sends, and reports the drain done when the writer has stored them.
+func (s *Supervisor) drainedIfIdle() {
+	if len(s.drainWait) > 0 || s.drained == nil {
+		return
+	}
+	done := s.drained
+	s.drained = nil
+	s.checkpoint(time.Now())
+	s.w.flush(done)
 }

@@ -46,6 +46,9 @@ type writer struct {
 	eduOffsets map[string]uint64
 	wm         *eventlog.Watermark
 	signal     chan struct{}
+	// flushed are called once everything handed over before them is
+	// stored.
+	flushed []func()
 
 	// Each key's revision, and what was tried since (see casKey).
 	eventLogs     map[string]*casKey[dstate.Event]
@@ -114,6 +117,28 @@ func (w *writer) putWatermark(wm eventlog.Watermark) {
 	w.kick()
 }
 
+// flush has done called (on the writer's goroutine) once everything handed
+// to the writer so far is stored.
+func (w *writer) flush(done func()) {
+	w.mu.Lock()
+	w.flushed = append(w.flushed, done)
+	w.mu.Unlock()
+	w.kick()
+}
+
+// takeFlushed returns the flush callbacks to call when nothing waits to
+// be written.
+func (w *writer) takeFlushed() []func() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.events) > 0 || len(w.offsets) > 0 || len(w.eduOffsets) > 0 || w.wm != nil {
+		return nil
+	}
+	f := w.flushed
+	w.flushed = nil
+	return f
+}
+
 func (w *writer) run(ctx context.Context) {
 	retry := time.Duration(0)
 	for {
@@ -155,6 +180,9 @@ func (w *writer) run(ctx context.Context) {
 		}
 		if len(failedEvents) == 0 && len(failedOffsets) == 0 && len(failedEDUOffsets) == 0 && wm == nil {
 			retry = 0
+			for _, done := range w.takeFlushed() {
+				done()
+			}
 			continue
 		}
 		// Put back what failed, in front of anything newer, and try again.

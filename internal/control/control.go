@@ -141,28 +141,93 @@ type serverUp struct {
 	Destination string `json:"destination"`
 }
 
-// Serve takes the commands for the owned partitions until ctx ends, then
-// returns nil. It returns an error if it cannot subscribe. Each owned
-// partition has its own subscription (so a partition without an owner
-// answers "no responders" at once), all feeding one goroutine, which
-// serves each command in a goroutine of its own.
+// Serve takes the commands for the partitions opts.Owned until ctx ends,
+// then returns nil (NewServer and Server.Run, for a fixed set of
+// partitions).
 func Serve(ctx context.Context, opts ServerOptions) error {
+	return NewServer(opts).Run(ctx)
+}
+
+// Server takes the commands for the partitions this replica owns, which
+// change as partitions move between replicas (Own, Disown).
+type Server struct {
+	opts ServerOptions
+	msgs chan *nats.Msg
+
+	mu    sync.Mutex
+	subs  map[int]*nats.Subscription
+	owned map[int]bool
+}
+
+// NewServer returns a Server for opts; it owns opts.Owned once it runs.
+func NewServer(opts ServerOptions) *Server {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	msgs := make(chan *nats.Msg, 256)
-	subs := make([]*nats.Subscription, 0, len(opts.Owned))
+	return &Server{opts: opts, msgs: make(chan *nats.Msg, 256), subs: map[int]*nats.Subscription{}, owned: map[int]bool{}}
+}
+
+// Own subscribes to partition p's commands and returns once the server
+// has seen the subscription.
+func (s *Server) Own(ctx context.Context, p int) error {
+	s.mu.Lock()
+	if s.subs[p] != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	sub, err := s.opts.NC.ChanSubscribe(streams.ControlResetSubject(p), s.msgs)
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("control: subscribe %s: %w", streams.ControlResetSubject(p), err)
+	}
+	s.subs[p], s.owned[p] = sub, true
+	s.mu.Unlock()
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.opts.NC.FlushWithContext(fctx); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("control: subscribe: %w", err)
+	}
+	return nil
+}
+
+// Disown stops taking partition p's commands (and server_up signals for
+// its destinations): another replica owns it now, or will.
+func (s *Server) Disown(p int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sub := s.subs[p]; sub != nil {
+		sub.Unsubscribe()
+	}
+	delete(s.subs, p)
+	delete(s.owned, p)
+}
+
+func (s *Server) owns(p int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owned[p]
+}
+
+// Run takes the commands until ctx ends, then returns nil. It returns an
+// error if it cannot subscribe. Each owned partition has its own
+// subscription (so a partition without an owner answers "no responders"
+// at once), all feeding one goroutine, which serves each command in a
+// goroutine of its own.
+func (s *Server) Run(ctx context.Context) error {
+	opts := s.opts
 	defer func() {
-		for _, s := range subs {
-			s.Unsubscribe()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for p, sub := range s.subs {
+			sub.Unsubscribe()
+			delete(s.subs, p)
+			delete(s.owned, p)
 		}
 	}()
 	for _, p := range opts.Owned {
-		sub, err := opts.NC.ChanSubscribe(streams.ControlResetSubject(p), msgs)
-		if err != nil {
-			return fmt.Errorf("control: subscribe %s: %w", streams.ControlResetSubject(p), err)
+		if err := s.Own(ctx, p); err != nil {
+			return err
 		}
-		subs = append(subs, sub)
 	}
 	ups := make(chan *nats.Msg, 1024)
 	if opts.ServerUp != nil {
@@ -170,18 +235,14 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 		if err != nil {
 			return fmt.Errorf("control: subscribe %s: %w", streams.ServerUpSubject, err)
 		}
-		subs = append(subs, sub)
-	}
-	owned := make(map[int]bool, len(opts.Owned))
-	for _, p := range opts.Owned {
-		owned[p] = true
-	}
-	// The subscriptions are in place once the server has seen them.
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := opts.NC.FlushWithContext(fctx)
-	cancel()
-	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("control: subscribe: %w", err)
+		defer sub.Unsubscribe()
+		// The subscription is in place once the server has seen it.
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = opts.NC.FlushWithContext(fctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("control: subscribe: %w", err)
+		}
 	}
 	// Each command waits for its reset to be stored: serve them side by
 	// side, so that one slow command does not hold up the others.
@@ -191,7 +252,7 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case m := <-msgs:
+		case m := <-s.msgs:
 			p, err := streams.PartitionFromControlSubject(m.Subject)
 			if err != nil {
 				continue // cannot happen: only our subjects are subscribed
@@ -201,14 +262,14 @@ func Serve(ctx context.Context, opts ServerOptions) error {
 				respond(m, seq, err)
 			})
 		case m := <-ups:
-			handleServerUp(opts, owned, m.Data)
+			handleServerUp(opts, s.owns, m.Data)
 		}
 	}
 }
 
 // handleServerUp passes on a server_up signal for a destination this
 // replica owns; anything else is ignored (an invalid one logged).
-func handleServerUp(opts ServerOptions, owned map[int]bool, data []byte) {
+func handleServerUp(opts ServerOptions, owns func(int) bool, data []byte) {
 	var up serverUp
 	if err := json.Unmarshal(data, &up); err != nil || up.Destination == "" {
 		opts.Log.Warn("ignored a server_up signal: want {\"destination\": \"server name\"}", "subject", streams.ServerUpSubject, "body_bytes", len(data))
@@ -219,7 +280,7 @@ func handleServerUp(opts ServerOptions, owned map[int]bool, data []byte) {
 		return
 	}
 	dest := servername.Normalize(up.Destination)
-	if owned[streams.Partition(dest, opts.Partitions)] {
+	if owns(streams.Partition(dest, opts.Partitions)) {
 		opts.ServerUp(dest)
 	}
 }

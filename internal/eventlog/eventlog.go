@@ -148,17 +148,29 @@ type Loaded struct {
 // LoadAll returns every destination the store knows, by name: its newest
 // event's state, with the offset from the offsets bucket when that is newer.
 func (s *Store) LoadAll(ctx context.Context) (map[string]*Loaded, error) {
+	return s.load(ctx, "fedsender.events.>", ">")
+}
+
+// LoadPartition is LoadAll for the destinations of one partition: what
+// its new owner starts from.
+func (s *Store) LoadPartition(ctx context.Context, partition int) (map[string]*Loaded, error) {
+	return s.load(ctx, streams.EventFilter(partition), streams.OffsetFilter(partition))
+}
+
+// load reads the event logs matching events and the offsets whose keys
+// match keys.
+func (s *Store) load(ctx context.Context, events, keys string) (map[string]*Loaded, error) {
 	out := make(map[string]*Loaded)
-	if err := s.loadEvents(ctx, out); err != nil {
+	if err := s.loadEvents(ctx, events, out); err != nil {
 		return nil, err
 	}
-	if err := s.loadOffsets(ctx, s.offsets, out, func(l *Loaded, off, rev uint64) {
+	if err := s.loadOffsets(ctx, s.offsets, keys, out, func(l *Loaded, off, rev uint64) {
 		l.OffsetRev = rev
 		l.State.Offset = max(l.State.Offset, off)
 	}); err != nil {
 		return nil, err
 	}
-	if err := s.loadOffsets(ctx, s.eduOffsets, out, func(l *Loaded, off, rev uint64) {
+	if err := s.loadOffsets(ctx, s.eduOffsets, keys, out, func(l *Loaded, off, rev uint64) {
 		l.EDUOffset, l.EDUOffsetRev = off, rev
 	}); err != nil {
 		return nil, err
@@ -166,10 +178,10 @@ func (s *Store) LoadAll(ctx context.Context) (map[string]*Loaded, error) {
 	return out, nil
 }
 
-func (s *Store) loadEvents(ctx context.Context, out map[string]*Loaded) error {
+func (s *Store) loadEvents(ctx context.Context, filter string, out map[string]*Loaded) error {
 	cons, err := s.events.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
-		FilterSubject:     "fedsender.events.>",
+		FilterSubject:     filter,
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: time.Minute,
 		MemoryStorage:     true,
@@ -209,8 +221,8 @@ func (s *Store) loadEvents(ctx context.Context, out map[string]*Loaded) error {
 }
 
 // loadOffsets reads an offsets bucket into out with set.
-func (s *Store) loadOffsets(ctx context.Context, kv jetstream.KeyValue, out map[string]*Loaded, set func(l *Loaded, off, rev uint64)) error {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+func (s *Store) loadOffsets(ctx context.Context, kv jetstream.KeyValue, keys string, out map[string]*Loaded, set func(l *Loaded, off, rev uint64)) error {
+	w, err := kv.Watch(ctx, keys, jetstream.IgnoreDeletes())
 	if err != nil {
 		return fmt.Errorf("eventlog: read %s: %w", kv.Bucket(), err)
 	}

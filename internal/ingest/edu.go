@@ -19,7 +19,8 @@ import (
 type EDUOptions struct {
 	JS     jetstream.JetStream
 	Engine *actor.Engine
-	// Partitions are the supervisors, indexed by partition.
+	// Partitions are the supervisors, indexed by partition: nil for a
+	// partition this replica does not own (yet: see Own).
 	Partitions []*actor.PID
 	// Start is the first EDU stream sequence to read.
 	Start uint64
@@ -53,16 +54,14 @@ type EDUReader struct {
 
 // NewEDUReader returns an EDU reader.
 func NewEDUReader(opts EDUOptions) *EDUReader {
-	return &EDUReader{opts: opts, readerState: newReaderState(len(opts.Partitions))}
+	return &EDUReader{opts: opts, readerState: newReaderState(opts.Partitions)}
 }
 
 // Run reads until ctx ends.
 func (r *EDUReader) Run(ctx context.Context) error {
-	start := max(r.opts.Start, 1)
-	r.through.Store(start - 1)
 	return consume(ctx, consumeOptions{
-		js: r.opts.JS, stream: streams.EDUStream, start: start, log: r.opts.Log, what: "EDUs",
-		running: &r.running, handle: r.handle, advance: r.advance,
+		js: r.opts.JS, stream: streams.EDUStream, start: r.opts.Start, log: r.opts.Log, what: "EDUs",
+		state: &r.readerState, handle: r.handle, advance: r.advance,
 	})
 }
 
@@ -75,7 +74,11 @@ func (r *EDUReader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			return fmt.Errorf("ingest: %w", err)
 		}
 		last = md.Sequence.Stream
+		fresh := last > r.seen // not read before a rewind
 		edu, err := streams.DecodeEDU(msg.Data())
+		if err != nil && !fresh {
+			continue
+		}
 		if err != nil {
 			r.deadLetters.Add(1)
 			r.opts.Metrics.DeadLetter(ctx)
@@ -86,7 +89,9 @@ func (r *EDUReader) handle(ctx context.Context, batch []jetstream.Msg) error {
 		}
 		edu.Destinations = streams.DropOrigin(edu.Destinations, r.opts.Origin)
 		for _, ref := range edu.Refused {
-			r.refuseDestination(ctx, edu, last, ref)
+			if fresh {
+				r.refuseDestination(ctx, edu, last, ref)
+			}
 		}
 		it := streams.EDUItem{Seq: last, TS: md.Timestamp.UnixMilli(), EDU: edu}
 		paced := r.paced(edu)
@@ -94,14 +99,16 @@ func (r *EDUReader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			if paced {
 				it.NotBefore = time.Now().UnixMilli() + min(maxReceiptDelay, int64(float64(i)*1000/r.opts.ReceiptRate))
 			}
-			p := r.partitionOf(d)
-			pairs[p] = append(pairs[p], partition.EDUPair{Destination: d, Item: it})
+			if p := r.partitionOf(d); r.owned[p] != nil {
+				pairs[p] = append(pairs[p], partition.EDUPair{Destination: d, Item: it})
+			}
 		}
 	}
 	for p, ps := range pairs {
-		r.opts.Engine.Send(r.opts.Partitions[p], partition.DispatchEDU{Pairs: ps, Through: last})
+		r.opts.Engine.Send(r.owned[p], partition.DispatchEDU{Pairs: ps, Through: last})
 	}
 	r.through.Store(last)
+	r.seen = max(r.seen, last)
 	return nil
 }
 
@@ -140,7 +147,9 @@ func (r *EDUReader) refuseDestination(ctx context.Context, edu *streams.EDU, seq
 // advance tells every supervisor how far the reader is.
 func (r *EDUReader) advance() {
 	t := r.through.Load()
-	for _, pid := range r.opts.Partitions {
-		r.opts.Engine.Send(pid, partition.AdvanceEDU{Through: t})
+	for _, pid := range r.owned {
+		if pid != nil {
+			r.opts.Engine.Send(pid, partition.AdvanceEDU{Through: t})
+		}
 	}
 }

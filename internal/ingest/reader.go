@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/anthdm/hollywood/actor"
@@ -46,7 +45,8 @@ const heartbeat = time.Second
 type Options struct {
 	JS     jetstream.JetStream
 	Engine *actor.Engine
-	// Partitions are the supervisors, indexed by partition.
+	// Partitions are the supervisors, indexed by partition: nil for a
+	// partition this replica does not own (yet: see Own).
 	Partitions []*actor.PID
 	// Budget is charged for every (PDU, destination) pair handed over.
 	Budget *queuebudget.Budget
@@ -82,16 +82,14 @@ type Reader struct {
 
 // New returns a reader.
 func New(opts Options) *Reader {
-	return &Reader{opts: opts, readerState: newReaderState(len(opts.Partitions))}
+	return &Reader{opts: opts, readerState: newReaderState(opts.Partitions)}
 }
 
 // Run reads until ctx ends.
 func (r *Reader) Run(ctx context.Context) error {
-	start := max(r.opts.Start, 1)
-	r.through.Store(start - 1)
 	return consume(ctx, consumeOptions{
-		js: r.opts.JS, stream: streams.PDUStream, start: start, log: r.opts.Log, what: "PDUs",
-		running: &r.running, handle: r.handle, advance: r.advance,
+		js: r.opts.JS, stream: streams.PDUStream, start: r.opts.Start, log: r.opts.Log, what: "PDUs",
+		state: &r.readerState, handle: r.handle, advance: r.advance,
 	})
 }
 
@@ -102,24 +100,45 @@ type consumeOptions struct {
 	start   uint64
 	log     *slog.Logger
 	what    string
-	running *atomic.Bool
+	state   *readerState
 	handle  func(context.Context, []jetstream.Msg) error
 	advance func() // every second
 }
 
 // consume reads a stream from o.start with an ordered consumer, in batches
-// of what has arrived (at most maxBatch), until ctx ends.
+// of what has arrived (at most maxBatch), until ctx ends. A partition
+// acquired with a watermark behind the reader makes it read again from
+// there.
 func consume(ctx context.Context, o consumeOptions) error {
+	start := max(o.start, 1)
+	for {
+		o.state.through.Store(start - 1)
+		rewind, err := consumeFrom(ctx, o, start)
+		if err != nil || rewind == 0 {
+			return err
+		}
+		o.log.Info("a partition was acquired behind the reader: reading "+o.what+" again from its watermark",
+			"from_sequence", rewind, "was_through", o.state.through.Load())
+		start = rewind
+	}
+}
+
+// consumeFrom reads from start until ctx ends (0, nil), or until an
+// acquired partition needs the stream read again from an earlier sequence
+// (that sequence).
+func consumeFrom(ctx context.Context, o consumeOptions, start uint64) (uint64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	cons, err := o.js.OrderedConsumer(ctx, o.stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   o.start,
+		OptStartSeq:   start,
 	})
 	if err != nil {
-		return fmt.Errorf("ingest: consume %s: %w", o.stream, err)
+		return 0, fmt.Errorf("ingest: consume %s: %w", o.stream, err)
 	}
 	iter, err := cons.Messages(jetstream.PullMaxMessages(2*maxBatch), jetstream.PullHeartbeat(heartbeat))
 	if err != nil {
-		return fmt.Errorf("ingest: consume %s: %w", o.stream, err)
+		return 0, fmt.Errorf("ingest: consume %s: %w", o.stream, err)
 	}
 	defer iter.Stop()
 	msgs := make(chan jetstream.Msg, maxBatch)
@@ -134,12 +153,16 @@ func consume(ctx context.Context, o consumeOptions) error {
 				}
 				return
 			}
-			msgs <- msg
+			select {
+			case msgs <- msg:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
-	o.running.Store(true)
-	defer o.running.Store(false)
-	o.log.Info("reading "+o.what, "from_sequence", o.start)
+	o.state.running.Store(true)
+	defer o.state.running.Store(false)
+	o.log.Info("reading "+o.what, "from_sequence", start)
 
 	advance := time.NewTicker(time.Second)
 	defer advance.Stop()
@@ -147,14 +170,18 @@ func consume(ctx context.Context, o consumeOptions) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return 0, nil
 		case err := <-errc:
-			return fmt.Errorf("ingest: read %s: %w", o.stream, err)
+			return 0, fmt.Errorf("ingest: read %s: %w", o.stream, err)
 		case <-advance.C:
 			o.advance()
+		case req := <-o.state.requests:
+			if rewind := o.state.apply(req); rewind != 0 {
+				return rewind, nil
+			}
 		case msg, ok := <-msgs:
 			if !ok {
-				return nil
+				return 0, nil
 			}
 			batch = append(batch[:0], msg)
 		drain:
@@ -170,7 +197,7 @@ func consume(ctx context.Context, o consumeOptions) error {
 				}
 			}
 			if err := o.handle(ctx, batch); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
@@ -189,6 +216,8 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			return fmt.Errorf("ingest: %w", err)
 		}
 		last = md.Sequence.Stream
+		// Read again after a rewind: only the acquired partitions need it.
+		fresh := last > r.seen
 		pdu, err := streams.DecodePDU(msg.Data())
 		if err == nil {
 			pdu.Destinations = streams.DropOrigin(pdu.Destinations, r.opts.Origin)
@@ -198,22 +227,28 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			sctx, fanOuts = r.traceIngest(ctx, msg, last, pdu, err, fanOuts)
 		}
 		if err != nil {
-			r.deadLetter(sctx, msg, last, err)
+			if fresh {
+				r.deadLetter(sctx, msg, last, err)
+			}
 			continue
 		}
-		for _, ref := range pdu.Refused {
-			r.refuseDestination(sctx, pdu, last, ref)
-		}
-		if len(pdu.Destinations) > 0 { // none: a PDU only for fedsender's own server
-			valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
+		if fresh {
+			for _, ref := range pdu.Refused {
+				r.refuseDestination(sctx, pdu, last, ref)
+			}
+			if len(pdu.Destinations) > 0 { // none: a PDU only for fedsender's own server
+				valid, deliveries = valid+1, deliveries+len(pdu.Destinations)
+			}
 		}
 		it := streams.Item{Seq: last, TS: md.Timestamp.UnixMilli(), PDU: pdu}
-		if r.opts.Observer != nil || r.opts.Recent != nil {
+		if (r.opts.Observer != nil || r.opts.Recent != nil) && fresh {
 			observed = append(observed, it)
 		}
 		for _, d := range pdu.Destinations {
 			p := r.partitionOf(d)
-			pairs[p] = append(pairs[p], partition.Pair{Destination: d, Item: it})
+			if r.owned[p] != nil {
+				pairs[p] = append(pairs[p], partition.Pair{Destination: d, Item: it})
+			}
 		}
 	}
 	if len(observed) > 0 && r.opts.Observer != nil {
@@ -228,9 +263,10 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 		return nil // shutting down
 	}
 	for p, ps := range pairs {
-		r.opts.Engine.Send(r.opts.Partitions[p], partition.Dispatch{Pairs: ps, Through: last})
+		r.opts.Engine.Send(r.owned[p], partition.Dispatch{Pairs: ps, Through: last})
 	}
 	r.through.Store(last)
+	r.seen = max(r.seen, last)
 	r.opts.Metrics.Queued(ctx, valid, deliveries)
 	return nil
 }
@@ -239,8 +275,10 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 // without traffic still move their watermark.
 func (r *Reader) advance() {
 	t := r.through.Load()
-	for _, pid := range r.opts.Partitions {
-		r.opts.Engine.Send(pid, partition.Advance{Through: t})
+	for _, pid := range r.owned {
+		if pid != nil {
+			r.opts.Engine.Send(pid, partition.Advance{Through: t})
+		}
 	}
 }
 

@@ -43,9 +43,14 @@ type Options struct {
 	// DrainTimeout bounds a partition's drain.
 	DrainTimeout time.Duration
 	Handler      Handler
-	Log          *slog.Logger
-	Metrics      *telemetry.Metrics
-	Tracer       telemetry.Tracer
+	// ReclaimOwn deletes, at start, the leases held under Instance: only
+	// when no other process can run with this name (the embedded NATS
+	// server's data_dir is locked by one process), so that a restart after
+	// a crash does not wait for its own leases to expire.
+	ReclaimOwn bool
+	Log        *slog.Logger
+	Metrics    *telemetry.Metrics
+	Tracer     telemetry.Tracer
 }
 
 // Manager keeps this replica a member and its share of the partitions
@@ -139,6 +144,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		return fmt.Errorf("ownership: watch %s: %w", lease.Bucket, err)
 	}
 	defer w.Stop()
+	if m.opts.ReclaimOwn {
+		if err := m.reclaim(ctx, kv); err != nil {
+			return err
+		}
+	}
 	member := m.join(ctx, leaseCtx)
 	if member == nil {
 		return nil // ctx ended
@@ -216,6 +226,36 @@ func (m *Manager) join(ctx, leaseCtx context.Context) *lease.Lease {
 		case <-time.After(m.opts.Lease.TTL / 3):
 		}
 	}
+}
+
+// reclaim deletes the member and partition leases held under this
+// replica's instance name.
+func (m *Manager) reclaim(ctx context.Context, kv jetstream.KeyValue) error {
+	keys := []string{MemberKey(m.opts.Instance)}
+	for p := range m.opts.Partitions {
+		keys = append(keys, PartitionKey(p))
+	}
+	n := 0
+	for _, key := range keys {
+		e, err := kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("ownership: read %s: %w", key, err)
+		}
+		if holderOf(e) != m.opts.Instance {
+			continue
+		}
+		if err := kv.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+			return fmt.Errorf("ownership: reclaim %s: %w", key, err)
+		}
+		n++
+	}
+	if n > 0 {
+		m.opts.Log.Info("took back the leases this replica held before it restarted", "leases", n)
+	}
+	return nil
 }
 
 // live returns the instance names of the live members, with this one.

@@ -31,7 +31,9 @@ import (
 	"github.com/fedsender/fedsender/internal/eventlog"
 	"github.com/fedsender/fedsender/internal/federation"
 	"github.com/fedsender/fedsender/internal/ingest"
+	"github.com/fedsender/fedsender/internal/lease"
 	"github.com/fedsender/fedsender/internal/netguard"
+	"github.com/fedsender/fedsender/internal/ownership"
 	"github.com/fedsender/fedsender/internal/queuebudget"
 	"github.com/fedsender/fedsender/internal/resolve"
 	"github.com/fedsender/fedsender/internal/xmatrix"
@@ -62,6 +64,7 @@ type Service struct {
 	eduReader   *ingest.EDUReader
 	proj        *readModel
 	nc          *nats.Conn
+	ownership   *ownership.Manager
 }
 
 // LoadOrCreateKey reads the signing key; with signing_key_path unset it
@@ -147,26 +150,15 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	epoch := strconv.FormatInt(pduStream.CachedInfo().Created.Unix(), 36)
 
-	loaded, err := store.LoadAll(ctx)
-	if err != nil {
-		return err
-	}
 	n := cfg.Queue.Partitions
-	byPartition := make([]map[string]*eventlog.Loaded, n)
-	for i := range byPartition {
-		byPartition[i] = map[string]*eventlog.Loaded{}
-	}
-	for name, l := range loaded {
-		byPartition[streams.Partition(name, n)][name] = l
-	}
-
 	engine, err := actor.NewEngine(actor.NewEngineConfig())
 	if err != nil {
 		return fmt.Errorf("actor engine: %w", err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
+	// Everything but the ownership runs on until the partitions are
+	// drained and released after ctx ends.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	host, _ := os.Hostname()
 	budget := queuebudget.New(cfg.Queue.MaxQueued)
 	scanner := catchup.New(js)
 	pcfg := &partition.Config{
@@ -195,14 +187,15 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		// Every inbound request of a failing server signals it up: one
 		// retry a minute is plenty.
 		ServerUpInterval: time.Minute,
-		Owner:            host,
+		Owner:            instance,
 		Log:              log,
 		Context:          runCtx,
 	}
-	pids := make([]*actor.PID, n)
+	// The readers start after the lowest watermark of all partitions: a
+	// partition acquired later with a lower one has them read again.
 	start, eduStart := uint64(0), uint64(0)
 	for p := range n {
-		wm, rev, err := store.LoadWatermark(ctx, p)
+		wm, _, err := store.LoadWatermark(ctx, p)
 		if err != nil {
 			return err
 		}
@@ -212,22 +205,28 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		if p == 0 || wm.EDUSeq < eduStart {
 			eduStart = wm.EDUSeq
 		}
-		pids[p] = engine.Spawn(partition.New(pcfg, p, byPartition[p], wm, rev), "partition",
-			actor.WithID(strconv.Itoa(p)), actor.WithInboxSize(4096))
 	}
-	log.Info("fedsender starting", "server_name", cfg.ServerName, "key_id", key.KeyID(),
-		"destinations_known", len(loaded), "partitions", n, "resume_after_sequence", start, "resume_after_edu_sequence", eduStart)
+	log.Info("fedsender starting", "server_name", cfg.ServerName, "instance", instance, "key_id", key.KeyID(),
+		"partitions", n, "resume_after_sequence", start, "resume_after_edu_sequence", eduStart)
 
 	proj, err := newReadModel(ctx, js, cfg, start, log)
 	if err != nil {
 		return err
 	}
 	recent := ingest.NewRecentEvents()
-	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: pids, Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
+	// No partition is owned yet: ownership hands them to the readers.
+	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
 		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics, Recent: recent})
-	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: pids, Start: eduStart + 1,
+	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Start: eduStart + 1,
 		Origin: cfg.ServerName, Log: log, Metrics: obs.metrics, Recent: recent, ReceiptRate: cfg.Federation.ReceiptsPerRoomPerSecond})
-	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, nc: nc, NATSURL: natsURL}
+	owned := &partitions{engine: engine, store: store, cfg: pcfg, reader: reader, eduReader: eduReader,
+		metrics: obs.metrics, log: log, n: n, served: map[int]*served{}}
+	mgr := ownership.New(ownership.Options{JS: js, Instance: instance, Partitions: n,
+		Lease: lease.Options{TTL: cfg.Ownership.LeaseTTL}, DrainTimeout: cfg.Ownership.DrainTimeout,
+		Handler: owned, Log: log, Metrics: obs.metrics, Tracer: obs.tracer,
+		// The embedded server's data_dir is this process's alone.
+		ReclaimOwn: cfg.NATS.URL == ""})
+	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, nc: nc, NATSURL: natsURL, ownership: mgr}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 16)
@@ -254,7 +253,14 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 			return err
 		}
 	}
-	resets := startCommands(run, nc, n, resetter{engine: engine, pids: pids}, proj, log)
+	var resets admin.Resetter
+	owned.control, resets = startCommands(run, nc, n, resetter{engine: engine, owned: owned}, proj, log)
+	// The manager gets ctx itself: when it ends, it drains and releases
+	// the partitions while everything else still runs.
+	mgrCtx, stopOwnership := context.WithCancel(ctx)
+	defer stopOwnership()
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- mgr.Run(mgrCtx) }()
 
 	if cfg.Admin.Listen != "" {
 		var tokens []string
@@ -283,14 +289,21 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+		log.Info("stopping: draining the partitions")
 	case runErr = <-errc:
 		log.Error("stopping", "error", runErr)
+	case err := <-mgrDone:
+		runErr = fmt.Errorf("ownership: %w", err)
+		mgrDone <- nil
+		log.Error("stopping", "error", runErr)
 	}
+	stopOwnership()
+	if err := <-mgrDone; err != nil && runErr == nil {
+		runErr = fmt.Errorf("ownership: %w", err)
+	}
+	owned.stopAll()
 	cancel()
 	wg.Wait()
-	for _, pid := range pids {
-		<-engine.Poison(pid).Done()
-	}
 	log.Info("fedsender stopped")
 	return runErr
 }
@@ -306,6 +319,8 @@ func (s *Service) ready() error {
 		return errors.New("the PDU reader is not running")
 	case !s.eduReader.Running():
 		return errors.New("the EDU reader is not running")
+	case !s.ownership.Ready():
+		return errors.New("the partitions this replica is to own are not claimed yet")
 	}
 	return s.proj.notReady()
 }
@@ -313,7 +328,7 @@ func (s *Service) ready() error {
 // resetter hands an admin reset to the destination's partition supervisor.
 type resetter struct {
 	engine *actor.Engine
-	pids   []*actor.PID
+	owned  *partitions
 }
 
 // Reset returns once the reset is durable, with the event-log sequence
@@ -323,8 +338,12 @@ func (r resetter) Reset(ctx context.Context, dest string) (uint64, error) {
 		seq uint64
 		err error
 	}
+	pid, err := r.owned.pid(dest)
+	if err != nil {
+		return 0, err
+	}
 	done := make(chan result, 1) // Done is called once and must not block
-	r.engine.Send(r.pids[streams.Partition(dest, len(r.pids))], partition.Reset{Destination: dest,
+	r.engine.Send(pid, partition.Reset{Destination: dest,
 		Done: func(seq uint64, err error) { done <- result{seq, err} }})
 	select {
 	case res := <-done:
@@ -336,7 +355,9 @@ func (r resetter) Reset(ctx context.Context, dest string) (uint64, error) {
 
 // ServerUp hands the homeserver's server_up signal to the supervisor.
 func (r resetter) ServerUp(dest string) {
-	r.engine.Send(r.pids[streams.Partition(dest, len(r.pids))], partition.ServerUp{Destination: dest})
+	if pid, err := r.owned.pid(dest); err == nil {
+		r.engine.Send(pid, partition.ServerUp{Destination: dest})
+	}
 }
 
 func newFederationClient(cfg config.Config, key xmatrix.SigningKey, deps Deps, obs *observability) (*federation.Client, error) {

@@ -142,24 +142,18 @@ func (m *readModel) notReady() error {
 	return m.pg.notReady()
 }
 
-// startCommands runs the owner's listener for reset commands and the NATS
-// micro service, and returns the Resetter the HTTP admin API uses: both
-// surfaces send resets to the partition's owner over NATS. This replica
-// owns every partition today; with partition ownership, Owned becomes the
-// partitions it holds.
+// startCommands runs the owner's listener for reset commands (for the
+// partitions this replica owns, which the returned server is told of) and
+// the NATS micro service, and returns the Resetter the HTTP admin API
+// uses: both surfaces send resets to the partition's owner over NATS.
 func startCommands(run func(string, func(context.Context) error), nc *nats.Conn, partitions int,
-	local resetter, proj *readModel, log *slog.Logger) admin.Resetter {
-	owned := make([]int, partitions)
-	for p := range owned {
-		owned[p] = p
-	}
-	run("control", func(ctx context.Context) error {
-		return control.Serve(ctx, control.ServerOptions{NC: nc, Owned: owned, Partitions: partitions, Reset: local.Reset,
-			ServerUp: local.ServerUp, Log: log})
-	})
+	local resetter, proj *readModel, log *slog.Logger) (*control.Server, admin.Resetter) {
+	srv := control.NewServer(control.ServerOptions{NC: nc, Partitions: partitions, Reset: local.Reset,
+		ServerUp: local.ServerUp, Log: log})
+	run("control", srv.Run)
 	client := control.NewClient(nc, partitions)
 	run("admin micro service", func(ctx context.Context) error {
 		return admin.ServeMicro(ctx, nc, admin.Options{Reader: proj, Rooms: proj.rooms, Resetter: client, Log: log})
 	})
-	return client
+	return srv, client
 }
