@@ -121,6 +121,10 @@ func startCluster(root string) (*cluster, error) {
 			return nil, errors.New("a NATS node was not ready within 30s")
 		}
 	}
+	if err := fedsenderproc.WaitJetStream(c.url(), 3, time.Minute); err != nil {
+		c.close()
+		return nil, err
+	}
 	return c, nil
 }
 
