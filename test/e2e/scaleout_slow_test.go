@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedsender/fedsender/internal/lease"
 	"github.com/fedsender/fedsender/streams"
 )
 
@@ -40,21 +41,29 @@ func TestReplicasSurviveNATSNodeFaults(t *testing.T) {
 		return time.Since(start)
 	}
 
-	victim := c.nodes[0]
+	// The worst node to lose: the leader of the lease bucket, whose
+	// renewals then wait for a new leader.
+	vi := c.leaderOf(t, f, "KV_"+lease.Bucket)
+	victim := c.nodes[vi]
 	victim.kill9()
 	killed := time.Now()
-	t.Logf("NATS node %s killed -9; 40 more PDUs delivered everywhere %v later", victim.opts.ServerName, goesOn("node killed").Round(time.Millisecond))
+	took := goesOn("node killed")
+	t.Logf("NATS node %s (the lease bucket's leader) killed -9; 40 more PDUs delivered everywhere %v later; the longest a destination went without a delivery: %v",
+		victim.opts.ServerName, took.Round(time.Millisecond), f.longestGap(killed).Round(time.Millisecond))
 	victim.start()
-	c.waitHealthy(t, 0)
+	c.waitHealthy(t, vi)
 	seq := f.lastSeq()
-	eventually(t, 2*time.Minute, func() bool { return c.nodeLastSeq(t, 0, streams.PDUStream) >= seq },
-		"NATS node %s's copy of %s is at %d, want %d", victim.opts.ServerName, streams.PDUStream, c.nodeLastSeq(t, 0, streams.PDUStream), seq)
+	eventually(t, 2*time.Minute, func() bool { return c.nodeLastSeq(t, vi, streams.PDUStream) >= seq },
+		"NATS node %s's copy of %s is at %d, want %d", victim.opts.ServerName, streams.PDUStream, c.nodeLastSeq(t, vi, streams.PDUStream), seq)
 	t.Logf("NATS node %s back and current %v after the kill", victim.opts.ServerName, time.Since(killed).Round(time.Millisecond))
 	goesOn("node back")
 
 	for i, node := range c.nodes {
 		node.stop()
-		t.Logf("NATS node %s stopped; 40 more PDUs delivered everywhere %v later", node.opts.ServerName, goesOn("rolling restart").Round(time.Millisecond))
+		stopped := time.Now()
+		took := goesOn("rolling restart")
+		t.Logf("NATS node %s stopped; 40 more PDUs delivered everywhere %v later; the longest a destination went without a delivery: %v",
+			node.opts.ServerName, took.Round(time.Millisecond), f.longestGap(stopped).Round(time.Millisecond))
 		node.start()
 		c.waitHealthy(t, i)
 		goesOn("rolling restart")
@@ -66,23 +75,40 @@ func TestReplicasSurviveNATSNodeFaults(t *testing.T) {
 	t.Logf("%d PDUs published to %d destinations through a kill -9 and a rolling restart of the NATS cluster", f.published(), len(f.dests))
 }
 
-// lastSeq is the PDU stream's last sequence, as the cluster reports it.
-func (f *fleet) lastSeq() uint64 {
-	f.t.Helper()
-	var seq uint64
-	eventually(f.t, time.Minute, func() bool {
-		s, err := f.js.Stream(f.t.Context(), streams.PDUStream)
-		if err != nil {
-			return false
+// leaderOf is the index of the node that leads stream.
+func (c *natsCluster) leaderOf(t *testing.T, f *fleet, stream string) int {
+	t.Helper()
+	s, err := f.js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ns := range c.nodes {
+		if info.Cluster != nil && ns.opts.ServerName == info.Cluster.Leader {
+			return i
 		}
-		info, err := s.Info(f.t.Context())
-		if err != nil {
-			return false
+	}
+	t.Fatalf("no node leads %s: %+v", stream, info.Cluster)
+	return 0
+}
+
+// longestGap is the longest time after since that a destination went
+// without a transaction, until its last one.
+func (f *fleet) longestGap(since time.Time) time.Duration {
+	var gap time.Duration
+	for _, r := range f.rs {
+		last := since
+		for _, tx := range r.Transactions() {
+			if tx.Received.After(last) {
+				gap = max(gap, tx.Received.Sub(last))
+				last = tx.Received
+			}
 		}
-		seq = info.State.LastSeq
-		return true
-	}, "the cluster does not answer for %s", streams.PDUStream)
-	return seq
+	}
+	return gap
 }
 
 // nodeLastSeq is the last sequence of node i's copy of stream, from its
