@@ -45,10 +45,6 @@ type EDUScanner interface {
 // partition: its lease (*lease.Lease is one).
 type Fence interface{ Valid() bool }
 
-// errFenced: the partition's lease was no longer valid when the
-// transaction was to be sent, so it was not.
-var errFenced = errors.New("not sent: this replica no longer holds the partition's lease")
-
 // Config is shared by every destination actor of a process.
 type Config struct {
 	Origin     string
@@ -404,12 +400,10 @@ func (a *Actor) launch(release func()) {
 		if prepare {
 			a.prepare(ctx, t)
 		}
-		// Checked again right before the request: preparing may have
-		// taken a round trip to NATS.
-		if fence != nil && !fence.Valid() {
-			release()
-			engine.Send(self, sendDone{t: t, err: errFenced})
-			return
+		// Checked again right before the request goes out (after
+		// preparing, which may take a round trip to NATS, and signing).
+		if fence != nil {
+			ctx = federation.WithGate(ctx, fence.Valid)
 		}
 		res, err := sender.SendTransaction(ctx, dest, t.id, t.body, t.canonical)
 		release()
@@ -492,7 +486,7 @@ func (t *txn) eduCount() int {
 func (a *Actor) sent(m sendDone) {
 	a.sending = false
 	t := m.t
-	if m.err != nil && (errors.Is(m.err, errFenced) || a.ctx.Err() != nil) {
+	if m.err != nil && (errors.Is(m.err, federation.ErrGateClosed) || a.ctx.Err() != nil) {
 		// Not a failure of the destination: the partition's lease ended
 		// (or the replica stops). Its next owner sends the transaction.
 		a.log.Info("transaction not sent: the partition is no longer this replica's", "txn_id", t.id, "error", m.err)

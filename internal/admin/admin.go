@@ -71,7 +71,10 @@ type Options struct {
 	// Ready is /readyz: nil error means ready, otherwise the error's text is
 	// the reason. nil means ready when Reader is.
 	Ready func() error
-	Log   *slog.Logger
+	// Owners answers GET /_fedsender/partitions and the micro endpoint
+	// fedsender.admin.partitions; nil: neither exists.
+	Owners Owners
+	Log    *slog.Logger
 }
 
 // Each wait of an admin call is bounded; past it the call answers an
@@ -165,6 +168,8 @@ func route(escaped string) (ep endpoint, dest string, ok bool) {
 		return epReady, "", true
 	case destinationsPath:
 		return epList, "", true
+	case PartitionsPath:
+		return epPartitions, "", true
 	}
 	rest, found := strings.CutPrefix(escaped, destinationsPath+"/")
 	if !found {

@@ -67,6 +67,9 @@ func ServeMicro(ctx context.Context, nc *nats.Conn, opts Options) error {
 			return fmt.Errorf("admin: micro endpoint %s: %w", ep.name, err)
 		}
 	}
+	if err := a.addPartitionsEndpoint(ctx, svc); err != nil {
+		return fmt.Errorf("admin: micro endpoint partitions: %w", err)
+	}
 	<-ctx.Done()
 	return nil
 }
@@ -76,16 +79,21 @@ func (a *api) microHandler(ctx context.Context, name string, keys []string) micr
 	return func(req micro.Request) {
 		out, err := a.microCall(ctx, name, keys, req.Data())
 		if err != nil {
-			status, body, known := answer(err)
-			if !known {
-				a.opts.Log.Error("admin micro request failed", "endpoint", name, "error", err)
-			}
-			data, _ := json.Marshal(body) // a plain struct
-			req.Error(strconv.Itoa(status), body.Error, data)
+			a.microError(req, name, err)
 			return
 		}
 		req.RespondJSON(out)
 	}
+}
+
+// microError answers err as the error table has it.
+func (a *api) microError(req micro.Request, name string, err error) {
+	status, body, known := answer(err)
+	if !known {
+		a.opts.Log.Error("admin micro request failed", "endpoint", name, "error", err)
+	}
+	data, _ := json.Marshal(body) // a plain struct
+	req.Error(strconv.Itoa(status), body.Error, data)
 }
 
 // microCall decodes a request and runs the operation.

@@ -19,6 +19,9 @@ var (
 	ErrInvalidTxnID = errors.New("federation: invalid transaction id")
 	// ErrClosed is wrapped for sends after Close.
 	ErrClosed = errors.New("federation: client closed")
+	// ErrGateClosed: the request was not sent, its gate (WithGate) was
+	// closed: the replica no longer holds the partition's lease.
+	ErrGateClosed = errors.New("federation: not sent: the gate is closed")
 	// ErrInvalidOptions is wrapped by New's errors.
 	ErrInvalidOptions = errors.New("federation: invalid options")
 )

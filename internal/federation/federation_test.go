@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -481,4 +482,29 @@ func listenPlain(t *testing.T, serve func(net.Conn)) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// TestGateClosedSendsNothing: a transaction whose gate (a partition lease)
+// closed before the request went out is not sent at all.
+func TestGateClosedSendsNothing(t *testing.T) {
+	ca := pki.MustCA(t)
+	var requests atomic.Int32
+	rv := newReceiver(t, ca, func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		io.WriteString(w, "{}")
+	})
+	c := newClient(t, ca, newKey(t), nil)
+	open := true
+	ctx := federation.WithGate(testContext(t), func() bool { return open })
+	if _, err := c.SendTransaction(ctx, rv.dest, "t1", []byte(txnBody), []byte(txnCanonical)); err != nil {
+		t.Fatalf("with the gate open: %v", err)
+	}
+	open = false
+	_, err := c.SendTransaction(ctx, rv.dest, "t2", []byte(txnBody), []byte(txnCanonical))
+	if !errors.Is(err, federation.ErrGateClosed) {
+		t.Errorf("with the gate closed: got %v, want ErrGateClosed", err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("the receiver got %d requests, want only the one sent while the gate was open", n)
+	}
 }

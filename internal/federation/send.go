@@ -60,6 +60,11 @@ func (c *Client) SendTransaction(ctx context.Context, destination, txnID string,
 		"Content-Type":  {"application/json"},
 		"User-Agent":    {c.opts.UserAgent},
 	}
+	// Checked last, after resolving and signing, right before the request
+	// goes out.
+	if gate, ok := ctx.Value(gateKey{}).(func() bool); ok && !gate() {
+		return fail(ClassNetwork, ErrGateClosed)
+	}
 	resp, err := c.rt.RoundTrip(req)
 	if err != nil {
 		return TransactionResult{}, classify(ctx, attemptCtx, destination, err)
@@ -75,6 +80,15 @@ func (c *Client) SendTransaction(ctx context.Context, destination, txnID string,
 		data = nil
 	}
 	return TransactionResult{}, statusError(destination, resp, data, time.Now())
+}
+
+type gateKey struct{}
+
+// WithGate returns ctx with a gate that SendTransaction checks right before
+// the request goes out: when it returns false the transaction is not sent
+// and the error wraps ErrGateClosed. A replica's partition lease is one.
+func WithGate(ctx context.Context, open func() bool) context.Context {
+	return context.WithValue(ctx, gateKey{}, open)
 }
 
 // validTxnID allows what the specification allows: [0-9A-Za-z_-], which also

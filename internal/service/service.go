@@ -254,7 +254,8 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		}
 	}
 	var resets admin.Resetter
-	owned.control, resets = startCommands(run, nc, n, resetter{engine: engine, owned: owned}, proj, log)
+	owners := leaseOwners{js: js, n: n}
+	owned.control, resets = startCommands(run, nc, n, resetter{engine: engine, owned: owned}, proj, owners, log)
 	// The manager gets ctx itself: when it ends, it drains and releases
 	// the partitions while everything else still runs.
 	mgrCtx, stopOwnership := context.WithCancel(ctx)
@@ -276,7 +277,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		svc.AdminAddr = ln.Addr().String()
 		srv := &http.Server{
 			Handler: admin.New(admin.Options{Tokens: tokens, Reader: proj, Rooms: proj.rooms,
-				Resetter: resets, Ready: svc.ready, Log: log}),
+				Resetter: resets, Ready: svc.ready, Owners: owners, Log: log}),
 			ReadHeaderTimeout: 10 * time.Second,
 		}
 		run("admin", func(ctx context.Context) error { return serveHTTP(ctx, srv, ln) })

@@ -13,6 +13,7 @@ import (
 	"github.com/fedsender/fedsender/internal/control"
 	"github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/ingest"
+	"github.com/fedsender/fedsender/internal/ownership"
 	"github.com/fedsender/fedsender/internal/projection"
 	"github.com/fedsender/fedsender/internal/projection/kvprojection"
 	"github.com/fedsender/fedsender/internal/projection/roomindex"
@@ -147,13 +148,23 @@ func (m *readModel) notReady() error {
 // the NATS micro service, and returns the Resetter the HTTP admin API
 // uses: both surfaces send resets to the partition's owner over NATS.
 func startCommands(run func(string, func(context.Context) error), nc *nats.Conn, partitions int,
-	local resetter, proj *readModel, log *slog.Logger) (*control.Server, admin.Resetter) {
+	local resetter, proj *readModel, owners admin.Owners, log *slog.Logger) (*control.Server, admin.Resetter) {
 	srv := control.NewServer(control.ServerOptions{NC: nc, Partitions: partitions, Reset: local.Reset,
 		ServerUp: local.ServerUp, Log: log})
 	run("control", srv.Run)
 	client := control.NewClient(nc, partitions)
 	run("admin micro service", func(ctx context.Context) error {
-		return admin.ServeMicro(ctx, nc, admin.Options{Reader: proj, Rooms: proj.rooms, Resetter: client, Log: log})
+		return admin.ServeMicro(ctx, nc, admin.Options{Reader: proj, Rooms: proj.rooms, Resetter: client, Owners: owners, Log: log})
 	})
 	return srv, client
+}
+
+// leaseOwners reads the partitions' owners from the lease bucket.
+type leaseOwners struct {
+	js jetstream.JetStream
+	n  int
+}
+
+func (o leaseOwners) Owners(ctx context.Context) ([]ownership.PartitionOwner, error) {
+	return ownership.Owners(ctx, o.js, o.n)
 }
