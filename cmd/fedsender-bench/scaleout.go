@@ -393,12 +393,13 @@ func runScaleout(ctx context.Context, e *env) (*scaleoutResult, error) {
 		if err != nil {
 			return rates{}, readCost{}, err
 		}
+		base := f.minCount()
 		r, published, err := e.measureSustained(ctx, f, pub, tag)
 		if err != nil {
 			return r, readCost{}, err
 		}
-		if !waitFor(ctx, 60*time.Second, func() bool { return f.minCount() >= f.maxCount() }) {
-			return r, readCost{}, fmt.Errorf("%s: deliveries did not drain: %s", tag, pipelineState(f, published))
+		if !waitFor(ctx, 60*time.Second, func() bool { return f.minCount() >= base+published }) {
+			return r, readCost{}, fmt.Errorf("%s: deliveries did not drain: %s", tag, pipelineState(f, base+published))
 		}
 		after, err := c.reads(pids)
 		if err != nil {
