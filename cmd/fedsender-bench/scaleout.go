@@ -547,9 +547,8 @@ func (r *results) scaleoutRows(row func(name, value, lo, hi, setup string)) {
 	row("3 replicas deliveries/s", f0(s.Three.Mean), f0(s.Three.Min), f0(s.Three.Max), fmt.Sprintf("%.2f× one replica, same cluster and load", s.Three.Mean/max(1, s.One.Mean)))
 	row("read per replica per PDU, 1", fmt.Sprintf("%.0f B / %.2f msgs", s.ReadOne.Bytes, s.ReadOne.Msgs), "", "", fmt.Sprintf("what the NATS servers sent each replica's connections, per PDU published (envelope %.0f B)", s.ReadOne.PDUBytes))
 	row("read per replica per PDU, 3", fmt.Sprintf("%.0f B / %.2f msgs", s.ReadThree.Bytes, s.ReadThree.Msgs), "", "", "mean over the three replicas")
-	b20, m20 := s.project(20)
-	row("  projected at 20 replicas", fmt.Sprintf("%.0f B / %.2f msgs", b20, m20), "", "",
-		fmt.Sprintf("per replica, fitted as a + b/N to 1 and 3 replicas; the cluster sends %.1f KiB per PDU to 20", 20*b20/1024))
+	row("  projected at 20 replicas", fmt.Sprintf("%.0f to %.0f KiB", 20*s.ReadOne.PDUBytes/1024, 20*s.ReadThree.Bytes/1024), "", "",
+		"what the cluster sends all replicas per PDU: each reads the whole PDU stream once (the envelope), at most what a replica read at 3")
 	if len(s.Failover) > 0 {
 		row("failover seconds", f2(slices.Max(s.Failover)), f2(slices.Min(s.Failover)), f2(slices.Max(s.Failover)),
 			fmt.Sprintf("kill -9 of %s → next delivery to each of its %d destinations (the value is the worst)", s.Killed, len(s.Failover)))
@@ -560,15 +559,4 @@ func (r *results) scaleoutRows(row func(name, value, lo, hi, setup string)) {
 	row("latency p99 ms, kill -9", f1(s.AroundKill.P99), "", "", fmt.Sprintf("PDUs published 5 s before to 20 s after the kill; p50 %.1f, max %.1f", s.AroundKill.P50, s.AroundKill.Max))
 	row("latency p99 ms, rebalance", f1(s.AroundJoin.P99), "", "", fmt.Sprintf("the killed replica started again, taking its share back; p50 %.1f, max %.1f", s.AroundJoin.P50, s.AroundJoin.Max))
 	row("  receiver checks", checkText(s.Checks), "", "", "violations / PDUs delivered again / requests, the whole part")
-}
-
-// project fits per-replica reads per PDU as a + b/N through the one- and
-// three-replica measurements and evaluates it at n replicas.
-func (s *scaleoutResult) project(n int) (bytesPer, msgsPer float64) {
-	fit := func(one, three float64) float64 {
-		b := (one - three) / (1 - 1.0/3)
-		a := one - b
-		return max(0, a+b/float64(n))
-	}
-	return fit(s.ReadOne.Bytes, s.ReadThree.Bytes), fit(s.ReadOne.Msgs, s.ReadThree.Msgs)
 }
