@@ -51,6 +51,9 @@ type reply struct {
 	Seq        uint64 `json:"seq,omitempty"`
 	NotFailing bool   `json:"not_failing,omitempty"`
 	Error      string `json:"error,omitempty"`
+	// Moved: the replica no longer owns the partition (it is moving to
+	// another); the command was not done, and the sender tries again.
+	Moved bool `json:"moved,omitempty"`
 }
 
 // Client sends commands to owners.
@@ -78,16 +81,28 @@ func (c *Client) Reset(ctx context.Context, dest string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("control: reset %s: %w", dest, err)
 	}
-	msg, err := c.request(ctx, streams.ControlResetSubject(p), body)
-	if errors.Is(err, nats.ErrNoResponders) {
-		return 0, fmt.Errorf("%w %d (destination %s)", ErrNoOwner, p, dest)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("control: reset %s: %w", dest, err)
-	}
 	var r reply
-	if err := json.Unmarshal(msg.Data, &r); err != nil {
-		return 0, fmt.Errorf("control: reset %s: the owner answered %q: %w", dest, msg.Data, err)
+	for {
+		msg, err := c.request(ctx, streams.ControlResetSubject(p), body)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return 0, fmt.Errorf("%w %d (destination %s)", ErrNoOwner, p, dest)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("control: reset %s: %w", dest, err)
+		}
+		r = reply{}
+		if err := json.Unmarshal(msg.Data, &r); err != nil {
+			return 0, fmt.Errorf("control: reset %s: the owner answered %q: %w", dest, msg.Data, err)
+		}
+		if !r.Moved {
+			break
+		}
+		// The partition is moving: its next owner takes the command.
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w %d (destination %s): it is moving between replicas", ErrNoOwner, p, dest)
+		case <-time.After(noOwnerRetry):
+		}
 	}
 	switch {
 	case r.NotFailing:
@@ -256,6 +271,13 @@ func (s *Server) Run(ctx context.Context) error {
 			p, err := streams.PartitionFromControlSubject(m.Subject)
 			if err != nil {
 				continue // cannot happen: only our subjects are subscribed
+			}
+			if !s.owns(p) {
+				// Taken before Disown, answered after: the sender asks
+				// the partition's next owner.
+				body, _ := json.Marshal(reply{Moved: true}) // a plain struct
+				m.Respond(body)
+				continue
 			}
 			wg.Go(func() {
 				seq, err := handleReset(ctx, opts, p, m.Data)

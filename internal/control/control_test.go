@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/fedsender/fedsender/internal/control"
 	"github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/projection/projectiontest"
@@ -160,5 +162,61 @@ func TestServerUpReachesTheOwnerOfTheDestinationOnly(t *testing.T) {
 	case d := <-ups:
 		t.Errorf("server_up also passed on for %q", d)
 	default:
+	}
+}
+
+// TestResetFollowsAMovingPartition: a command that reached a replica just
+// before it gave the partition up is not done there; the sender asks again
+// and the partition's new owner does it.
+func TestResetFollowsAMovingPartition(t *testing.T) {
+	nc, _, _ := projectiontest.JetStream(t)
+	const n = 4
+	dest := "moving.example"
+	p := streams.Partition(dest, n)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	old := control.NewServer(control.ServerOptions{NC: nc, Partitions: n,
+		Reset: func(context.Context, string) (uint64, error) {
+			t.Error("the replica that gave the partition up did the reset")
+			return 1, nil
+		}})
+	if err := old.Own(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	arrived := make(chan struct{}, 1)
+	watch, err := nc.Subscribe(streams.ControlResetSubject(p), func(*nats.Msg) { arrived <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		seq uint64
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer rcancel()
+		seq, err := control.NewClient(nc, n).Reset(rctx, dest)
+		res <- result{seq, err}
+	}()
+	select {
+	case <-arrived: // the old owner has the command too, not served yet
+	case <-time.After(5 * time.Second):
+		t.Fatal("the command did not arrive")
+	}
+	watch.Unsubscribe()
+	// The partition moves: the old owner lets go, the new owner takes it,
+	// and only then does the old one serve what it had taken.
+	old.Disown(p)
+	next := control.NewServer(control.ServerOptions{NC: nc, Partitions: n,
+		Reset: func(context.Context, string) (uint64, error) { return 42, nil }})
+	go next.Run(ctx)
+	if err := next.Own(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	go old.Run(ctx)
+	r := <-res
+	if r.err != nil || r.seq != 42 {
+		t.Fatalf("Reset = %d, %v; want 42 from the new owner", r.seq, r.err)
 	}
 }

@@ -34,6 +34,8 @@ type EDUOptions struct {
 	// event to a room of PacedReceiptServers or more (0: no pacing).
 	Recent      *RecentEvents
 	ReceiptRate float64
+	// Hold: read nothing until Begin (see Options.Hold).
+	Hold bool
 }
 
 // Pacing of receipts in large rooms, as Synapse has it.
@@ -61,7 +63,7 @@ func NewEDUReader(opts EDUOptions) *EDUReader {
 func (r *EDUReader) Run(ctx context.Context) error {
 	return consume(ctx, consumeOptions{
 		js: r.opts.JS, stream: streams.EDUStream, start: r.opts.Start, log: r.opts.Log, what: "EDUs",
-		state: &r.readerState, handle: r.handle, advance: r.advance,
+		state: &r.readerState, handle: r.handle, advance: r.advance, hold: r.opts.Hold,
 	})
 }
 

@@ -65,6 +65,9 @@ type Options struct {
 	// Recent, if set, remembers the events read in the last minute, for
 	// the EDU reader's receipt pacing.
 	Recent *RecentEvents
+	// Hold: read nothing until Begin, while taking Own and Disown, so
+	// that the partitions claimed at start are read for in one pass.
+	Hold bool
 }
 
 // Observer sees the valid PDUs the reader reads, once per batch, in stream
@@ -89,7 +92,7 @@ func New(opts Options) *Reader {
 func (r *Reader) Run(ctx context.Context) error {
 	return consume(ctx, consumeOptions{
 		js: r.opts.JS, stream: streams.PDUStream, start: r.opts.Start, log: r.opts.Log, what: "PDUs",
-		state: &r.readerState, handle: r.handle, advance: r.advance,
+		state: &r.readerState, handle: r.handle, advance: r.advance, hold: r.opts.Hold,
 	})
 }
 
@@ -103,6 +106,7 @@ type consumeOptions struct {
 	state   *readerState
 	handle  func(context.Context, []jetstream.Msg) error
 	advance func() // every second
+	hold    bool   // wait for Begin
 }
 
 // consume reads a stream from o.start with an ordered consumer, in batches
@@ -111,6 +115,13 @@ type consumeOptions struct {
 // there.
 func consume(ctx context.Context, o consumeOptions) error {
 	start := max(o.start, 1)
+	if o.hold {
+		o.state.through.Store(start - 1)
+		var ok bool
+		if start, ok = o.state.hold(ctx, start); !ok {
+			return nil
+		}
+	}
 	for {
 		o.state.through.Store(start - 1)
 		rewind, err := consumeFrom(ctx, o, start)
@@ -223,7 +234,7 @@ func (r *Reader) handle(ctx context.Context, batch []jetstream.Msg) error {
 			pdu.Destinations = streams.DropOrigin(pdu.Destinations, r.opts.Origin)
 		}
 		sctx := ctx
-		if r.opts.Tracer.Enabled() {
+		if r.opts.Tracer.Enabled() && fresh { // traced once, when first read
 			sctx, fanOuts = r.traceIngest(ctx, msg, last, pdu, err, fanOuts)
 		}
 		if err != nil {

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 
 	"github.com/anthdm/hollywood/actor"
@@ -25,6 +26,9 @@ type readerState struct {
 	// ask it through requests.
 	owned    []*actor.PID
 	requests chan ownRequest
+	// begin is closed by Begin: a held reader starts reading then.
+	begin     chan struct{}
+	beginOnce sync.Once
 	// seen is the highest sequence shown to the observers: after a rewind
 	// they do not see a message twice.
 	seen uint64
@@ -41,7 +45,29 @@ type ownRequest struct {
 
 func newReaderState(partitions []*actor.PID) readerState {
 	return readerState{partitions: len(partitions), parts: map[string]int{}, warned: map[string]struct{}{},
-		owned: append([]*actor.PID(nil), partitions...), requests: make(chan ownRequest, 64)}
+		owned: append([]*actor.PID(nil), partitions...), requests: make(chan ownRequest, 64), begin: make(chan struct{})}
+}
+
+// Begin lets a reader created with Hold start reading.
+func (r *readerState) Begin() { r.beginOnce.Do(func() { close(r.begin) }) }
+
+// hold applies Own and Disown without reading until Begin, and returns
+// the sequence to start from: start, or an earlier one an owned partition
+// needs. ok is false when ctx ended.
+func (r *readerState) hold(ctx context.Context, start uint64) (uint64, bool) {
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, false
+		case <-r.begin:
+			return start, true
+		case req := <-r.requests:
+			if rewind := r.apply(req); rewind != 0 {
+				start = rewind
+				r.through.Store(start - 1)
+			}
+		}
+	}
 }
 
 // Through is the last sequence handed to the supervisors.

@@ -62,6 +62,9 @@ type Manager struct {
 	mu    sync.Mutex
 	parts []part // by partition; the loop's, read under mu by Owned
 	ready bool
+	// settled is closed the first time the replica is ready.
+	settled     chan struct{}
+	settledOnce sync.Once
 }
 
 type partState int
@@ -96,8 +99,14 @@ func New(o Options) *Manager {
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = 20 * time.Second
 	}
-	return &Manager{opts: o, parts: make([]part, o.Partitions), events: make(chan event, 2*o.Partitions+8)}
+	return &Manager{opts: o, parts: make([]part, o.Partitions), events: make(chan event, 2*o.Partitions+8),
+		settled: make(chan struct{})}
 }
+
+// Settled is closed the first time Ready is true: the replica has taken
+// the partitions it could take at start (the readers then start, reading
+// once for all of them).
+func (m *Manager) Settled() <-chan struct{} { return m.settled }
 
 // Ready reports whether this replica has claimed every partition it is
 // the desired owner of, or knows that another replica still holds it and
@@ -157,6 +166,10 @@ func (m *Manager) Run(ctx context.Context) error {
 	tick := time.NewTicker(m.opts.Lease.TTL / 3)
 	defer tick.Stop()
 	for {
+		var memberLost <-chan struct{}
+		if member != nil {
+			memberLost = member.Context().Done()
+		}
 		select {
 		case <-ctx.Done():
 			m.leave(member)
@@ -175,15 +188,32 @@ func (m *Manager) Run(ctx context.Context) error {
 		case ev := <-m.events:
 			m.handle(ev)
 		case <-tick.C:
-		case <-member.Context().Done():
-			// The membership key expired or was deleted: join again.
+		case <-memberLost:
+			// The membership key expired or was deleted: join again. The
+			// partitions held stay held (their leases are their own), and
+			// none is taken or given up meanwhile.
 			m.opts.Log.Warn("this replica's membership lease ended; joining again", "instance", m.opts.Instance)
-			if member = m.join(ctx, leaseCtx); member == nil {
-				continue
-			}
+			member = nil
 		}
-		m.reconcile(ctx, leaseCtx, v)
+		if member == nil {
+			member = m.rejoin(leaseCtx)
+		}
+		if member != nil {
+			m.reconcile(ctx, leaseCtx, v)
+		}
 	}
+}
+
+// rejoin tries once to take the membership lease again; nil when it
+// cannot yet.
+func (m *Manager) rejoin(leaseCtx context.Context) *lease.Lease {
+	l, err := lease.TryAcquire(leaseCtx, m.opts.JS, MemberKey(m.opts.Instance), m.opts.Instance, m.opts.Lease)
+	if err != nil {
+		m.opts.Log.Warn("cannot join again yet", "instance", m.opts.Instance, "error", err)
+		return nil
+	}
+	m.opts.Log.Info("joined again", "instance", m.opts.Instance)
+	return l
 }
 
 func (v *view) apply(e jetstream.KeyValueEntry) {
@@ -302,6 +332,9 @@ func (m *Manager) reconcile(ctx, leaseCtx context.Context, v view) {
 	m.mu.Lock()
 	m.ready = ready
 	m.mu.Unlock()
+	if ready {
+		m.settledOnce.Do(func() { close(m.settled) })
+	}
 }
 
 // acquire takes partition p's lease and has the handler serve it; false
@@ -426,6 +459,9 @@ func (m *Manager) leave(member *lease.Lease) {
 }
 
 func (m *Manager) release(member *lease.Lease) {
+	if member == nil {
+		return
+	}
 	if err := member.Release(context.Background()); err != nil {
 		m.opts.Log.Warn("could not release the membership lease: it expires", "error", err)
 	}

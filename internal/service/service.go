@@ -215,9 +215,9 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	recent := ingest.NewRecentEvents()
 	// No partition is owned yet: ownership hands them to the readers.
-	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
+	reader := ingest.New(ingest.Options{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Hold: true, Budget: budget, Start: start + 1, Origin: cfg.ServerName, Log: log,
 		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics, Recent: recent})
-	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Start: eduStart + 1,
+	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: make([]*actor.PID, n), Hold: true, Start: eduStart + 1,
 		Origin: cfg.ServerName, Log: log, Metrics: obs.metrics, Recent: recent, ReceiptRate: cfg.Federation.ReceiptsPerRoomPerSecond})
 	owned := &partitions{engine: engine, store: store, cfg: pcfg, reader: reader, eduReader: eduReader,
 		metrics: obs.metrics, log: log, n: n, served: map[int]*served{}}
@@ -262,6 +262,18 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	defer stopOwnership()
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Run(mgrCtx) }()
+	// The readers start once the partitions this replica can take at start
+	// are claimed, so that they read once for all of them (or after two
+	// lease TTLs, whatever ownership is then).
+	go func() {
+		select {
+		case <-mgr.Settled():
+		case <-time.After(2 * cfg.Ownership.LeaseTTL):
+		case <-runCtx.Done():
+		}
+		reader.Begin()
+		eduReader.Begin()
+	}()
 
 	if cfg.Admin.Listen != "" {
 		var tokens []string
@@ -316,12 +328,13 @@ func (s *Service) ready() error {
 	switch {
 	case !s.nc.IsConnected():
 		return errNATSUnreachable
+	case !s.ownership.Ready():
+		// The readers start after this.
+		return errors.New("the partitions this replica is to own are not claimed yet")
 	case !s.reader.Running():
 		return errors.New("the PDU reader is not running")
 	case !s.eduReader.Running():
 		return errors.New("the EDU reader is not running")
-	case !s.ownership.Ready():
-		return errors.New("the partitions this replica is to own are not claimed yet")
 	}
 	return s.proj.notReady()
 }

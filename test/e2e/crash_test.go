@@ -117,14 +117,22 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 `, origin, keyPath, filepath.Join(dir, "data"), natsPort, caPath)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf := logFile(t, filepath.Join(dir, "fedsender.log"), "fedsender log", 0)
+	return newProcess(t, dir, "fedsender", conf), key, ca, natsPort
+}
+
+// newProcess returns a real fedsender process (not started) running
+// configuration conf, that logs to a file in dir shown (the last 8 KiB)
+// when the test fails, and is killed when the test ends.
+func newProcess(t *testing.T, dir, name, conf string) *process {
+	t.Helper()
+	logf := logFile(t, filepath.Join(dir, "fedsender.log"), name+"'s log (the last 8 KiB)", 8<<10)
 	p := &process{t: t, bin: binary(t), conf: conf, log: logf}
 	t.Cleanup(func() {
 		if p.cmd != nil && p.cmd.ProcessState == nil {
 			p.kill9()
 		}
 	})
-	return p, key, ca, natsPort
+	return p
 }
 
 func TestKill9UnderLoadLosesNothing(t *testing.T) {

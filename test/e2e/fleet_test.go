@@ -174,14 +174,7 @@ queue: {partitions: %d, checkpoint_interval: 100ms}
 `, origin, name, f.keyPath, filepath.Join(dir, "data"), f.c.url(), r.admin, adminToken, r.metrics, f.caPath, fleetPartitions)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf := logFile(t, filepath.Join(dir, "fedsender.log"), name+"'s log (the last 8 KiB)", 8<<10)
-	r.p = &process{t: t, bin: binary(t), conf: conf, log: logf}
-	t.Cleanup(func() {
-		if r.p.cmd != nil && r.p.cmd.ProcessState == nil {
-			r.p.cmd.Process.Signal(syscall.SIGCONT)
-			r.p.kill9()
-		}
-	})
+	r.p = newProcess(t, dir, name, conf)
 	return r
 }
 

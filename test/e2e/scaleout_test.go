@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +21,9 @@ import (
 )
 
 // scaleoutTTL is the replicas' lease TTL in these tests: short, so that a
-// lost lease shows quickly.
-const scaleoutTTL = 2 * time.Second
+// lost lease shows quickly, but not so short that a loaded machine delays
+// renewals past it.
+const scaleoutTTL = 4 * time.Second
 
 // scaleoutHarness is the first replica, fedsender-a, on the external NATS
 // server at url.
@@ -165,13 +168,7 @@ func exactlyOnce(t *testing.T, r *receiver.Receiver, sent map[string][]string) {
 func TestReplicasShareDestinationsUnderLoad(t *testing.T) {
 	ns := startNATS(t)
 	a := scaleoutHarness(t, ns.url)
-	var rs []*receiver.Receiver
-	var dests []string
-	for range 8 {
-		r := a.receiver(nil)
-		rs = append(rs, r)
-		dests = append(dests, r.ServerName())
-	}
+	rs, dests := a.receivers(8)
 	balanced(t, a, []string{"fedsender-a"}, a)
 	pub := a.startPublishing(dests, 5*time.Millisecond)
 
@@ -202,31 +199,12 @@ func TestReplicasShareDestinationsUnderLoad(t *testing.T) {
 	// Operators see the same owners on either surface of any replica, and
 	// each replica's gauge counts its own.
 	for _, h := range []*harness{a, c} {
-		var overHTTP struct {
-			Partitions []ownership.PartitionOwner `json:"partitions"`
-			Unowned    int                        `json:"unowned"`
-		}
-		if code := h.admin("GET", "/_fedsender/partitions", &overHTTP); code != 200 {
-			t.Fatalf("%s: GET /_fedsender/partitions: %d", h.cfg.InstanceName, code)
-		}
-		msg, err := h.nc.Request("fedsender.admin.partitions", nil, 5*time.Second)
-		if err != nil {
-			t.Fatalf("%s: fedsender.admin.partitions: %v", h.cfg.InstanceName, err)
-		}
-		var overNATS struct {
-			Partitions []ownership.PartitionOwner `json:"partitions"`
-		}
-		if err := json.Unmarshal(msg.Data, &overNATS); err != nil {
-			t.Fatalf("fedsender.admin.partitions answered %s: %v", msg.Data, err)
-		}
-		if overHTTP.Unowned != 0 || len(overHTTP.Partitions) != a.cfg.Queue.Partitions || len(overNATS.Partitions) != len(overHTTP.Partitions) {
-			t.Fatalf("%s: partitions over HTTP %+v, over NATS %+v", h.cfg.InstanceName, overHTTP, overNATS)
-		}
-		for i, o := range overHTTP.Partitions {
-			if o.Owner != after[o.Partition] || overNATS.Partitions[i].Owner != o.Owner {
-				t.Errorf("%s: partition %d owned by %q over HTTP, %q over NATS, want %s", h.cfg.InstanceName, o.Partition,
-					o.Owner, overNATS.Partitions[i].Owner, after[o.Partition])
+		deadline := time.Now().Add(10 * time.Second)
+		for problem := h.partitionsMismatch(h.owners()); problem != ""; problem = h.partitionsMismatch(h.owners()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s, for 10s: %s", h.cfg.InstanceName, problem)
 			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	owned := 0.0
@@ -272,6 +250,37 @@ func counter(t *testing.T, h *harness, name string) float64 {
 		sum += m.GetCounter().GetValue()
 	}
 	return sum
+}
+
+// partitionsMismatch says how GET /_fedsender/partitions and
+// fedsender.admin.partitions differ from want ("" when both show it).
+func (h *harness) partitionsMismatch(want map[int]string) string {
+	type answer struct {
+		Partitions []ownership.PartitionOwner `json:"partitions"`
+		Unowned    int                        `json:"unowned"`
+	}
+	var overHTTP, overNATS answer
+	if code := h.admin("GET", "/_fedsender/partitions", &overHTTP); code != 200 {
+		return fmt.Sprintf("GET /_fedsender/partitions: %d", code)
+	}
+	msg, err := h.nc.Request("fedsender.admin.partitions", nil, 5*time.Second)
+	if err != nil {
+		return fmt.Sprintf("fedsender.admin.partitions: %v", err)
+	}
+	if err := json.Unmarshal(msg.Data, &overNATS); err != nil {
+		return fmt.Sprintf("fedsender.admin.partitions answered %s: %v", msg.Data, err)
+	}
+	for _, got := range []answer{overHTTP, overNATS} {
+		if got.Unowned != 0 || len(got.Partitions) != len(want) {
+			return fmt.Sprintf("partitions %+v, want %v", got, want)
+		}
+		for _, o := range got.Partitions {
+			if o.Owner != want[o.Partition] {
+				return fmt.Sprintf("partition %d owned by %q, want %q", o.Partition, o.Owner, want[o.Partition])
+			}
+		}
+	}
+	return ""
 }
 
 // gauge is a gauge's value (its one series) on h's /metrics.
@@ -376,4 +385,182 @@ func TestSIGTERMDrainsTheTransactionInFlight(t *testing.T) {
 	}
 	exactlyOnce(t, r, map[string][]string{room: want})
 	t.Logf("a drained in %v with a transaction in flight", took.Round(time.Millisecond))
+}
+
+// receivers starts n receivers and returns them with their server names.
+func (h *harness) receivers(n int) ([]*receiver.Receiver, []string) {
+	var rs []*receiver.Receiver
+	var dests []string
+	for range n {
+		r := h.receiver(nil)
+		rs = append(rs, r)
+		dests = append(dests, r.ServerName())
+	}
+	return rs, dests
+}
+
+// replicaProcess runs a real `fedsender run` named name beside h (same
+// key, CA and NATS), which a test can kill -9.
+func (h *harness) replicaProcess(name string) *process {
+	h.t.Helper()
+	t := h.t
+	dir := t.TempDir()
+	keyPath, caPath := filepath.Join(dir, "signing.key"), filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(keyPath, h.key.MarshalKeyFile(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caPath, h.ca.PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "fedsender.yaml")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(`server_name: %s
+instance_name: %s
+signing_key_path: %s
+data_dir: %s
+log: {level: info}
+nats: {url: %q}
+admin: {listen: "127.0.0.1:0", token: t}
+metrics: {listen: ""}
+federation:
+  ca_file: %s
+  ip_range_allowlist: [127.0.0.0/8]
+  request_timeout: 5s
+queue: {partitions: %d, checkpoint_interval: %s}
+`, origin, name, keyPath, filepath.Join(dir, "data"), h.cfg.NATS.URL, caPath, h.cfg.Queue.Partitions, h.cfg.Queue.CheckpointInterval)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := newProcess(t, dir, name, conf)
+	p.start()
+	return p
+}
+
+// TestAKilledReplicasDestinationsAreServedWithin10s: a replica process
+// (default lease TTL, 6 s) is killed with kill -9 under load; the
+// survivor takes its partitions when their leases expire, and each of its
+// destinations gets its next delivery within 10 s of the kill; nothing is
+// lost, every room stays in order, and no two transactions overlap.
+func TestAKilledReplicasDestinationsAreServedWithin10s(t *testing.T) {
+	ns := startNATS(t)
+	a := newHarness(t, func(c *config.Config) {
+		c.NATS.URL = ns.url
+		c.InstanceName = "fedsender-a"
+	})
+	rs, dests := a.receivers(8)
+	b := a.replicaProcess("fedsender-b")
+	live := []string{"fedsender-a", "fedsender-b"}
+	owners := balanced(t, a, live, a)
+	var ofB []*receiver.Receiver
+	for _, r := range rs {
+		if owners[streams.Partition(r.ServerName(), a.cfg.Queue.Partitions)] == "fedsender-b" {
+			ofB = append(ofB, r)
+		}
+	}
+	if len(ofB) == 0 {
+		t.Fatal("fedsender-b owns none of the destinations' partitions")
+	}
+	pub := a.startPublishing(dests, 10*time.Millisecond)
+	eventually(t, 30*time.Second, func() bool {
+		for _, r := range ofB {
+			if len(r.PDUs()) < 20 {
+				return false
+			}
+		}
+		return true
+	}, "fedsender-b's destinations are not being served")
+	killed := time.Now()
+	b.kill9()
+	for _, r := range ofB {
+		eventually(t, 30*time.Second, func() bool {
+			for _, p := range r.PDUs() {
+				if p.Received.After(killed) {
+					return true
+				}
+			}
+			return false
+		}, "%s got nothing after fedsender-b was killed", r.ServerName())
+		first := time.Time{}
+		for _, p := range r.PDUs() {
+			if p.Received.After(killed) && (first.IsZero() || p.Received.Before(first)) {
+				first = p.Received
+			}
+		}
+		failover := first.Sub(killed)
+		t.Logf("%s: next delivery %v after the kill", r.ServerName(), failover.Round(time.Millisecond))
+		if failover > 10*time.Second {
+			t.Errorf("%s: next delivery %v after the kill, want under 10s", r.ServerName(), failover)
+		}
+	}
+	sent := pub.finish(t)
+	total := 0
+	for _, ids := range sent {
+		total += len(ids)
+	}
+	for _, r := range rs {
+		eventually(t, 60*time.Second, func() bool { return distinct(r) >= total },
+			"%s received %d of %d PDUs", r.ServerName(), distinct(r), total)
+		inOrder(t, r, sent)
+	}
+}
+
+// distinct counts the distinct PDUs r received.
+func distinct(r *receiver.Receiver) int {
+	seen := map[string]bool{}
+	for _, p := range r.PDUs() {
+		seen[p.EventID] = true
+	}
+	return len(seen)
+}
+
+// TestToDeviceMessagesFollowTheirPartition: to-device messages published
+// while a second replica joins and takes its share reach every
+// destination once each, in order, whichever replica sent them.
+func TestToDeviceMessagesFollowTheirPartition(t *testing.T) {
+	ns := startNATS(t)
+	a := scaleoutHarness(t, ns.url)
+	rs, dests := a.receivers(8)
+	balanced(t, a, []string{"fedsender-a"}, a)
+	const total = 1500
+	var want []string
+	done := make(chan error, 1)
+	go func() {
+		for i := range total {
+			id := fmt.Sprintf("m%d", i)
+			env, err := json.Marshal(streams.EDUEnvelope{EDUType: "m.direct_to_device", Content: json.RawMessage(toDeviceContent(id)), Destinations: dests})
+			if err == nil {
+				_, err = a.pub.PublishAsync(env)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+			if i%10 == 9 {
+				time.Sleep(15 * time.Millisecond)
+			}
+		}
+		done <- nil
+	}()
+	for i := range total {
+		want = append(want, fmt.Sprintf("m%d", i))
+	}
+	eventually(t, 30*time.Second, func() bool { return len(rs[0].EDUs()) > 100 }, "no to-device message arrived")
+	b := a.replica("fedsender-b")
+	balanced(t, a, []string{"fedsender-a", "fedsender-b"}, a, b)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := counter(t, b, "fedsender_federation_client_sent_edus_total"); n == 0 {
+		t.Error("fedsender-b sent no EDU: the handover happened after the last one")
+	}
+	for _, r := range rs {
+		eventually(t, 60*time.Second, func() bool { ids, _ := firstArrivals(r); return len(ids) >= total },
+			"%s: %d of %d to-device messages", r.ServerName(), len(eduField(r, "m.direct_to_device", "message_id")), total)
+		ids, again := firstArrivals(r)
+		if !slices.Equal(ids, want) {
+			t.Errorf("%s: to-device messages out of order or missing", r.ServerName())
+		}
+		if again != 0 {
+			t.Errorf("%s: %d to-device messages arrived twice", r.ServerName(), again)
+		}
+		r.RequireNoViolations(t)
+	}
 }
