@@ -174,6 +174,12 @@ type fleet struct {
 // newFleet starts n receivers. onPDU and onEDU, when set, see every PDU
 // and EDU of every newly accepted transaction; the receivers keep no EDU.
 func (e *env) newFleet(n int, onPDU func(eventID string, at time.Time), onEDU func(receiver.EDU)) (*fleet, error) {
+	return e.newFleetWith(n, onPDU, onEDU, nil)
+}
+
+// newFleetWith is newFleet with each receiver's options changed by mutate
+// (nil: none).
+func (e *env) newFleetWith(n int, onPDU func(eventID string, at time.Time), onEDU func(receiver.EDU), mutate func(*receiver.Options)) (*fleet, error) {
 	f := &fleet{}
 	for range n {
 		opts := receiver.Options{
@@ -187,6 +193,9 @@ func (e *env) newFleet(n int, onPDU func(eventID string, at time.Time), onEDU fu
 		}
 		if onPDU != nil {
 			opts.OnPDU = func(eventID, _ string, at time.Time) { onPDU(eventID, at) }
+		}
+		if mutate != nil {
+			mutate(&opts)
 		}
 		r, err := receiver.New(opts)
 		if err != nil {

@@ -53,6 +53,12 @@
 //     sustained load without and with postgres.url set, alternating
 //     (deliveries/s, the projector's lag and catch-up), and the rooms
 //     projector's PDUs/s on backlogs.
+//   - scaleout (only when -only names it): real `fedsender run` processes
+//     on a three-node NATS cluster: one replica's sustained deliveries/s
+//     against three's, what each replica reads from NATS per PDU (and a
+//     projection to 20 replicas), the failover of a replica killed -9
+//     (from the kill to the next delivery to each of its destinations),
+//     and the latency p99 around the kill and around a rebalance.
 //
 // Flags: -short runs smaller sizes for a quick check (the mixed part: 20
 // destinations, bursts of 1,000, 3 s down); -only runs the named parts
@@ -151,7 +157,7 @@ func main() {
 func run() int {
 	fs := flag.NewFlagSet("fedsender-bench", flag.ContinueOnError)
 	short := fs.Bool("short", false, "smaller sizes, for a quick check (about 40 s)")
-	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), mixed, baseline, rss, catchup, admin; and tracing (off vs on) and postgres, only when named")
+	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), mixed, baseline, rss, catchup, admin; and tracing (off vs on), postgres and scaleout, only when named")
 	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
 	latencyFraction := fs.Float64("latency-fraction", 0.20, "the latency phase's rate, as a fraction of the sustained rate")
 	typingRate := fs.Int("typing-rate", 1000, "the mixed part's typing storm, typing EDUs a second across the rooms (a multiple of 100; 0: none)")
@@ -251,6 +257,8 @@ func run() int {
 			res.admin, err = runAdmin(ctx, e)
 		case "postgres":
 			res.postgres, err = runPostgres(ctx, e)
+		case "scaleout":
+			res.scaleout, err = runScaleout(ctx, e)
 		}
 		if err != nil {
 			progress("%s: FAILED: %v", part, err)

@@ -221,7 +221,7 @@ func runMixed(ctx context.Context, e *env, sustained float64) (*mixedResult, err
 	res := &mixedResult{Sustained: sustained}
 	if sustained <= 0 {
 		e.progress("mixed: the pipeline part did not run: measuring the sustained rate first")
-		r, published, err := e.measureSustained(ctx, f, in, "tp")
+		r, published, err := e.measureSustained(ctx, f, in.pub, "tp")
 		if err != nil {
 			return nil, err
 		}
@@ -268,7 +268,7 @@ func runMixed(ctx context.Context, e *env, sustained float64) (*mixedResult, err
 			load.toDevice(rec, f.names, i*half, (i+1)*half)
 		}
 	})
-	err = publishPaced(ctx, in, res.PDUs, res.PDURate, func(i int) []byte {
+	err = publishPaced(ctx, in.pub, res.PDUs, res.PDURate, func(i int) []byte {
 		env := factory.envelope("mix", i, roomName(i%p.rooms))
 		l.pubAt[i].Store(time.Now().UnixNano())
 		load.receiptAndPresence(i, "mix")

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fedsender/fedsender/streams"
 )
 
 // throughput is the result of a throughput part.
@@ -112,7 +114,7 @@ func percentile(sorted []int64, q float64) float64 {
 
 // publishPaced publishes n envelopes at rate per second, envelope i made
 // by next(i) at its time, and waits for their acknowledgements.
-func publishPaced(ctx context.Context, in *instance, n int, rate float64, next func(i int) []byte) error {
+func publishPaced(ctx context.Context, pub *streams.Publisher, n int, rate float64, next func(i int) []byte) error {
 	acks := newAckChecker()
 	interval := time.Duration(float64(time.Second) / rate)
 	start := time.Now()
@@ -125,7 +127,7 @@ func publishPaced(ctx context.Context, in *instance, n int, rate float64, next f
 			case <-time.After(d):
 			}
 		}
-		fut, err := in.pub.PublishAsync(next(i))
+		fut, err := pub.PublishAsync(next(i))
 		if err != nil {
 			acks.finish()
 			return fmt.Errorf("publish: %w", err)
@@ -174,7 +176,7 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 
 	// Sustained rate.
 	e.progress("pipeline: %d receivers, fedsender at %s; warm-up %v, then %d × %v", p.dests, in.svc.NATSURL, p.warmup, p.windows, p.window)
-	res.Rates, res.Published, err = e.measureSustained(ctx, f, in, "tp")
+	res.Rates, res.Published, err = e.measureSustained(ctx, f, in.pub, "tp")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -198,7 +200,7 @@ func runPipeline(ctx context.Context, e *env) (*throughput, *latency, error) {
 		return nil, nil, fmt.Errorf("latency profile: %w", err)
 	}
 	defer stopProfile()
-	if err := publishPaced(ctx, in, lat.PDUs, lat.PDURate, func(i int) []byte {
+	if err := publishPaced(ctx, in.pub, lat.PDUs, lat.PDURate, func(i int) []byte {
 		env := factory.envelope("lat", i, roomName(i%p.rooms))
 		l.pubAt[i].Store(time.Now().UnixNano())
 		return env

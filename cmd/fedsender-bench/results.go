@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,6 +27,7 @@ type results struct {
 	tracing  *tracingResult
 	admin    *adminResult
 	postgres *postgresResult
+	scaleout *scaleoutResult
 	errors   []string
 }
 
@@ -76,6 +78,15 @@ type summary struct {
 	PostgresDeliveries *float64 `json:"postgres_deliveries_per_sec,omitempty"`
 	PostgresCatchUp    *float64 `json:"postgres_projector_catch_up_seconds,omitempty"`
 	PostgresRoomsPDUPS *float64 `json:"postgres_rooms_projector_pdus_per_sec,omitempty"`
+	// The scaleout part: 1 and 3 replicas' deliveries/s, the worst
+	// failover after a kill -9, the p99 around it and around a rebalance,
+	// and each replica's NATS reads per PDU at 3 replicas.
+	ScaleoutOne     *float64 `json:"scaleout_one_replica_deliveries_per_sec,omitempty"`
+	ScaleoutThree   *float64 `json:"scaleout_three_replicas_deliveries_per_sec,omitempty"`
+	FailoverSeconds *float64 `json:"failover_seconds,omitempty"`
+	KillP99         *float64 `json:"handover_kill_p99_ms,omitempty"`
+	RebalanceP99    *float64 `json:"handover_rebalance_p99_ms,omitempty"`
+	ReadBytesPerPDU *float64 `json:"replica_read_bytes_per_pdu,omitempty"`
 }
 
 func ptr(v float64) *float64 {
@@ -128,6 +139,13 @@ func (r *results) summary() summary {
 			if len(l.Backlogs) > 0 {
 				s.PostgresRoomsPDUPS = ptr(l.Backlogs[0].PDUsPerSec())
 			}
+		}
+	}
+	if so := r.scaleout; so != nil {
+		s.ScaleoutOne, s.ScaleoutThree = ptr(so.One.Mean), ptr(so.Three.Mean)
+		s.KillP99, s.RebalanceP99, s.ReadBytesPerPDU = ptr(so.AroundKill.P99), ptr(so.AroundJoin.P99), ptr(so.ReadThree.Bytes)
+		if len(so.Failover) > 0 {
+			s.FailoverSeconds = ptr(slices.Max(so.Failover))
 		}
 	}
 	return s
@@ -203,6 +221,7 @@ func (r *results) print(out io.Writer) {
 	r.tracingRows(row)
 	r.postgresRows(row)
 	r.pgLoadRows(row)
+	r.scaleoutRows(row)
 	tw.Flush()
 	for _, c := range r.allChecks() {
 		for _, v := range c.Examples {
@@ -268,6 +287,9 @@ func (r *results) allChecks() []checks {
 	}
 	if r.catchup != nil {
 		out = append(out, r.catchup.Checks)
+	}
+	if r.scaleout != nil {
+		out = append(out, r.scaleout.Checks)
 	}
 	return out
 }

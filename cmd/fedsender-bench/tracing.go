@@ -11,6 +11,7 @@ import (
 
 	"github.com/fedsender/fedsender/internal/config"
 	"github.com/fedsender/fedsender/internal/service"
+	"github.com/fedsender/fedsender/streams"
 )
 
 // The tracing part compares the pipeline's sustained delivery rate with
@@ -22,7 +23,7 @@ import (
 // the default parts: run it with -only tracing.
 
 // optionalParts run only when -only names them.
-var optionalParts = []string{"tracing", "postgres"}
+var optionalParts = []string{"tracing", "postgres", "scaleout"}
 
 // tracingResult is the outcome of the tracing part.
 type tracingResult struct {
@@ -142,7 +143,7 @@ func (e *env) sustain(ctx context.Context, name string, deps service.Deps, mutat
 	} else {
 		duringErr <- nil
 	}
-	r, _, err := e.measureSustained(ctx, f, in, name)
+	r, _, err := e.measureSustained(ctx, f, in.pub, name)
 	stopDuring()
 	if err2 := <-duringErr; err == nil {
 		err = err2
@@ -160,12 +161,15 @@ func (e *env) sustain(ctx context.Context, name string, deps service.Deps, mutat
 // through in, kept at most the lead ahead of what all have acknowledged,
 // and measures the delivery rate over the warm-up and windows; it returns
 // the rates and how many PDUs were published.
-func (e *env) measureSustained(ctx context.Context, f *fleet, in *instance, tag string) (rates, int64, error) {
+func (e *env) measureSustained(ctx context.Context, f *fleet, pub *streams.Publisher, tag string) (rates, int64, error) {
 	p := e.p
 	factory := newPDUFactory(f.names, p.pduSize)
 	acks := newAckChecker()
+	// What the receivers hold from earlier phases does not count.
+	base := f.minCount()
+	acked := func() int64 { return f.minCount() - base }
 	fd := &feeder{
-		pub: in.pub, acked: f.minCount, lead: p.lead, acks: acks,
+		pub: pub, acked: acked, lead: p.lead, acks: acks,
 		make: func(n int) []byte { return factory.envelope(tag, n, roomName(n%p.rooms)) },
 	}
 	pubCtx, stopPub := context.WithCancel(ctx)
@@ -173,7 +177,7 @@ func (e *env) measureSustained(ctx context.Context, f *fleet, in *instance, tag 
 	go func() { defer close(pubDone); fd.run(pubCtx) }()
 	w := windowed{
 		count:      f.total,
-		pending:    func() bool { return f.minCount() < fd.count() },
+		pending:    func() bool { return acked() < fd.count() },
 		failed:     acks.failed,
 		diagnose:   func() string { return pipelineState(f, fd.count()) },
 		stallAfter: 10 * time.Second,

@@ -44,6 +44,27 @@ func keyAndCAFiles(t *testing.T, dir, version string) (xmatrix.SigningKey, *pki.
 	return key, ca, keyPath, caPath
 }
 
+// logFile creates the file at path for a process to log to; when the test
+// fails, the last keep bytes of it (0: all) are shown under the title what.
+func logFile(t *testing.T, path, what string, keep int) *os.File {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			data, _ := os.ReadFile(f.Name())
+			if keep > 0 && len(data) > keep {
+				data = data[len(data)-keep:]
+			}
+			t.Logf("%s:\n%s", what, data)
+		}
+		f.Close()
+	})
+	return f
+}
+
 func freePort(t *testing.T) int { return fedsenderproc.FreePort(t) }
 
 // process is a real `fedsender run`.
@@ -100,21 +121,11 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 }
 
 // newProcess returns a real fedsender process (not started) running
-// configuration conf, that logs to a file in dir shown when the test
-// fails, and is killed when the test ends.
+// configuration conf, that logs to a file in dir shown (the last 8 KiB)
+// when the test fails, and is killed when the test ends.
 func newProcess(t *testing.T, dir, name, conf string) *process {
 	t.Helper()
-	logf, err := os.Create(filepath.Join(dir, "fedsender.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			data, _ := os.ReadFile(logf.Name())
-			t.Logf("%s log:\n%s", name, data)
-		}
-		logf.Close()
-	})
+	logf := logFile(t, filepath.Join(dir, "fedsender.log"), name+"'s log (the last 8 KiB)", 8<<10)
 	p := &process{t: t, bin: binary(t), conf: conf, log: logf}
 	t.Cleanup(func() {
 		if p.cmd != nil && p.cmd.ProcessState == nil {

@@ -6,16 +6,11 @@
 package e2e
 
 import (
-	"context"
-	"fmt"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/config"
 	"github.com/fedsender/fedsender/streams"
@@ -29,65 +24,6 @@ func TestLongNATSOutage(t *testing.T) {
 			natsOutage(t, startNATS(t), outage, nil)
 		})
 	}
-}
-
-// natsCluster is three NATS servers with JetStream routed into one cluster.
-type natsCluster struct {
-	nodes []*natsServer
-	// monitor is each node's monitoring address, for /healthz.
-	monitor []string
-}
-
-func startNATSCluster(t *testing.T) *natsCluster {
-	t.Helper()
-	const n = 3
-	ports := make([]int, n)
-	routes := make([]string, n)
-	for i := range ports {
-		ports[i] = freePort(t)
-		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", ports[i])
-	}
-	c := &natsCluster{}
-	for i := range n {
-		mport := freePort(t)
-		c.nodes = append(c.nodes, newNATSServer(t, fmt.Sprintf("n%d", i+1), server.Options{
-			HTTPHost: "127.0.0.1", HTTPPort: mport,
-			Cluster: server.ClusterOpts{Name: "fedsender", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
-		}))
-		c.monitor = append(c.monitor, fmt.Sprintf("http://127.0.0.1:%d", mport))
-	}
-	for _, ns := range c.nodes {
-		ns.start()
-	}
-	for i := range c.nodes {
-		c.waitHealthy(t, i)
-	}
-	return c
-}
-
-// url is the comma-separated list fedsender's nats.url takes.
-func (c *natsCluster) url() string {
-	var urls []string
-	for _, ns := range c.nodes {
-		urls = append(urls, ns.url)
-	}
-	return strings.Join(urls, ",")
-}
-
-// waitHealthy waits until node i's /healthz answers 200: JetStream is up
-// and its streams and consumers are current, the check an operator's
-// rolling restart waits for before taking the next node down.
-func (c *natsCluster) waitHealthy(t *testing.T, i int) {
-	t.Helper()
-	eventually(t, 2*time.Minute, func() bool {
-		resp, err := http.Get(c.monitor[i] + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, "NATS node %s is not healthy", c.nodes[i].opts.ServerName)
 }
 
 // TestNATSClusterRollingRestart runs fedsender against a three-node NATS
@@ -183,37 +119,4 @@ func (ns *natsServer) fedsenderConnected() bool {
 		}
 	}
 	return false
-}
-
-// waitJetStream waits until the cluster can place a stream on three
-// replicas, as fedsender's streams are.
-func waitJetStream(t *testing.T, url string) {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe"}, Replicas: 3})
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the NATS cluster cannot place a stream on three replicas within a minute: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := js.DeleteStream(ctx, "PROBE"); err != nil {
-		t.Fatal(err)
-	}
 }

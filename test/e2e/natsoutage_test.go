@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +31,11 @@ type natsServer struct {
 	opts server.Options
 	srv  *server.Server
 	url  string
+	// bin, when set, runs the server as a nats-server process, proc,
+	// logging to log.
+	bin  string
+	proc *exec.Cmd
+	log  *os.File
 }
 
 // startNATS starts a single NATS server with JetStream.
@@ -52,6 +60,10 @@ func newNATSServer(t *testing.T, name string, opts server.Options) *natsServer {
 
 func (ns *natsServer) start() {
 	ns.t.Helper()
+	if ns.bin != "" {
+		ns.startProcess()
+		return
+	}
 	opts := ns.opts // the server keeps and changes its options
 	srv, err := server.NewServer(&opts)
 	if err != nil {
@@ -66,6 +78,7 @@ func (ns *natsServer) start() {
 }
 
 func (ns *natsServer) stop() {
+	ns.stopProcess(syscall.SIGTERM)
 	if ns.srv != nil {
 		ns.srv.Shutdown()
 		ns.srv.WaitForShutdown()

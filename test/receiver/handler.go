@@ -59,6 +59,7 @@ func (r *Receiver) handleSend(g *generation, req *http.Request, rawTxnID string)
 	if ok {
 		return resp, true
 	}
+	r.keepRequest(req.Context(), txnID)
 	if r.opts.ExpectHost != "" && req.Host != r.opts.ExpectHost {
 		r.violate("txn %s: Host header %q, want %q", txnID, req.Host, r.opts.ExpectHost)
 	}
@@ -87,6 +88,7 @@ func (r *Receiver) handleSend(g *generation, req *http.Request, rawTxnID string)
 	in.body = body
 	in.bodyHash = r.store.hashBody(body) // the seed never changes: no lock
 	in.received = received
+	in.peer = peerOf(req.Context())
 	return r.process(g, in)
 }
 

@@ -62,6 +62,13 @@ type Options struct {
 	// signature. For benchmarks whose receivers share the CPU with the
 	// sender being measured; tests leave it off.
 	SkipSignatureCheck bool
+	// Peer, when set, names the sender of each connection from its remote
+	// address ("127.0.0.1:PORT"), e.g. the process that holds the client
+	// socket, so that tests can tell several senders of one origin apart.
+	// It is called once per connection, as it is accepted (the client's
+	// socket is open then); the name is recorded with every request
+	// (SendRequests) and accepted transaction (Transaction.Peer).
+	Peer func(remoteAddr string) string
 	// Fallback, when set, serves requests for every path other than
 	// /_matrix/federation/v1/send/ (e.g. /.well-known/matrix/server), which
 	// are then not violations.

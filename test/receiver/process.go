@@ -105,7 +105,7 @@ func (r *Receiver) run(g *generation, in *incoming, fault Fault, released <-chan
 }
 
 func (in *incoming) transaction() Transaction {
-	return Transaction{TxnID: in.txnID, OriginServerTS: in.ts, PDUs: in.nPDUs, EDUs: in.nEDUs, Received: in.received}
+	return Transaction{TxnID: in.txnID, OriginServerTS: in.ts, PDUs: in.nPDUs, EDUs: in.nEDUs, Received: in.received, Peer: in.peer}
 }
 
 func (in *incoming) pduList(pduErrors map[string]string) []PDU {

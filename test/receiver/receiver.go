@@ -40,8 +40,10 @@ type Receiver struct {
 	flight  *flight // the transaction being processed; one origin, so one slot
 	store   store
 	headers []http.Header // with Options.KeepHeaders
-	dups    int
-	viol    violations
+	// sendReqs has every PUT /send request, with Options.Peer
+	sendReqs []SendRequest
+	dups     int
+	viol     violations
 }
 
 // generation is one listening period, from New or Restart to Stop.
@@ -112,6 +114,7 @@ func (r *Receiver) serveLocked(l net.Listener) {
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.serveHTTP(g, w, req) }),
 		TLSConfig:         r.tlsConf,
 		ReadHeaderTimeout: 30 * time.Second,
+		ConnContext:       r.connPeer,
 		// TLS handshake failures (the BadCert tests) and aborted requests
 		// are expected here; keep them out of test output.
 		ErrorLog: slog.NewLogLogger(r.log.Handler(), slog.LevelDebug),

@@ -33,6 +33,7 @@ type Transaction struct {
 	EDUs           int
 	Received       time.Time
 	Body           []byte // the raw body; nil unless Options.KeepBodies
+	Peer           string // the sender, as Options.Peer named it; "" without it
 }
 
 // store keeps accepted transactions and their PDUs. Event and room ids live
@@ -60,6 +61,7 @@ type txnRecord struct {
 	id       string
 	ts       int64
 	received int64 // unix nanoseconds
+	peer     string
 	bodyHash uint64
 	firstPDU uint32
 	nPDUs    int // valid PDUs stored, from firstPDU on
@@ -90,6 +92,7 @@ func (s *store) addTxn(in *incoming, keepBody, keepEDUs bool) uint32 {
 		id:       in.txnID,
 		ts:       in.ts,
 		received: in.received.UnixNano(),
+		peer:     in.peer,
 		bodyHash: in.bodyHash,
 		firstPDU: uint32(len(s.pdus)),
 		nAll:     in.nPDUs,
@@ -212,6 +215,7 @@ func (s *store) txnList() []Transaction {
 			EDUs:           t.nEDUs,
 			Received:       time.Unix(0, t.received),
 			Body:           bytes.Clone(t.body),
+			Peer:           t.peer,
 		}
 	}
 	return out

@@ -39,6 +39,7 @@ type incoming struct {
 	body     []byte
 	bodyHash uint64
 	received time.Time
+	peer     string // Options.Peer's name for the sender
 	ts       int64
 	pdus     []pduIDs // the well-formed PDUs, in order
 	edus     []EDU    // the well-formed EDUs, in order
