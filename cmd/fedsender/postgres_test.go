@@ -19,7 +19,7 @@ func TestMigrate(t *testing.T) {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"applied migrations [1 2 3 4]", "applied migrations []"} {
+	for _, want := range []string{"applied migrations [1 2 3 4 5]", "applied migrations []"} {
 		code, out, errs := runCmd(t, "", "migrate", "--config", path)
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("migrate: exit %d, stdout %q (want %q), stderr %q", code, out, want, errs)
