@@ -270,6 +270,11 @@ type Transaction struct {
 		} `json:"edus"`
 	} `json:"body"`
 	Status int `json:"status"`
+	// Response is the receiver's answer: its pdus map is keyed by the
+	// event ids the receiver computed (the PDUs carry none).
+	Response struct {
+		PDUs map[string]json.RawMessage `json:"pdus"`
+	} `json:"response"`
 }
 
 // Transactions reads what Synapse's sender delivered to hs2 or hs3 in the
