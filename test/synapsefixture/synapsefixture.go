@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fedsender/fedsender/internal/projection/pgprojection/pgtest"
+	"github.com/fedsender/fedsender/internal/xmatrix"
 	"github.com/fedsender/fedsender/test/fedsenderproc"
 	"github.com/fedsender/fedsender/test/prereq"
 )
@@ -54,6 +55,17 @@ func Dir() string {
 
 // Path is the absolute path of one of the fixture's files.
 func Path(name string) string { return filepath.Join(Dir(), filepath.FromSlash(name)) }
+
+// SigningKey is hs1's signing key (signing.key): the key Synapse signed
+// with, which fedsender signs with in its place.
+func SigningKey(t testing.TB) xmatrix.SigningKey {
+	t.Helper()
+	key, err := xmatrix.LoadKeyFile(Path("signing.key"))
+	if err != nil {
+		t.Fatalf("synapsefixture: %v", err)
+	}
+	return key
+}
 
 var (
 	templates   = map[string]string{}
