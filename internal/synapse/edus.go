@@ -78,27 +78,40 @@ func serverOf(userID string) string {
 	return servername.Normalize(server)
 }
 
-// edu builds the message of one EDU envelope. id, when set, is its
-// Nats-Msg-Id (so that a replay after a crash is dropped by JetStream);
-// source, when set, its HeaderSource.
-func (d EDUDeps) edu(ctx context.Context, eduType string, content any, destinations []string, id, source string) (*nats.Msg, error) {
-	raw, err := json.Marshal(content)
+// outgoing is one EDU envelope a source publishes.
+type outgoing struct {
+	Type         string
+	Content      any
+	Destinations []string
+	// Key is the coalescing key, when the pipeline's default for the type
+	// is not the right one.
+	Key string
+	// ID, when set, is the Nats-Msg-Id, so that a replay after a crash is
+	// dropped by JetStream.
+	ID string
+	// Source, when set, is the HeaderSource.
+	Source string
+}
+
+// message builds the message of one EDU envelope.
+func (d EDUDeps) message(ctx context.Context, e outgoing) (*nats.Msg, error) {
+	raw, err := json.Marshal(e.Content)
 	if err != nil {
-		return nil, fmt.Errorf("synapse: %s content: %w", eduType, err)
+		return nil, fmt.Errorf("synapse: %s content: %w", e.Type, err)
 	}
-	envelope, err := json.Marshal(streams.EDUEnvelope{EDUType: eduType, Content: raw, Destinations: destinations})
+	envelope, err := json.Marshal(streams.EDUEnvelope{EDUType: e.Type, Content: raw, Destinations: e.Destinations, Key: e.Key})
 	if err != nil {
 		return nil, err
 	}
 	msg, err := d.Messages.Message(ctx, envelope)
 	if err != nil {
-		return nil, fmt.Errorf("synapse: %s for %v: %w", eduType, destinations, err)
+		return nil, fmt.Errorf("synapse: %s for %v: %w", e.Type, e.Destinations, err)
 	}
-	if id != "" {
-		msg.Header.Set(jetstream.MsgIDHeader, id)
+	if e.ID != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, e.ID)
 	}
-	if source != "" {
-		msg.Header.Set(HeaderSource, source)
+	if e.Source != "" {
+		msg.Header.Set(HeaderSource, e.Source)
 	}
 	return msg, nil
 }

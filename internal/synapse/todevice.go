@@ -89,7 +89,7 @@ func (s *ToDevice) Next(ctx context.Context, from int64) (Batch, error) {
 			ids++
 			last = streamID
 		}
-		m, err := s.message(ctx, dest, streamID, content)
+		m, err := s.envelope(ctx, dest, streamID, content)
 		if err != nil {
 			return Batch{}, err
 		}
@@ -106,10 +106,10 @@ func (s *ToDevice) Next(ctx context.Context, from int64) (Batch, error) {
 	return Batch{Messages: msgs, Position: upto}, nil
 }
 
-// message builds one row's envelope, or nil for a row to skip (a
+// envelope builds one row's envelope, or nil for a row to skip (a
 // destination Routing refuses, content that is not a JSON object: Synapse
 // wrote it, so it is logged, not retried forever).
-func (s *ToDevice) message(ctx context.Context, dest string, streamID int64, content string) (*nats.Msg, error) {
+func (s *ToDevice) envelope(ctx context.Context, dest string, streamID int64, content string) (*nats.Msg, error) {
 	dests := s.d.Routing.Filter([]string{dest})
 	if len(dests) == 0 {
 		s.d.Logger.Debug("synapse: to-device row not for a destination fedsender sends to",
@@ -123,8 +123,8 @@ func (s *ToDevice) message(ctx context.Context, dest string, streamID int64, con
 		return nil, nil
 	}
 	id := strconv.FormatInt(streamID, 10)
-	m, err := s.d.edu(ctx, "m.direct_to_device", json.RawMessage(content), dests,
-		"synapse-td-"+dests[0]+"-"+id, "to_device "+id)
+	m, err := s.d.message(ctx, outgoing{Type: "m.direct_to_device", Content: json.RawMessage(content),
+		Destinations: dests, ID: "synapse-td-" + dests[0] + "-" + id, Source: "to_device " + id})
 	if err != nil {
 		s.d.Logger.Error("synapse: to-device message refused; skipped",
 			"destination", dest, "stream_id", streamID, "error", err)
