@@ -31,6 +31,9 @@ const (
 	// replica membership and the Synapse feed's single reader, each a key
 	// with a per-key TTL.
 	LeaseBucket = "fedsender-leases"
+	// SynapsePositionBucket holds the Synapse feed's position in each of
+	// Synapse's streams, key the source's name.
+	SynapsePositionBucket = "fedsender-synapse-positions"
 
 	// HeaderReason carries a dead letter's reason.
 	HeaderReason = "Fedsender-Reason"
@@ -143,6 +146,12 @@ func KVConfigs(o Options) []jetstream.KeyValueConfig {
 		Storage:        jetstream.FileStorage,
 		Replicas:       o.Replicas,
 		LimitMarkerTTL: time.Minute,
+	}, {
+		Bucket:      SynapsePositionBucket,
+		Description: "the Synapse feed's position in each of Synapse's streams, key the source (events, to_device, ...)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
 	}, destinationBucketConfig(o)}
 }
 
