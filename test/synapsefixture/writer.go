@@ -90,8 +90,8 @@ type RoomSpec struct {
 	Members []string
 }
 
-// Event is an event the Writer persisted.
-type Event struct {
+// Persisted is an event the Writer persisted.
+type Persisted struct {
 	ID             string
 	RoomID         string
 	StreamOrdering int64
@@ -233,27 +233,27 @@ func (w *Writer) build(r *Room, typ string, stateKey *string, content any, sende
 // the room's previous event, in its own transaction, as Synapse persists
 // a client's message: the external cache first, then the rows, then (once
 // every lower stream ordering is persisted) the RDATA line.
-func (w *Writer) Message(ctx context.Context, r *Room, body string) (Event, error) {
+func (w *Writer) Message(ctx context.Context, r *Room, body string) (Persisted, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	prevID, prevDepth := r.prev, r.depth
 	b, err := w.build(r, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": body}, r.creator, nil)
 	if err != nil {
-		return Event{}, err
+		return Persisted{}, err
 	}
 	b.roomState = r.stateGroup
 	if w.rdb != nil {
 		if err := w.rdb.Set(ctx, "cache_v1:event_to_prev_state_group:"+b.ev.EventID(), r.stateGroup, time.Hour).Err(); err != nil {
 			r.prev, r.depth = prevID, prevDepth
-			return Event{}, err
+			return Persisted{}, err
 		}
 	}
 	so, err := w.persist(ctx, b, prevID)
 	if err != nil {
 		r.prev, r.depth = prevID, prevDepth
-		return Event{}, err
+		return Persisted{}, err
 	}
-	return Event{ID: b.ev.EventID(), RoomID: r.ID, StreamOrdering: so}, nil
+	return Persisted{ID: b.ev.EventID(), RoomID: r.ID, StreamOrdering: so}, nil
 }
 
 // persist writes one non-state event in a transaction and announces it.

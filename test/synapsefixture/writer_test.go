@@ -53,7 +53,7 @@ func TestWriterPersistsAndAnnouncesInStreamOrder(t *testing.T) {
 		t.Fatalf("hosts %q", got)
 	}
 	var wg sync.WaitGroup
-	events := make(chan synapsefixture.Event, 40)
+	events := make(chan synapsefixture.Persisted, 40)
 	for _, r := range rooms {
 		wg.Go(func() {
 			for i := range 10 {
