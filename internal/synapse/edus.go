@@ -40,6 +40,10 @@ type EDUDeps struct {
 	Now func() time.Time
 	// BatchSize bounds the rows one Next reads (default 500).
 	BatchSize int
+	// ShareDeviceNames is Synapse's
+	// allow_device_name_lookup_over_federation (default false): whether
+	// device-list updates carry device_display_name.
+	ShareDeviceNames bool
 }
 
 func (d EDUDeps) withDefaults() (EDUDeps, error) {
