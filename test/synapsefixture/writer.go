@@ -152,9 +152,6 @@ func (w *Writer) CreateRooms(ctx context.Context, specs []RoomSpec) ([]*Room, er
 	if err := w.setJoinedHosts(ctx, rooms); err != nil {
 		return nil, err
 	}
-	if err := bumpStreamPosition(ctx, tx, sos[len(sos)-1]); err != nil {
-		return nil, err
-	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, err
 	}
@@ -290,9 +287,6 @@ func (w *Writer) persist(ctx context.Context, b built, prevID string) (int64, er
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		return 0, err
 	}
-	if err := bumpStreamPosition(ctx, tx, b.so); err != nil {
-		return 0, err
-	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err
 	}
@@ -302,10 +296,12 @@ func (w *Writer) persist(ctx context.Context, b built, prevID string) (int64, er
 
 // announce records that stream ordering so is persisted and publishes the
 // RDATA lines of every persisted ordering up to the first one that is not,
-// so that the stream is announced in order, as Synapse's replication does.
+// so that the stream is announced in order, as Synapse's replication does;
+// then, as Synapse's id generator does after each commit, it moves the
+// writer's stream_positions row to the position below which every event is
+// persisted (never past an event still being written).
 func (w *Writer) announce(ctx context.Context, so int64, lines string) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.done[so] = lines
 	var out []string
 	for {
@@ -319,14 +315,20 @@ func (w *Writer) announce(ctx context.Context, so int64, lines string) error {
 			out = append(out, strings.Split(l, "\n")...)
 		}
 	}
-	if w.rdb == nil || len(out) == 0 {
-		return nil
+	upto := w.next - 1
+	if w.rdb != nil && len(out) > 0 {
+		pipe := w.rdb.Pipeline()
+		for _, l := range out {
+			pipe.Publish(ctx, w.server, l)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			w.mu.Unlock()
+			return err
+		}
 	}
-	pipe := w.rdb.Pipeline()
-	for _, l := range out {
-		pipe.Publish(ctx, w.server, l)
-	}
-	_, err := pipe.Exec(ctx)
+	w.mu.Unlock()
+	_, err := w.pool.Exec(ctx, `UPDATE stream_positions SET stream_id = $1
+		WHERE stream_name = 'events' AND instance_name = 'master' AND stream_id < $1`, upto)
 	return err
 }
 
@@ -365,11 +367,6 @@ func (w *Writer) setJoinedHosts(ctx context.Context, rooms []*Room) error {
 	return err
 }
 
-func bumpStreamPosition(ctx context.Context, tx pgx.Tx, so int64) error {
-	_, err := tx.Exec(ctx, `UPDATE stream_positions SET stream_id = GREATEST(stream_id, $1)
-		WHERE stream_name = 'events' AND instance_name = 'master'`, so)
-	return err
-}
 
 func nextvals(ctx context.Context, tx pgx.Tx, seq string, n int) ([]int64, error) {
 	rows, err := tx.Query(ctx, "SELECT nextval('"+seq+"') FROM generate_series(1, $1) ORDER BY 1", n)
