@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +27,6 @@ import (
 
 	"github.com/fedsender/fedsender/internal/projection/pgprojection/pgtest"
 	"github.com/fedsender/fedsender/internal/xmatrix"
-	"github.com/fedsender/fedsender/test/fedsenderproc"
 	"github.com/fedsender/fedsender/test/prereq"
 )
 
@@ -115,6 +115,21 @@ func Database(t testing.TB, dump string) string {
 	return replaceDBName(base, name)
 }
 
+// Restore is Database for programs (the benchmark): it creates database
+// name on the server at adminURL (a superuser's connection string) and
+// loads the dump (Main or Unsent) into it, and returns its URL.
+func Restore(ctx context.Context, adminURL, name, dump string) (string, error) {
+	admin, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", fmt.Errorf("synapsefixture: connect to PostgreSQL: %w", err)
+	}
+	defer admin.Close(ctx)
+	if err := restore(ctx, admin, adminURL, name, dump); err != nil {
+		return "", fmt.Errorf("synapsefixture: restore %s: %w", dump, err)
+	}
+	return replaceDBName(adminURL, name), nil
+}
+
 // restore creates database name as Synapse wants it (C collation) and
 // loads the dump with psql, stopping at the first error.
 func restore(ctx context.Context, admin *pgx.Conn, base, name, dump string) error {
@@ -160,50 +175,55 @@ func replaceDBName(url, name string) string {
 // install it, unless FEDSENDER_TEST_SKIP names redis.
 func Redis(t testing.TB) string {
 	t.Helper()
-	for attempt := 0; ; attempt++ {
-		if url, ok := startRedis(t, fedsenderproc.FreePort(t)); ok {
-			return url
-		}
-		if attempt == 3 {
-			t.Fatal("synapsefixture: redis-server did not start")
-		}
-	}
-}
-
-// RedisAt starts a redis-server on port (a Redis that a test stopped, say
-// with SHUTDOWN NOSAVE, coming back) and returns its URL.
-func RedisAt(t testing.TB, port int) string {
-	t.Helper()
-	url, ok := startRedis(t, port)
-	if !ok {
-		t.Fatalf("synapsefixture: redis-server did not start on 127.0.0.1:%d", port)
-	}
-	return url
-}
-
-func startRedis(t testing.TB, port int) (string, bool) {
-	t.Helper()
 	env := prereq.Local()
 	env.OptOut(t, prereq.Redis)
 	bin, err := env.Find(prereq.Redis)
 	if err != nil {
 		env.Fail(t, prereq.Redis, err)
 	}
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("synapsefixture: start redis-server: %v", err)
+	url, stop, err := startRedis(bin, t.TempDir())
+	if err != nil {
+		t.Fatalf("synapsefixture: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
-	if waitRedis(url, exited) {
-		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-		return url, true
+	t.Cleanup(stop)
+	return url
+}
+
+// StartRedis is Redis for programs (the benchmark): a redis-server keeping
+// its files in dir, and the function that stops it.
+func StartRedis(dir string) (url string, stop func(), err error) {
+	bin, err := prereq.Local().Find(prereq.Redis)
+	if err != nil {
+		return "", nil, err
 	}
-	_ = cmd.Process.Kill()
-	<-exited
-	return "", false
+	return startRedis(bin, dir)
+}
+
+func startRedis(bin, dir string) (string, func(), error) {
+	for attempt := 0; ; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", nil, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir)
+		if err := cmd.Start(); err != nil {
+			return "", nil, fmt.Errorf("start redis-server: %w", err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+		if waitRedis(url, exited) {
+			return url, func() { _ = cmd.Process.Kill(); <-exited }, nil
+		}
+		_ = cmd.Process.Kill()
+		<-exited
+		if attempt == 3 {
+			return "", nil, fmt.Errorf("redis-server did not start on 127.0.0.1:%d", port)
+		}
+	}
 }
 
 func waitRedis(url string, exited <-chan struct{}) bool {

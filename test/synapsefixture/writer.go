@@ -367,7 +367,6 @@ func (w *Writer) setJoinedHosts(ctx context.Context, rooms []*Room) error {
 	return err
 }
 
-
 func nextvals(ctx context.Context, tx pgx.Tx, seq string, n int) ([]int64, error) {
 	rows, err := tx.Query(ctx, "SELECT nextval('"+seq+"') FROM generate_series(1, $1) ORDER BY 1", n)
 	if err != nil {
