@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,4 +206,55 @@ func TestFeedWakeUpAndPolling(t *testing.T) {
 		got, _ := published(t, e.js)
 		return got[len(got)-1] == id
 	}, "the event to be published by polling")
+}
+
+// TestServerUp replays the recording's caches rows for hs3: the first two
+// announce the backoff Synapse set (nothing is signalled), the third its
+// clearing (hs3 is signalled up). REMOTE_SERVER_UP, which Synapse
+// published when it marked hs3 down, signals nothing.
+func TestServerUp(t *testing.T) {
+	e := newEnv(t, synapsefixture.Main)
+	nc := e.js.Conn()
+	sub, err := nc.SubscribeSync(streams.ServerUpSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	su := synapse.NewServerUp(synapse.ServerUpOptions{DB: e.pool, NATS: nc,
+		Routing: synapse.Routing{ServerName: synapsefixture.HS1}, Log: slog.New(slog.DiscardHandler)})
+	f := synapse.NewFeed(synapse.FeedOptions{JS: e.js, Observers: []synapse.Observer{su}, Holder: "replica-a",
+		Log: slog.New(slog.DiscardHandler)})
+	redisURL := synapsefixture.Redis(t)
+	rep, err := replication.New(replication.Options{URL: redisURL, Channel: synapsefixture.HS1,
+		OnRow: f.OnRow, OnState: f.OnState, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	projectiontest.Start(t, f.Run, su.Run, rep.Run)
+	projectiontest.Eventually(t, 30*time.Second, func() bool { return f.Active() && !f.Polling() }, "the feed to be active and subscribed")
+
+	var lines []synapsefixture.Line
+	for _, l := range synapsefixture.ReplicationLog(t, "redis-replication.log") {
+		if strings.Contains(l.Command, "get_destination_retry_timings") || strings.HasPrefix(l.Command, "REMOTE_SERVER_UP") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 5 {
+		t.Fatalf("the recording has %d such lines, want 3 caches rows and 2 REMOTE_SERVER_UP", len(lines))
+	}
+	// While hs3 was down: its row as Synapse left it.
+	e.exec(t, "UPDATE destinations SET retry_last_ts = $1, retry_interval = 600000, failure_ts = $1 WHERE destination = $2",
+		lines[0].T, synapsefixture.HS3)
+	synapsefixture.Publish(t, redisURL, lines[:4])
+	if m, err := sub.NextMsg(time.Second); err == nil {
+		t.Fatalf("signalled while hs3 was backing off: %s", m.Data)
+	}
+	e.exec(t, "UPDATE destinations SET retry_last_ts = 0, retry_interval = 0, failure_ts = NULL WHERE destination = $1", synapsefixture.HS3)
+	synapsefixture.Publish(t, redisURL, lines[4:])
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no server-up signal after Synapse cleared hs3's backoff: %v", err)
+	}
+	if want := `{"destination":"localhost:28483"}`; string(m.Data) != want {
+		t.Errorf("signal %s, want %s", m.Data, want)
+	}
 }
