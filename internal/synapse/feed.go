@@ -198,6 +198,9 @@ func (f *Feed) runSources(l *lease.Lease) error {
 		})
 	}
 	wg.Wait()
+	// Sources return when ctx ends or one failed; observers need the lease
+	// held even without sources.
+	<-ctx.Done()
 	return context.Cause(ctx)
 }
 
