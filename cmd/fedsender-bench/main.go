@@ -251,6 +251,8 @@ func run() int {
 			res.admin, err = runAdmin(ctx, e)
 		case "postgres":
 			res.postgres, err = runPostgres(ctx, e)
+		case "synapse":
+			res.synapse, err = runSynapse(ctx, e)
 		}
 		if err != nil {
 			progress("%s: FAILED: %v", part, err)

@@ -26,6 +26,7 @@ type results struct {
 	tracing  *tracingResult
 	admin    *adminResult
 	postgres *postgresResult
+	synapse  *synapseResult
 	errors   []string
 }
 
@@ -76,6 +77,14 @@ type summary struct {
 	PostgresDeliveries *float64 `json:"postgres_deliveries_per_sec,omitempty"`
 	PostgresCatchUp    *float64 `json:"postgres_projector_catch_up_seconds,omitempty"`
 	PostgresRoomsPDUPS *float64 `json:"postgres_rooms_projector_pdus_per_sec,omitempty"`
+	// The Synapse feed: events/s from Synapse's database to envelopes
+	// published, the commit-to-envelope p99 at a fifth of that rate, and
+	// the feed's database time per event.
+	SynapseEventsPS    *float64 `json:"synapse_feed_events_per_sec,omitempty"`
+	SynapseLagP99      *float64 `json:"synapse_feed_lag_p99_ms,omitempty"`
+	SynapseDBMs        *float64 `json:"synapse_feed_db_ms_per_event,omitempty"`
+	SynapseUncachedEPS *float64 `json:"synapse_feed_uncached_events_per_sec,omitempty"`
+	SynapseUncachedDB  *float64 `json:"synapse_feed_uncached_db_ms_per_event,omitempty"`
 }
 
 func ptr(v float64) *float64 {
@@ -129,6 +138,10 @@ func (r *results) summary() summary {
 				s.PostgresRoomsPDUPS = ptr(l.Backlogs[0].PDUsPerSec())
 			}
 		}
+	}
+	if sy := r.synapse; sy != nil {
+		s.SynapseEventsPS, s.SynapseLagP99, s.SynapseDBMs = ptr(sy.Cached.EventsPerSec), ptr(sy.LagP99), ptr(sy.Cached.DBMsPerEvent)
+		s.SynapseUncachedEPS, s.SynapseUncachedDB = ptr(sy.Uncached.EventsPerSec), ptr(sy.Uncached.DBMsPerEvent)
 	}
 	return s
 }
@@ -203,6 +216,7 @@ func (r *results) print(out io.Writer) {
 	r.tracingRows(row)
 	r.postgresRows(row)
 	r.pgLoadRows(row)
+	r.synapseRows(row)
 	tw.Flush()
 	for _, c := range r.allChecks() {
 		for _, v := range c.Examples {

@@ -22,7 +22,7 @@ import (
 // the default parts: run it with -only tracing.
 
 // optionalParts run only when -only names them.
-var optionalParts = []string{"tracing", "postgres"}
+var optionalParts = []string{"tracing", "postgres", "synapse"}
 
 // tracingResult is the outcome of the tracing part.
 type tracingResult struct {

@@ -95,6 +95,7 @@ type Persisted struct {
 	ID             string
 	RoomID         string
 	StreamOrdering int64
+	Committed      time.Time // when its transaction committed
 }
 
 // built is an event ready to insert.
@@ -245,23 +246,23 @@ func (w *Writer) Message(ctx context.Context, r *Room, body string) (Persisted, 
 			return Persisted{}, err
 		}
 	}
-	so, err := w.persist(ctx, b, prevID)
+	so, committed, err := w.persist(ctx, b, prevID)
 	if err != nil {
 		r.prev, r.depth = prevID, prevDepth
 		return Persisted{}, err
 	}
-	return Persisted{ID: b.ev.EventID(), RoomID: r.ID, StreamOrdering: so}, nil
+	return Persisted{ID: b.ev.EventID(), RoomID: r.ID, StreamOrdering: so, Committed: committed}, nil
 }
 
 // persist writes one non-state event in a transaction and announces it.
-func (w *Writer) persist(ctx context.Context, b built, prevID string) (int64, error) {
+func (w *Writer) persist(ctx context.Context, b built, prevID string) (int64, time.Time, error) {
 	tx, err := w.pool.Begin(ctx)
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	defer tx.Rollback(ctx)
 	if err := tx.QueryRow(ctx, "SELECT nextval('events_stream_seq')").Scan(&b.so); err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	// An allocated stream ordering that is never persisted must not hold
 	// back the announcements of the ones after it.
@@ -285,13 +286,14 @@ func (w *Writer) persist(ctx context.Context, b built, prevID string) (int64, er
 	batch.Queue(`DELETE FROM event_forward_extremities WHERE room_id = $1`, room)
 	batch.Queue(`INSERT INTO event_forward_extremities (event_id, room_id) VALUES ($1, $2)`, b.ev.EventID(), room)
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	committed = true
-	return b.so, w.announce(ctx, b.so, rdata(b))
+	at := time.Now()
+	return b.so, at, w.announce(ctx, b.so, rdata(b))
 }
 
 // announce records that stream ordering so is persisted and publishes the
@@ -350,6 +352,13 @@ func rdata(b built) string {
 	}
 	st, _ := json.Marshal([]any{"state", []any{room, b.ev.Type(), *b.stateKey, b.ev.EventID()}})
 	return "RDATA events master batch " + string(ev) + "\nRDATA events master " + token + " " + string(st)
+}
+
+// CacheJoinedHosts writes Synapse's external cache of each room's joined
+// hosts at its state group again (CreateRooms wrote it), e.g. after the
+// Redis was flushed.
+func (w *Writer) CacheJoinedHosts(ctx context.Context, rooms []*Room) error {
+	return w.setJoinedHosts(ctx, rooms)
 }
 
 // setJoinedHosts writes Synapse's external cache of each room's joined
