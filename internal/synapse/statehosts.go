@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -177,13 +176,4 @@ func (j *joinedHosts) remember(sg int64, hosts []string) {
 		clear(j.bySG)
 	}
 	j.bySG[sg] = hosts
-}
-
-// serverOf returns the server part of a user id (@user:server).
-func serverOf(userID string) string {
-	_, server, ok := strings.Cut(userID, ":")
-	if !ok {
-		return ""
-	}
-	return server
 }
