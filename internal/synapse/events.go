@@ -29,7 +29,7 @@ type EventsOptions struct {
 	// InstanceName is this sender's name in federation_stream_position.
 	InstanceName string
 	// Publisher builds the messages (it validates each envelope).
-	Publisher *streams.Publisher
+	Publisher MessageBuilder
 	// BatchSize is how many events one Next reads (default 100, as
 	// Synapse's sender).
 	BatchSize int

@@ -143,6 +143,10 @@ func TestEventsOwedWithoutSender(t *testing.T) {
 		t.Fatalf("Start = %d, want -1 (the smallest position in federation_stream_position)", start)
 	}
 	pdus, pos := drain(t, src, start)
+	// One envelope per event: R1 55 (hs3 in 50 of them), R2 33, R3 8, R4 18.
+	if len(pdus) != 114 {
+		t.Errorf("%d envelopes, want 114", len(pdus))
+	}
 	if pos != 154 {
 		t.Errorf("position %d, want 154 (stream_positions: events master 154)", pos)
 	}
