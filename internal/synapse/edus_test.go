@@ -3,6 +3,7 @@ package synapse
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -137,4 +138,30 @@ func (f *fixture) publish(t *testing.T, msgs []*nats.Msg) int {
 		}
 	}
 	return stored
+}
+
+func TestNewEDUSources(t *testing.T) {
+	f := newFixture(t, synapsefixture.Unsent)
+	sources, err := NewEDUSources(f.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range sources {
+		names = append(names, s.Name())
+	}
+	if want := []string{"to_device", "device_lists", "receipts", "presence", "typing"}; !slices.Equal(names, want) {
+		t.Fatalf("sources %q, want %q", names, want)
+	}
+	for _, missing := range []func(*EDUDeps){
+		func(d *EDUDeps) { d.DB = nil },
+		func(d *EDUDeps) { d.Messages = nil },
+		func(d *EDUDeps) { d.Routing.ServerName = "" },
+	} {
+		d := f.deps
+		missing(&d)
+		if _, err := NewEDUSources(d); err == nil {
+			t.Errorf("NewEDUSources(%+v) accepted", d)
+		}
+	}
 }

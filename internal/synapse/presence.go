@@ -99,18 +99,22 @@ func (s *Presence) Observe(stream string, _ int64, row json.RawMessage) {
 }
 
 // Next implements Source.
-func (s *Presence) Next(ctx context.Context, from int64) (Batch, error) {
+func (s *Presence) Next(ctx context.Context, from int64) (b Batch, err error) {
 	s.mu.Lock()
 	asked := s.asked
 	s.asked = map[string][]string{}
 	s.mu.Unlock()
+	defer func() {
+		if err != nil { // not lost: asked again with the next call
+			s.mu.Lock()
+			for u, d := range asked {
+				s.asked[u] = append(s.asked[u], d...)
+			}
+			s.mu.Unlock()
+		}
+	}()
 	msgs, err := s.answer(ctx, asked)
 	if err != nil {
-		s.mu.Lock()
-		for u, d := range asked {
-			s.asked[u] = append(s.asked[u], d...)
-		}
-		s.mu.Unlock()
 		return Batch{}, err
 	}
 	upto, err := s.upto(ctx)
@@ -124,17 +128,11 @@ func (s *Presence) Next(ctx context.Context, from int64) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
-	var notify []presenceState
-	users := []string{}
-	s.mu.Lock()
-	for _, st := range states {
-		if old, ok := s.seen[st.user]; !ok || shouldNotify(old, st) {
-			notify = append(notify, st)
-			users = append(users, st.user)
-		}
-		s.seen[st.user] = st
+	notify := s.changed(states)
+	users := make([]string, len(notify))
+	for i, st := range notify {
+		users[i] = st.user
 	}
-	s.mu.Unlock()
 	interested, err := s.interested(ctx, users)
 	if err != nil {
 		return Batch{}, err
@@ -150,6 +148,21 @@ func (s *Presence) Next(ctx context.Context, from int64) (Batch, error) {
 		return Batch{Messages: msgs, Position: last, More: last < upto}, nil
 	}
 	return Batch{Messages: msgs, Position: upto}, nil
+}
+
+// changed returns the states worth telling, and remembers every state as
+// the user's last.
+func (s *Presence) changed(states []presenceState) []presenceState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var notify []presenceState
+	for _, st := range states {
+		if old, ok := s.seen[st.user]; !ok || shouldNotify(old, st) {
+			notify = append(notify, st)
+		}
+		s.seen[st.user] = st
+	}
+	return notify
 }
 
 // shouldNotify is Synapse's should_notify for a local user.

@@ -79,3 +79,44 @@ func TestPresence(t *testing.T) {
 		t.Errorf("currently_active sent while not online: %v", got[0].Content)
 	}
 }
+
+// On the main recording's database, alice's final presence is what
+// Synapse delivered last to both servers (last_active_ago aside, which
+// Synapse computed a moment earlier).
+func TestPresenceAsSynapseSent(t *testing.T) {
+	f := newFixture(t, synapsefixture.Main)
+	for _, w := range []struct{ file, dest string }{
+		{"transactions-hs2.jsonl", synapsefixture.HS2}, {"transactions-hs3.jsonl", synapsefixture.HS3},
+	} {
+		var last synapsefixture.Transaction
+		for _, tx := range synapsefixture.Transactions(t, w.file) {
+			for _, e := range tx.Body.EDUs {
+				if e.EDUType == "m.presence" {
+					last = tx
+				}
+			}
+		}
+		at := time.UnixMilli(last.T)
+		f.deps.Now = func() time.Time { return at }
+		src, err := NewPresence(f.deps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs, _ := drain(t, src, 0)
+		got := decode(t, msgs)
+		if len(got) != 1 || !slices.Contains(got[0].Destinations, w.dest) {
+			t.Fatalf("presence: %+v, want alice's to %s", got, w.dest)
+		}
+		ours := got[0].Content["push"].([]any)[0].(map[string]any)
+		theirs := wire(t, w.file, "m.presence")
+		sent := theirs[len(theirs)-1]["push"].([]any)[0].(map[string]any)
+		if ago := ours["last_active_ago"].(float64) - sent["last_active_ago"].(float64); ago < 0 || ago > 100 {
+			t.Errorf("last_active_ago %v, Synapse sent %v at the same time", ours["last_active_ago"], sent["last_active_ago"])
+		}
+		delete(ours, "last_active_ago")
+		delete(sent, "last_active_ago")
+		if !reflect.DeepEqual(ours, sent) {
+			t.Errorf("to %s: %v, Synapse sent %v", w.dest, ours, sent)
+		}
+	}
+}

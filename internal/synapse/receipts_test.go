@@ -84,3 +84,47 @@ func keysOf(v any) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// On the main recording's database (the same ids as its wire), each
+// receipt's content is exactly one Synapse delivered, and it goes to
+// servers Synapse delivered it to.
+func TestReceiptsAsSynapseSent(t *testing.T) {
+	f := newFixture(t, synapsefixture.Main)
+	src, err := NewReceipts(f.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, pos := drain(t, src, 1)
+	if pos != 8 {
+		t.Fatalf("position %d, want 8", pos)
+	}
+	got := decode(t, msgs)
+	if len(got) != 5 { // rows 2 to 7 but the private 3
+		t.Fatalf("%d receipts, want 5: %+v", len(got), got)
+	}
+	delivered := map[string][]map[string]any{} // room -> receipts Synapse sent, with the server
+	for _, w := range []struct{ file, dest string }{
+		{"transactions-hs2.jsonl", synapsefixture.HS2}, {"transactions-hs3.jsonl", synapsefixture.HS3},
+	} {
+		for _, c := range wire(t, w.file, "m.receipt") {
+			for room, r := range c {
+				delivered[room] = append(delivered[room], map[string]any{"dest": w.dest, "receipt": r})
+			}
+		}
+	}
+	for _, g := range got {
+		for room, r := range g.Content {
+			var to []string
+			for _, d := range delivered[room] {
+				if reflect.DeepEqual(d["receipt"], r) {
+					to = append(to, d["dest"].(string))
+				}
+			}
+			for _, dest := range g.Destinations {
+				if !slices.Contains(to, dest) {
+					t.Errorf("receipt %v in %s to %s: Synapse delivered it only to %v", r, room, dest, to)
+				}
+			}
+		}
+	}
+}

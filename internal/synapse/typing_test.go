@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
@@ -61,5 +62,24 @@ func TestTyping(t *testing.T) {
 	}
 	if msgs, _ := drain(t, src, pos); len(msgs) != 0 {
 		t.Fatalf("%d typing EDUs again, want 0", len(msgs))
+	}
+}
+
+// A change not sent within 30 s is stale (a replica that did not feed, a
+// feed that was stuck): dropped, as the pipeline would drop it.
+func TestTypingStaleChangesDropped(t *testing.T) {
+	f := newFixture(t, synapsefixture.Unsent)
+	now := time.Now()
+	f.deps.Now = func() time.Time { return now }
+	src, err := NewTyping(f.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Observe("typing", 1, json.RawMessage(`["`+unsentR1+`",["@alice:localhost:28481"]]`))
+	now = now.Add(31 * time.Second)
+	src.Observe("typing", 2, json.RawMessage(`["`+unsentR2+`",["@alice:localhost:28481"]]`))
+	got := decode(t, drainOnce(t, src, ptr(0)))
+	if len(got) != 1 || got[0].Content["room_id"] != unsentR2 {
+		t.Fatalf("typing after 31 s: %+v, want only R2's start", got)
 	}
 }
