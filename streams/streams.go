@@ -31,6 +31,9 @@ const (
 	// replica membership and the Synapse feed's single reader, each a key
 	// with a per-key TTL.
 	LeaseBucket = "fedsender-leases"
+	// SynapseBooksBucket holds how far the Synapse bookkeeping
+	// (internal/synapse/books) applied each stream to Synapse's tables.
+	SynapseBooksBucket = "fedsender-synapse-books"
 
 	// HeaderReason carries a dead letter's reason.
 	HeaderReason = "Fedsender-Reason"
@@ -143,6 +146,12 @@ func KVConfigs(o Options) []jetstream.KeyValueConfig {
 		Storage:        jetstream.FileStorage,
 		Replicas:       o.Replicas,
 		LimitMarkerTTL: time.Minute,
+	}, {
+		Bucket:      SynapseBooksBucket,
+		Description: "the Synapse bookkeeping's checkpoints: the sequence of each stream applied to Synapse's tables",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
 	}, destinationBucketConfig(o)}
 }
 
