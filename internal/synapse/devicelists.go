@@ -88,6 +88,11 @@ func (s *DeviceLists) Observe(stream string, token int64, _ json.RawMessage) {
 	s.mu.Unlock()
 }
 
+// ObserveWriter takes the device_lists position of Synapse's POSITION
+// commands (each writer announces its own when a process connects to
+// replication) as Observe takes a row's token.
+func (s *DeviceLists) ObserveWriter(stream, _ string, token int64) { s.Observe(stream, token, nil) }
+
 // upto is the position pokes are read up to.
 func (s *DeviceLists) upto(ctx context.Context) (int64, error) {
 	if pos, ok, err := streamPosition(ctx, s.d.DB, "device_lists_stream"); err != nil || ok {

@@ -1,4 +1,4 @@
-package synapse
+package synapse_test
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fedsender/fedsender/internal/synapse"
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
 
@@ -19,7 +20,7 @@ import (
 // of the recording aside: which kind, the stream id, prev_id, whether the
 // device is gone or has keys (and how many keys signed them), which
 // cross-signing keys changed.
-func summary(e sent) string {
+func summary(e eduSent) string {
 	c := e.Content
 	switch e.Type {
 	case "m.device_list_update":
@@ -49,7 +50,7 @@ func summary(e sent) string {
 	return e.Type
 }
 
-func summaries(got []sent, dest string) []string {
+func summaries(got []eduSent, dest string) []string {
 	var out []string
 	for _, e := range got {
 		if e.Destinations[0] == dest {
@@ -64,8 +65,8 @@ func summaries(got []sent, dest string) []string {
 // pokes: the newest change per device, both cross-signing keys in one
 // update (twice, stable and unstable type), prev_id chaining the devices.
 func TestDeviceListsFirstStart(t *testing.T) {
-	f := newFixture(t, synapsefixture.Unsent)
-	src, err := NewDeviceLists(f.deps)
+	f := newEDUFixture(t, synapsefixture.Unsent)
+	src, err := synapse.NewDeviceLists(f.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,11 +74,11 @@ func TestDeviceListsFirstStart(t *testing.T) {
 	if err != nil || start != 0 {
 		t.Fatalf("Start = %d, %v; want 0: every unsent poke is owed", start, err)
 	}
-	msgs, pos := drain(t, src, start)
+	msgs, pos := drainSource(t, src, start)
 	if pos != 26 {
 		t.Fatalf("position %d, want 26, the newest poke", pos)
 	}
-	got := decode(t, msgs)
+	got := decodeEDUs(t, msgs)
 	for dest, want := range map[string][]string{
 		synapsefixture.HS3: {
 			"m.signing_key_update master_key+self_signing_key", "org.matrix.signing_key_update master_key+self_signing_key",
@@ -98,12 +99,12 @@ func TestDeviceListsFirstStart(t *testing.T) {
 			stream = strconv.FormatInt(int64(e.Content["stream_id"].(float64)), 10)
 		}
 		if e.Source != "device_list "+stream || !strings.HasSuffix(e.ID, "-"+e.Destinations[0]+"-"+stream) {
-			t.Errorf("%s to %v: %s %q, Nats-Msg-Id %q; want device_list %s", e.Type, e.Destinations, HeaderSource, e.Source, e.ID, stream)
+			t.Errorf("%s to %v: %s %q, Nats-Msg-Id %q; want device_list %s", e.Type, e.Destinations, synapse.HeaderSource, e.Source, e.ID, stream)
 		}
 	}
 
 	// The signing keys are what Synapse stores and sent: the same fields.
-	onWire := wire(t, "transactions-hs2.jsonl", "m.signing_key_update")[0]
+	onWire := wireEDUs(t, "transactions-hs2.jsonl", "m.signing_key_update")[0]
 	if !reflect.DeepEqual(keysOf(got[0].Content), keysOf(onWire)) ||
 		!reflect.DeepEqual(keysOf(got[0].Content["master_key"]), keysOf(onWire["master_key"])) {
 		t.Errorf("signing-key update %v, Synapse sent %v", got[0].Content, onWire)
@@ -113,7 +114,7 @@ func TestDeviceListsFirstStart(t *testing.T) {
 	}
 	// The device's update has the fields of Synapse's, no display name.
 	var dl map[string]any
-	for _, c := range wire(t, "transactions-hs2.jsonl", "m.device_list_update") {
+	for _, c := range wireEDUs(t, "transactions-hs2.jsonl", "m.device_list_update") {
 		if c["stream_id"].(float64) == 23 {
 			dl = c
 		}
@@ -126,7 +127,7 @@ func TestDeviceListsFirstStart(t *testing.T) {
 	if n := f.publish(t, msgs); n != len(msgs) {
 		t.Fatalf("first publish stored %d of %d", n, len(msgs))
 	}
-	again, _ := drain(t, src, start)
+	again, _ := drainSource(t, src, start)
 	if n := f.publish(t, again); n != 0 {
 		t.Fatalf("replay stored %d messages again, want 0", n)
 	}
@@ -138,14 +139,14 @@ func TestDeviceListsFirstStart(t *testing.T) {
 // apart); hs2's differ only where Synapse's sender had a transaction in
 // flight and read two changes at once.
 func TestDeviceListsFollowReplication(t *testing.T) {
-	f := newFixture(t, synapsefixture.Unsent)
+	f := newEDUFixture(t, synapsefixture.Unsent)
 	var now time.Time
 	f.deps.Now = func() time.Time { return now }
-	src, err := NewDeviceLists(f.deps)
+	src, err := synapse.NewDeviceLists(f.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []sent
+	var got []eduSent
 	var pos int64
 	for _, l := range synapsefixture.ReplicationLog(t, "unsent/redis-replication.log") {
 		fields := strings.SplitN(l.Command, " ", 5)
@@ -158,14 +159,14 @@ func TestDeviceListsFollowReplication(t *testing.T) {
 		}
 		now = time.UnixMilli(l.T)
 		src.Observe("device_lists", token, json.RawMessage(fields[4]))
-		var msgs = drainOnce(t, src, &pos)
-		got = append(got, decode(t, msgs)...)
+		var msgs = drainFrom(t, src, &pos)
+		got = append(got, decodeEDUs(t, msgs)...)
 	}
 	if pos != 26 {
 		t.Fatalf("position %d, want 26", pos)
 	}
-	var wireHS3 []sent
-	for _, c := range wireOf(t, "transactions-hs3.jsonl") {
+	var wireHS3 []eduSent
+	for _, c := range wireDeviceLists(t, "transactions-hs3.jsonl") {
 		wireHS3 = append(wireHS3, c)
 	}
 	want := summaries(wireHS3, synapsefixture.HS3)
@@ -196,18 +197,18 @@ func TestDeviceListsFollowReplication(t *testing.T) {
 	}
 }
 
-// drainOnce is drain that keeps the position.
-func drainOnce(t *testing.T, s Source, pos *int64) []*nats.Msg {
+// drainFrom is drainSource that keeps the position.
+func drainFrom(t *testing.T, s synapse.Source, pos *int64) []*nats.Msg {
 	t.Helper()
-	msgs, p := drain(t, s, *pos)
+	msgs, p := drainSource(t, s, *pos)
 	*pos = p
 	return msgs
 }
 
-// wireOf returns the device-list EDUs Synapse sent to one server, as sent.
-func wireOf(t *testing.T, file string) []sent {
+// wireDeviceLists returns the device-list EDUs Synapse sent to one server, as sent.
+func wireDeviceLists(t *testing.T, file string) []eduSent {
 	t.Helper()
-	var out []sent
+	var out []eduSent
 	dest := map[string]string{"transactions-hs2.jsonl": synapsefixture.HS2, "transactions-hs3.jsonl": synapsefixture.HS3}[file]
 	for _, tx := range synapsefixture.Transactions(t, file) {
 		for _, e := range tx.Body.EDUs {
@@ -217,7 +218,7 @@ func wireOf(t *testing.T, file string) []sent {
 				if err := json.Unmarshal(e.Content, &c); err != nil {
 					t.Fatal(err)
 				}
-				out = append(out, sent{Type: e.EDUType, Content: c, Destinations: []string{dest}})
+				out = append(out, eduSent{Type: e.EDUType, Content: c, Destinations: []string{dest}})
 			}
 		}
 	}
@@ -227,9 +228,9 @@ func wireOf(t *testing.T, file string) []sent {
 // After the bookkeeping recorded a delivery, and while an earlier batch is
 // published but not yet delivered, the next update names the last one.
 func TestDeviceListsPrevIDAcrossBatches(t *testing.T) {
-	f := newFixture(t, synapsefixture.Unsent)
+	f := newEDUFixture(t, synapsefixture.Unsent)
 	f.deps.ShareDeviceNames = true
-	src, err := NewDeviceLists(f.deps)
+	src, err := synapse.NewDeviceLists(f.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +239,7 @@ func TestDeviceListsPrevIDAcrossBatches(t *testing.T) {
 	src.Observe("device_lists", 27, nil)
 
 	// Published up to 26, nothing delivered yet.
-	got := decode(t, drainOnce(t, src, ptr(26)))
+	got := decodeEDUs(t, drainFrom(t, src, at(26)))
 	if s := summaries(got, hs2); !slices.Equal(s, []string{"dl 27 prev=[26] keys signed by 2 named"}) {
 		t.Errorf("after a published batch: %q, want dl 27 prev=[26] with the device's name (shared)", s)
 	}
@@ -247,15 +248,15 @@ func TestDeviceListsPrevIDAcrossBatches(t *testing.T) {
 	f.exec(t, `UPDATE device_lists_outbound_pokes SET sent = true WHERE stream_id <= 26`)
 	f.exec(t, `INSERT INTO device_lists_outbound_last_success VALUES ($1, '@alice:localhost:28481', 26)`, hs2)
 	f.exec(t, `DELETE FROM device_lists_outbound_pokes WHERE sent`)
-	got = decode(t, drainOnce(t, src, ptr(26)))
+	got = decodeEDUs(t, drainFrom(t, src, at(26)))
 	if s := summaries(got, hs2); !slices.Equal(s, []string{"dl 27 prev=[26] keys signed by 2 named"}) {
 		t.Errorf("after delivery: %q, want dl 27 prev=[26]", s)
 	}
 	// Unsent pokes before the position are not read again.
 	f.exec(t, `UPDATE device_lists_outbound_pokes SET sent = true`)
-	if msgs := drainOnce(t, src, ptr(0)); len(msgs) != 0 {
+	if msgs := drainFrom(t, src, at(0)); len(msgs) != 0 {
 		t.Errorf("%d updates from pokes marked sent, want 0", len(msgs))
 	}
 }
 
-func ptr(n int64) *int64 { return &n }
+func at(n int64) *int64 { return &n }
