@@ -56,11 +56,17 @@ var Grants = []Grant{
 	// Bookkeeping (package books).
 	{"destinations", []string{Select, Insert, Update}, "retry timings and last_successful_stream_ordering (the admin API reads them); the server-up signal reads a cleared backoff"},
 	{"destination_rooms", []string{Select, Insert, Update}, "per destination and room, the newest PDU queued; the admin API and catch-up read them"},
+	{"cache_invalidation_stream_by_instance", []string{Select, Insert}, "retry timings changed: Synapse's processes drop their cached get_destination_retry_timings (with synapse.redis_url)"},
+}
+
+// SequenceGrants are the sequences the role draws numbers from.
+var SequenceGrants = []Grant{
+	{"cache_invalidation_stream_seq", []string{"USAGE"}, "the ids of the caches stream's rows"},
 }
 
 // GrantStatements returns the SQL that gives role the Grants on the
-// tables of schema (Synapse's is public): USAGE on the schema, then one
-// GRANT per table. CONNECT on the database is granted by whoever creates
+// tables of schema (Synapse's is public) and the SequenceGrants: USAGE on
+// the schema, then one GRANT per table and sequence. CONNECT on the database is granted by whoever creates
 // the role.
 func GrantStatements(schema, role string) []string {
 	r, s := pgx.Identifier{role}.Sanitize(), pgx.Identifier{schema}.Sanitize()
@@ -68,6 +74,10 @@ func GrantStatements(schema, role string) []string {
 	for _, g := range Grants {
 		t := pgx.Identifier{schema, g.Table}.Sanitize()
 		out = append(out, "GRANT "+strings.Join(g.Privileges, ", ")+" ON TABLE "+t+" TO "+r)
+	}
+	for _, g := range SequenceGrants {
+		t := pgx.Identifier{schema, g.Table}.Sanitize()
+		out = append(out, "GRANT "+strings.Join(g.Privileges, ", ")+" ON SEQUENCE "+t+" TO "+r)
 	}
 	return out
 }
