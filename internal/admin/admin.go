@@ -71,7 +71,11 @@ type Options struct {
 	// Ready is /readyz: nil error means ready, otherwise the error's text is
 	// the reason. nil means ready when Reader is.
 	Ready func() error
-	Log   *slog.Logger
+	// Degraded, when set and not "", is added to /readyz's "ok": the
+	// service is ready but works in a reduced way (e.g. the Synapse feed
+	// polling because Redis is down).
+	Degraded func() string
+	Log      *slog.Logger
 }
 
 // Each wait of an admin call is bounded; past it the call answers an
@@ -293,6 +297,12 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request, _ string) error
 	if err := h.opts.Ready(); err != nil {
 		writeText(w, http.StatusServiceUnavailable, err.Error())
 		return nil
+	}
+	if h.opts.Degraded != nil {
+		if msg := h.opts.Degraded(); msg != "" {
+			writeText(w, http.StatusOK, "ok, degraded: "+msg)
+			return nil
+		}
 	}
 	writeText(w, http.StatusOK, "ok")
 	return nil

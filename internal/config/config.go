@@ -27,6 +27,7 @@ type Config struct {
 	Queue      QueueConfig      `yaml:"queue"`
 	Metrics    MetricsConfig    `yaml:"metrics"`
 	Postgres   PostgresConfig   `yaml:"postgres"`
+	Synapse    SynapseConfig    `yaml:"synapse"`
 }
 
 // LogConfig configures the process's slog handler.
@@ -131,6 +132,31 @@ type PostgresConfig struct {
 	Schema string `yaml:"schema"`
 }
 
+// SynapseConfig points fedsender at a Synapse homeserver whose
+// federation_sender workers it replaces (package synapse): with
+// DatabaseURL set, `fedsender run` takes its PDUs and EDUs from Synapse's
+// database, woken by Synapse's replication stream on Redis.
+type SynapseConfig struct {
+	// DatabaseURL is Synapse's PostgreSQL (a postgres:// URL or libpq
+	// key=value string). Empty: no Synapse feed. It may hold a password,
+	// so it is redacted like admin.token.
+	DatabaseURL string `yaml:"database_url" secret:"true"`
+	// RedisURL is Synapse's replication Redis (redis:// or rediss://).
+	// Empty: the feed polls the database every PollInterval.
+	RedisURL string `yaml:"redis_url" secret:"userinfo"`
+	// InstanceName is the name the operator lists in Synapse's
+	// federation_sender_instances; fedsender keeps its
+	// federation_stream_position rows under it.
+	InstanceName string `yaml:"instance_name"`
+	// FederationDomainWhitelist is Synapse's federation_domain_whitelist:
+	// when not empty, only these servers are sent anything.
+	FederationDomainWhitelist []string `yaml:"federation_domain_whitelist"`
+	// PollInterval is how often the feed reads the database while Redis
+	// is down or not configured (with Redis up, 10 times as long, as a
+	// safety net for missed replication messages).
+	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
 // BackoffConfig is the retry schedule of a failing destination: the wait
 // starts at MinInterval and is multiplied by Multiplier after each failure,
 // up to MaxInterval.
@@ -216,6 +242,10 @@ func Default() Config {
 		},
 		Postgres: PostgresConfig{
 			Schema: "fedsender",
+		},
+		Synapse: SynapseConfig{
+			InstanceName: "fedsender",
+			PollInterval: time.Second,
 		},
 	}
 }

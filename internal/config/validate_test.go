@@ -35,6 +35,11 @@ func TestValidateValid(t *testing.T) {
 		{"postgres URL", func(c *Config) { c.Postgres.URL = "postgres://fs:pw@db:5432/fs?sslmode=require" }},
 		{"postgres key=value", func(c *Config) { c.Postgres.URL = "host=/run/postgresql dbname=fs" }},
 		{"postgres schema", func(c *Config) { c.Postgres.Schema = "fedsender_2" }},
+		{"synapse", func(c *Config) {
+			c.Synapse.DatabaseURL = "postgres://fedsender@db/synapse"
+			c.Synapse.RedisURL = "redis://:pw@redis:6379/0"
+			c.Synapse.FederationDomainWhitelist = []string{"example.org", "example.com:8448"}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()
@@ -60,6 +65,15 @@ func TestValidateErrors(t *testing.T) {
 		{"signing key is a directory", func(c *Config) { c.SigningKeyPath = dir }, "signing_key_path: " + dir + " is a directory"},
 		{"data dir required", func(c *Config) { c.DataDir = "" }, "data_dir: required"},
 		{"postgres url", func(c *Config) { c.Postgres.URL = "db.internal" }, "postgres.url: want a postgres:// URL"},
+		{"synapse database url", func(c *Config) { c.Synapse.DatabaseURL = "db.internal" }, "synapse.database_url: want a postgres:// URL"},
+		{"synapse redis url scheme", func(c *Config) {
+			c.Synapse.DatabaseURL = "postgres://db/synapse"
+			c.Synapse.RedisURL = "http://redis:6379"
+		}, `synapse.redis_url: want a redis://, rediss:// or unix:// URL, got scheme "http"`},
+		{"synapse redis without database", func(c *Config) { c.Synapse.RedisURL = "redis://redis" }, "synapse.redis_url: needs synapse.database_url"},
+		{"synapse instance name", func(c *Config) { c.Synapse.InstanceName = "" }, "synapse.instance_name: required"},
+		{"synapse whitelist", func(c *Config) { c.Synapse.FederationDomainWhitelist = []string{"exa mple.org"} }, "synapse.federation_domain_whitelist: "},
+		{"synapse poll interval", func(c *Config) { c.Synapse.PollInterval = 0 }, "synapse.poll_interval: must be positive"},
 		{"postgres url escape", func(c *Config) { c.Postgres.URL = "postgres://u:%zz@db/x" }, "postgres.url: not a valid URL"},
 		{"postgres schema empty", func(c *Config) { c.Postgres.Schema = "" }, `postgres.schema: invalid value ""`},
 		{"postgres schema quoted", func(c *Config) { c.Postgres.Schema = `a"; DROP` }, `postgres.schema: invalid value`},

@@ -62,6 +62,7 @@ type Service struct {
 	eduReader   *ingest.EDUReader
 	proj        *readModel
 	nc          *nats.Conn
+	feed        *synapseFeed // nil without synapse.database_url
 }
 
 // LoadOrCreateKey reads the signing key; with signing_key_path unset it
@@ -126,6 +127,13 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	if err := streams.Ensure(ctx, js, streams.Options{Replicas: cfg.NATS.Replicas, Retention: cfg.Queue.Retention}); err != nil {
 		return err
+	}
+	var feed *synapseFeed
+	if cfg.Synapse.DatabaseURL != "" {
+		if feed, err = newSynapseFeed(ctx, cfg, js, nc, log); err != nil {
+			return err
+		}
+		defer feed.close()
 	}
 	store, err := eventlog.Open(ctx, js)
 	if err != nil {
@@ -223,7 +231,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		Observer: proj.observer(), Tracer: obs.tracer, Metrics: obs.metrics, Recent: recent})
 	eduReader := ingest.NewEDUReader(ingest.EDUOptions{JS: js, Engine: engine, Partitions: pids, Start: eduStart + 1,
 		Origin: cfg.ServerName, Log: log, Metrics: obs.metrics, Recent: recent, ReceiptRate: cfg.Federation.ReceiptsPerRoomPerSecond})
-	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, nc: nc, NATSURL: natsURL}
+	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, nc: nc, NATSURL: natsURL, feed: feed}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 16)
@@ -250,6 +258,12 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 			return err
 		}
 	}
+	if feed != nil {
+		feed.start(run)
+		if err := feed.observe(obs); err != nil {
+			return err
+		}
+	}
 	resets := startCommands(run, nc, n, resetter{engine: engine, pids: pids}, proj, log)
 
 	if cfg.Admin.Listen != "" {
@@ -266,7 +280,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		svc.AdminAddr = ln.Addr().String()
 		srv := &http.Server{
 			Handler: admin.New(admin.Options{Tokens: tokens, Reader: proj, Rooms: proj.rooms,
-				Resetter: resets, Ready: svc.ready, Log: log}),
+				Resetter: resets, Ready: svc.ready, Degraded: svc.degraded, Log: log}),
 			ReadHeaderTimeout: 10 * time.Second,
 		}
 		run("admin", func(ctx context.Context) error { return serveHTTP(ctx, srv, ln) })
@@ -304,6 +318,14 @@ func (s *Service) ready() error {
 		return errors.New("the EDU reader is not running")
 	}
 	return s.proj.notReady()
+}
+
+// degraded is what /readyz adds to its "ok": the Synapse feed polling.
+func (s *Service) degraded() string {
+	if s.feed == nil {
+		return ""
+	}
+	return s.feed.degraded()
 }
 
 // resetter hands an admin reset to the destination's partition supervisor.

@@ -148,32 +148,50 @@ func replaceDBName(url, name string) string {
 // install it, unless FEDSENDER_TEST_SKIP names redis.
 func Redis(t testing.TB) string {
 	t.Helper()
+	for attempt := 0; ; attempt++ {
+		if url, ok := startRedis(t, fedsenderproc.FreePort(t)); ok {
+			return url
+		}
+		if attempt == 3 {
+			t.Fatal("synapsefixture: redis-server did not start")
+		}
+	}
+}
+
+// RedisAt starts a redis-server on port (a Redis that a test stopped, say
+// with SHUTDOWN NOSAVE, coming back) and returns its URL.
+func RedisAt(t testing.TB, port int) string {
+	t.Helper()
+	url, ok := startRedis(t, port)
+	if !ok {
+		t.Fatalf("synapsefixture: redis-server did not start on 127.0.0.1:%d", port)
+	}
+	return url
+}
+
+func startRedis(t testing.TB, port int) (string, bool) {
+	t.Helper()
 	env := prereq.Local()
 	env.OptOut(t, prereq.Redis)
 	bin, err := env.Find(prereq.Redis)
 	if err != nil {
 		env.Fail(t, prereq.Redis, err)
 	}
-	for attempt := 0; ; attempt++ {
-		port := fedsenderproc.FreePort(t)
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", t.TempDir())
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("synapsefixture: start redis-server: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
-		if waitRedis(url, exited) {
-			t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-			return url
-		}
-		_ = cmd.Process.Kill()
-		<-exited
-		if attempt == 3 {
-			t.Fatalf("synapsefixture: redis-server did not start on 127.0.0.1:%d", port)
-		}
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("synapsefixture: start redis-server: %v", err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+	if waitRedis(url, exited) {
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+		return url, true
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+	return "", false
 }
 
 func waitRedis(url string, exited <-chan struct{}) bool {
