@@ -2,6 +2,7 @@ package synapse_test
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -30,12 +31,19 @@ func TestGrants(t *testing.T) {
 			if err := conn.QueryRow(t.Context(), "SELECT has_table_privilege($1, $2)", "public."+g.Table, priv).Scan(&has); err != nil {
 				t.Fatalf("%s: %v", g.Table, err)
 			}
-			want := false
-			for _, p := range g.Privileges {
-				want = want || p == priv
-			}
-			if has != want {
+			if want := slices.Contains(g.Privileges, priv); has != want {
 				t.Errorf("%s on %s: role has it %v, want %v", priv, g.Table, has, want)
+			}
+		}
+	}
+	for _, g := range synapse.SequenceGrants {
+		for _, priv := range []string{"USAGE", "SELECT", "UPDATE"} {
+			var has bool
+			if err := conn.QueryRow(t.Context(), "SELECT has_sequence_privilege($1, $2)", "public."+g.Table, priv).Scan(&has); err != nil {
+				t.Fatalf("%s: %v", g.Table, err)
+			}
+			if want := slices.Contains(g.Privileges, priv); has != want {
+				t.Errorf("%s on sequence %s: role has it %v, want %v", priv, g.Table, has, want)
 			}
 		}
 	}
