@@ -175,13 +175,20 @@ func replaceDBName(url, name string) string {
 // install it, unless FEDSENDER_TEST_SKIP names redis.
 func Redis(t testing.TB) string {
 	t.Helper()
+	return RedisAt(t, 0)
+}
+
+// RedisAt starts a redis-server on port (a Redis that a test stopped, say
+// with SHUTDOWN NOSAVE, coming back; 0: a free port) and returns its URL.
+func RedisAt(t testing.TB, port int) string {
+	t.Helper()
 	env := prereq.Local()
 	env.OptOut(t, prereq.Redis)
 	bin, err := env.Find(prereq.Redis)
 	if err != nil {
 		env.Fail(t, prereq.Redis, err)
 	}
-	url, stop, err := startRedis(bin, t.TempDir())
+	url, stop, err := startRedis(bin, t.TempDir(), port)
 	if err != nil {
 		t.Fatalf("synapsefixture: %v", err)
 	}
@@ -196,32 +203,37 @@ func StartRedis(dir string) (url string, stop func(), err error) {
 	if err != nil {
 		return "", nil, err
 	}
-	return startRedis(bin, dir)
+	return startRedis(bin, dir, 0)
 }
 
-func startRedis(bin, dir string) (string, func(), error) {
+// startRedis starts redis-server on port, or on a free port (trying a few)
+// when port is 0.
+func startRedis(bin, dir string, port int) (string, func(), error) {
 	for attempt := 0; ; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", nil, err
+		p := port
+		if p == 0 {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return "", nil, err
+			}
+			p = l.Addr().(*net.TCPAddr).Port
+			l.Close()
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		cmd := exec.Command(bin, "--port", strconv.Itoa(p), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", dir)
 		if err := cmd.Start(); err != nil {
 			return "", nil, fmt.Errorf("start redis-server: %w", err)
 		}
 		exited := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(exited) }()
-		url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+		url := fmt.Sprintf("redis://127.0.0.1:%d/0", p)
 		if waitRedis(url, exited) {
 			return url, func() { _ = cmd.Process.Kill(); <-exited }, nil
 		}
 		_ = cmd.Process.Kill()
 		<-exited
-		if attempt == 3 {
-			return "", nil, fmt.Errorf("redis-server did not start on 127.0.0.1:%d", port)
+		if port != 0 || attempt == 3 {
+			return "", nil, fmt.Errorf("redis-server did not start on 127.0.0.1:%d", p)
 		}
 	}
 }
