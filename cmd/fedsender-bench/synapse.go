@@ -243,11 +243,12 @@ func (b *synapseBench) statementStatistics(ctx context.Context) error {
 	return b.pg.Restart()
 }
 
-// feedLogin creates the feed's role with the grants fedsender documents,
+// feedLogin creates the feed's role with the grants fedsender documents
+// (synapse.Grants),
 // and returns its connection string and oid.
 func (b *synapseBench) feedLogin(ctx context.Context, url string) (string, uint32, error) {
 	stmts := append([]string{"CREATE EXTENSION pg_stat_statements", "CREATE ROLE fedsender_feed LOGIN"},
-		feedGrants("fedsender_feed")...)
+		synapse.GrantStatements("public", "fedsender_feed")...)
 	for _, s := range stmts {
 		if _, err := b.admin.Exec(ctx, s); err != nil {
 			return "", 0, fmt.Errorf("%s: %w", s, err)
@@ -524,15 +525,6 @@ func (b *synapseBench) lag(ctx context.Context, res *synapseResult) error {
 	res.LagP50, res.LagP99, res.LagMax = percentile(lags, 0.50), percentile(lags, 0.99), percentile(lags, 1)
 	res.LagDBMs = (after - before) / float64(len(evs))
 	return nil
-}
-
-// feedGrants are the feed's grants on Synapse's tables: SELECT on what it
-// reads, and the writes of federation_stream_position.
-func feedGrants(role string) []string {
-	return []string{
-		"GRANT SELECT ON " + strings.Join(synapse.Tables, ", ") + " TO " + role,
-		"GRANT INSERT, UPDATE, DELETE ON federation_stream_position TO " + role,
-	}
 }
 
 func (r *results) synapseRows(row func(name, value, lo, hi, setup string)) {

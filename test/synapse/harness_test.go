@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,13 +87,84 @@ func fedsenderConfig(t *testing.T, databaseURL, redisURL string) config.Config {
 	return cfg
 }
 
+// started records the Synapse feed's sources that have read their
+// starting position (its "source started" log records), passing every
+// warning and error on to stderr.
+type started struct {
+	slog.Handler
+	mu      *sync.Mutex
+	sources map[string]int64
+}
+
+func (h started) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo
+}
+
+func (h started) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "synapse feed: source started" {
+		var name string
+		var pos int64
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "source":
+				name = a.Value.String()
+			case "position":
+				pos = a.Value.Int64()
+			}
+			return true
+		})
+		h.mu.Lock()
+		h.sources[name] = pos
+		h.mu.Unlock()
+	}
+	if r.Level < slog.LevelWarn {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h started) WithAttrs(as []slog.Attr) slog.Handler {
+	return started{h.Handler.WithAttrs(as), h.mu, h.sources}
+}
+
+func (h started) WithGroup(name string) slog.Handler {
+	return started{h.Handler.WithGroup(name), h.mu, h.sources}
+}
+
+// fedsender is fedsender running in-process.
+type fedsender struct {
+	svc *service.Service
+	log started
+}
+
+// waitSources waits until each of the Synapse feed's sources named has
+// read its starting position.
+func (f *fedsender) waitSources(t *testing.T, names ...string) {
+	t.Helper()
+	poll(t, func() string {
+		f.log.mu.Lock()
+		defer f.log.mu.Unlock()
+		return fmt.Sprintf("the feed's sources %v did not all start: started %v", names, f.log.sources)
+	}, func() bool {
+		f.log.mu.Lock()
+		defer f.log.mu.Unlock()
+		for _, n := range names {
+			if _, ok := f.log.sources[n]; !ok {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // runFedsender runs fedsender in-process until the test ends.
-func runFedsender(t *testing.T, cfg config.Config, ca *pki.CA) *service.Service {
+func runFedsender(t *testing.T, cfg config.Config, ca *pki.CA) *fedsender {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *service.Service, 1)
 	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(io.Writer(os.Stderr), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	f := &fedsender{log: started{slog.NewTextHandler(os.Stderr, nil), &sync.Mutex{}, map[string]int64{}}}
+	log := slog.New(f.log)
 	go func() { done <- service.Run(ctx, cfg, service.Deps{Log: log, RootCAs: ca.Pool, Ready: ready}) }()
 	var svc *service.Service
 	select {
@@ -116,7 +187,8 @@ func runFedsender(t *testing.T, cfg config.Config, ca *pki.CA) *service.Service 
 			t.Error("fedsender did not stop within 30s")
 		}
 	})
-	return svc
+	f.svc = svc
+	return f
 }
 
 // pool connects to a restored Synapse database as its owner, for the
@@ -235,8 +307,9 @@ func at(l []string, i int) string {
 	return "(end)"
 }
 
-// feedDatabase is the URL fedsender is given for Synapse's database.
+// feedDatabase is the URL fedsender is given for Synapse's database:
+// logged in as a role holding exactly the grants docs/SYNAPSE.md lists.
 func feedDatabase(t *testing.T, url string) string {
 	t.Helper()
-	return url
+	return synapsefixture.Role(t, url)
 }
