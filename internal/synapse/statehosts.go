@@ -130,17 +130,18 @@ func (j *joinedHosts) prevStateGroups(ctx context.Context, eventID string, isSta
 }
 
 // joinedAtStateGroup resolves a state group's membership through its
-// chain of deltas (the newest group of the chain wins for each member, as
-// Synapse's state store reads it) and keeps the servers of joined members.
+// chain of deltas (for each member, the group nearest to the start of the
+// chain wins, as Synapse's state store reads it) and keeps the servers of
+// joined members.
 const joinedAtStateGroup = `
-WITH RECURSIVE chain(state_group) AS (
-	VALUES ($1::bigint)
+WITH RECURSIVE chain(state_group, hop) AS (
+	VALUES ($1::bigint, 0)
 	UNION ALL
-	SELECT e.prev_state_group FROM state_group_edges e JOIN chain c ON c.state_group = e.state_group
+	SELECT e.prev_state_group, c.hop + 1 FROM state_group_edges e JOIN chain c ON c.state_group = e.state_group
 ), members AS (
-	SELECT DISTINCT ON (state_key) state_key, event_id FROM state_groups_state
-	WHERE type = 'm.room.member' AND state_group IN (SELECT state_group FROM chain)
-	ORDER BY state_key, state_group DESC
+	SELECT DISTINCT ON (s.state_key) s.state_key, s.event_id
+	FROM chain c JOIN state_groups_state s ON s.state_group = c.state_group AND s.type = 'm.room.member'
+	ORDER BY s.state_key, c.hop
 )
 SELECT DISTINCT substr(m.state_key, strpos(m.state_key, ':') + 1)
 FROM members m JOIN room_memberships r ON r.event_id = m.event_id
