@@ -30,8 +30,11 @@ func summary(e eduSent) string {
 			b.WriteString(" deleted")
 		}
 		if k, ok := c["keys"].(map[string]any); ok {
-			sigs := k["signatures"].(map[string]any)["@alice:localhost:28481"].(map[string]any)
-			fmt.Fprintf(&b, " keys signed by %d", len(sigs))
+			n := 0
+			for _, keys := range k["signatures"].(map[string]any) {
+				n += len(keys.(map[string]any))
+			}
+			fmt.Fprintf(&b, " keys signed by %d", n)
 		}
 		if _, ok := c["device_display_name"]; ok {
 			b.WriteString(" named")
@@ -236,6 +239,8 @@ func TestDeviceListsPrevIDAcrossBatches(t *testing.T) {
 	}
 	hs2 := synapsefixture.HS2
 	f.exec(t, `INSERT INTO device_lists_outbound_pokes VALUES ($1, 27, '@alice:localhost:28481', 'RAZEJQFIWD', false, 0, '{}')`, hs2)
+	// Someone else's signature of alice's device is not hers to send.
+	f.exec(t, `INSERT INTO e2e_cross_signing_signatures VALUES ('@bob:localhost:28482', 'ed25519:BOBKEY', '@alice:localhost:28481', 'RAZEJQFIWD', 'sig')`)
 	src.Observe("device_lists", 27, nil)
 
 	// Published up to 26, nothing delivered yet.
