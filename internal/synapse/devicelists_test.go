@@ -265,3 +265,29 @@ func TestDeviceListsPrevIDAcrossBatches(t *testing.T) {
 }
 
 func at(n int64) *int64 { return &n }
+
+// Read two stream ids at a time, the pokes come out as Synapse's sender
+// sent them to hs3 one change at a time: the same stream ids and prev_ids.
+func TestDeviceListsSmallBatches(t *testing.T) {
+	f := newEDUFixture(t, synapsefixture.Unsent)
+	f.deps.BatchSize = 2
+	src, err := synapse.NewDeviceLists(f.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, pos := drainSource(t, src, 0)
+	if pos != 26 {
+		t.Fatalf("position %d, want 26", pos)
+	}
+	var got []string
+	for _, s := range summaries(decodeEDUs(t, msgs), synapsefixture.HS3) {
+		got = append(got, strings.SplitN(s, " keys", 2)[0])
+	}
+	want := []string{"dl 6 prev=[] deleted", "dl 9 prev=[6] deleted", "dl 12 prev=[9]",
+		"m.signing_key_update master_key", "org.matrix.signing_key_update master_key",
+		"m.signing_key_update self_signing_key", "org.matrix.signing_key_update self_signing_key",
+		"dl 22 prev=[19]", "dl 25 prev=[22] deleted"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("to hs3:\n%q\nwant\n%q", got, want)
+	}
+}
