@@ -34,6 +34,9 @@ const (
 	// SynapsePositionBucket holds the Synapse feed's position in each of
 	// Synapse's streams, key the source's name.
 	SynapsePositionBucket = "fedsender-synapse-positions"
+	// SynapseBooksBucket holds how far the Synapse bookkeeping
+	// (internal/synapse/books) applied each stream to Synapse's tables.
+	SynapseBooksBucket = "fedsender-synapse-books"
 
 	// HeaderReason carries a dead letter's reason.
 	HeaderReason = "Fedsender-Reason"
@@ -149,6 +152,12 @@ func KVConfigs(o Options) []jetstream.KeyValueConfig {
 	}, {
 		Bucket:      SynapsePositionBucket,
 		Description: "the Synapse feed's position in each of Synapse's streams, key the source (events, to_device, ...)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}, {
+		Bucket:      SynapseBooksBucket,
+		Description: "the Synapse bookkeeping's checkpoints: the sequence of each stream applied to Synapse's tables",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,

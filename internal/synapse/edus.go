@@ -148,3 +148,23 @@ func maxOf(ctx context.Context, db *pgxpool.Pool, table, column string) (int64, 
 	}
 	return max, nil
 }
+
+// NewEDUSources returns every EDU source of Synapse's sender: to-device,
+// device lists and signing keys, receipts, presence, typing.
+func NewEDUSources(deps EDUDeps) ([]Source, error) {
+	var out []Source
+	for _, build := range []func(EDUDeps) (Source, error){
+		func(d EDUDeps) (Source, error) { return NewToDevice(d) },
+		func(d EDUDeps) (Source, error) { return NewDeviceLists(d) },
+		func(d EDUDeps) (Source, error) { return NewReceipts(d) },
+		func(d EDUDeps) (Source, error) { return NewPresence(d) },
+		func(d EDUDeps) (Source, error) { return NewTyping(d) },
+	} {
+		s, err := build(deps)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}

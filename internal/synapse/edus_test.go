@@ -1,8 +1,9 @@
-package synapse
+package synapse_test
 
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -11,54 +12,61 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/projection/projectiontest"
+	"github.com/fedsender/fedsender/internal/synapse"
 	"github.com/fedsender/fedsender/streams"
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
 
-// fixture is one recorded Synapse database with what an EDU source needs
-// around it: a pool, a JetStream with fedsender's streams, and the deps.
-type fixture struct {
+// eduFixture is one recorded Synapse database with what an EDU source needs
+// around it: a JetStream with fedsender's streams, and the deps, whose
+// pool logs in as the role holding exactly synapse.Grants. db is Synapse's
+// own login, for the tests to write as Synapse would.
+type eduFixture struct {
 	db   *pgxpool.Pool
 	js   jetstream.JetStream
-	deps EDUDeps
+	deps synapse.EDUDeps
 }
 
-func newFixture(t *testing.T, dump string) *fixture {
+func newEDUFixture(t *testing.T, dump string) *eduFixture {
 	t.Helper()
 	url := synapsefixture.Database(t, dump)
-	db, err := pgxpool.New(t.Context(), url)
-	if err != nil {
-		t.Fatalf("pool: %v", err)
+	pool := func(url string) *pgxpool.Pool {
+		db, err := pgxpool.New(t.Context(), url)
+		if err != nil {
+			t.Fatalf("pool: %v", err)
+		}
+		t.Cleanup(db.Close)
+		return db
 	}
-	t.Cleanup(db.Close)
+	db, feed := pool(url), pool(synapsefixture.Role(t, url))
 	_, js, _ := projectiontest.JetStream(t)
-	return &fixture{db: db, js: js, deps: EDUDeps{
-		DB:       db,
-		Routing:  Routing{ServerName: synapsefixture.HS1},
+	return &eduFixture{db: db, js: js, deps: synapse.EDUDeps{
+		DB:       feed,
+		Routing:  synapse.Routing{ServerName: synapsefixture.HS1},
 		Messages: streams.NewPublisher(js),
 	}}
 }
 
-func (f *fixture) exec(t *testing.T, sql string, args ...any) {
+func (f *eduFixture) exec(t *testing.T, sql string, args ...any) {
 	t.Helper()
 	if _, err := f.db.Exec(t.Context(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }
 
-// sent is one envelope as the feed would publish it.
-type sent struct {
+// eduSent is one envelope as the feed would publish it.
+type eduSent struct {
 	Type         string
 	Content      map[string]any
 	Destinations []string
 	ID, Source   string
 }
 
-// decode reads the messages back as the EDU reader will: each must pass
+// decodeEDUs reads the messages back as the EDU reader will: each must pass
 // fedsender's envelope validation.
-func decode(t *testing.T, msgs []*nats.Msg) []sent {
+func decodeEDUs(t *testing.T, msgs []*nats.Msg) []eduSent {
 	t.Helper()
-	var out []sent
+	var out []eduSent
 	for _, m := range msgs {
 		if m.Subject != streams.EDUSubject {
 			t.Fatalf("message on %q, want %q", m.Subject, streams.EDUSubject)
@@ -71,15 +79,15 @@ func decode(t *testing.T, msgs []*nats.Msg) []sent {
 		if err := json.Unmarshal(edu.Content, &content); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, sent{Type: edu.Type, Content: content, Destinations: edu.Destinations,
-			ID: m.Header.Get(jetstream.MsgIDHeader), Source: m.Header.Get(HeaderSource)})
+		out = append(out, eduSent{Type: edu.Type, Content: content, Destinations: edu.Destinations,
+			ID: m.Header.Get(jetstream.MsgIDHeader), Source: m.Header.Get(synapse.HeaderSource)})
 	}
 	return out
 }
 
-// drain calls Next until the source says it has no more, and returns
+// drainSource calls Next until the source says it has no more, and returns
 // every message and the last position.
-func drain(t *testing.T, s Source, from int64) ([]*nats.Msg, int64) {
+func drainSource(t *testing.T, s synapse.Source, from int64) ([]*nats.Msg, int64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -102,9 +110,9 @@ func drain(t *testing.T, s Source, from int64) ([]*nats.Msg, int64) {
 	return nil, 0
 }
 
-// wire returns the EDUs of one type Synapse delivered in the main
+// wireEDUs returns the EDUs of one type Synapse delivered in the main
 // recording to one server, in order.
-func wire(t *testing.T, file, eduType string) []map[string]any {
+func wireEDUs(t *testing.T, file, eduType string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for _, tx := range synapsefixture.Transactions(t, file) {
@@ -124,7 +132,7 @@ func wire(t *testing.T, file, eduType string) []map[string]any {
 
 // publish publishes msgs into JetStream and returns how many were stored
 // (not dropped as duplicates).
-func (f *fixture) publish(t *testing.T, msgs []*nats.Msg) int {
+func (f *eduFixture) publish(t *testing.T, msgs []*nats.Msg) int {
 	t.Helper()
 	stored := 0
 	for _, m := range msgs {
@@ -137,4 +145,30 @@ func (f *fixture) publish(t *testing.T, msgs []*nats.Msg) int {
 		}
 	}
 	return stored
+}
+
+func TestNewEDUSources(t *testing.T) {
+	f := newEDUFixture(t, synapsefixture.Unsent)
+	sources, err := synapse.NewEDUSources(f.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range sources {
+		names = append(names, s.Name())
+	}
+	if want := []string{"to_device", "device_lists", "receipts", "presence", "typing"}; !slices.Equal(names, want) {
+		t.Fatalf("sources %q, want %q", names, want)
+	}
+	for _, missing := range []func(*synapse.EDUDeps){
+		func(d *synapse.EDUDeps) { d.DB = nil },
+		func(d *synapse.EDUDeps) { d.Messages = nil },
+		func(d *synapse.EDUDeps) { d.Routing.ServerName = "" },
+	} {
+		d := f.deps
+		missing(&d)
+		if _, err := synapse.NewEDUSources(d); err == nil {
+			t.Errorf("NewEDUSources(%+v) accepted", d)
+		}
+	}
 }

@@ -1,9 +1,10 @@
-package synapse
+package synapse_test
 
 import (
 	"slices"
 	"testing"
 
+	"github.com/fedsender/fedsender/internal/synapse"
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
 
@@ -16,7 +17,7 @@ const (
 )
 
 func TestRoomHosts(t *testing.T) {
-	f := newFixture(t, synapsefixture.Unsent)
+	f := newEDUFixture(t, synapsefixture.Unsent)
 	hs1, hs2, hs3 := synapsefixture.HS1, synapsefixture.HS2, synapsefixture.HS3
 	want := map[string][]string{
 		unsentR1: {hs1, hs2}, // the ban took hs3 out
@@ -26,7 +27,7 @@ func TestRoomHosts(t *testing.T) {
 	}
 	check := func(want map[string][]string) {
 		t.Helper()
-		got, err := roomHosts(t.Context(), f.db, []string{unsentR1, unsentR2, unsentR3, unsentR4, "!unknown:example.org"})
+		got, err := synapse.RoomHosts(t.Context(), f.db, []string{unsentR1, unsentR2, unsentR3, unsentR4, "!unknown:example.org"})
 		if err != nil {
 			t.Fatal(err)
 		}

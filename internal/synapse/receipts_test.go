@@ -1,10 +1,11 @@
-package synapse
+package synapse_test
 
 import (
 	"reflect"
 	"slices"
 	"testing"
 
+	"github.com/fedsender/fedsender/internal/synapse"
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
 
@@ -13,8 +14,8 @@ import (
 // recording (the threaded one with data.thread_id); m.read.private never
 // leaves.
 func TestReceipts(t *testing.T) {
-	f := newFixture(t, synapsefixture.Unsent)
-	src, err := NewReceipts(f.deps)
+	f := newEDUFixture(t, synapsefixture.Unsent)
+	src, err := synapse.NewReceipts(f.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,15 +23,15 @@ func TestReceipts(t *testing.T) {
 	if err != nil || start != 6 {
 		t.Fatalf("Start = %d, %v; want 6, the current position (receipts are droppable)", start, err)
 	}
-	if msgs, _ := drain(t, src, start); len(msgs) != 0 {
+	if msgs, _ := drainSource(t, src, start); len(msgs) != 0 {
 		t.Fatalf("%d receipts after the current position, want 0", len(msgs))
 	}
 
-	msgs, pos := drain(t, src, 1)
+	msgs, pos := drainSource(t, src, 1)
 	if pos != 6 {
 		t.Fatalf("position %d, want 6", pos)
 	}
-	got := decode(t, msgs)
+	got := decodeEDUs(t, msgs)
 	hs2, hs3 := synapsefixture.HS2, synapsefixture.HS3
 	want := []struct {
 		room   string
@@ -62,7 +63,7 @@ func TestReceipts(t *testing.T) {
 	}
 
 	// Synapse's shape, receipt by receipt: the same keys at every level.
-	for _, c := range wire(t, "transactions-hs2.jsonl", "m.receipt") {
+	for _, c := range wireEDUs(t, "transactions-hs2.jsonl", "m.receipt") {
 		for _, perType := range c {
 			r := perType.(map[string]any)["m.read"].(map[string]any)[alice].(map[string]any)
 			ours := got[0].Content[unsentR1].(map[string]any)["m.read"].(map[string]any)[alice].(map[string]any)
@@ -83,4 +84,48 @@ func keysOf(v any) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// On the main recording's database (the same ids as its wire), each
+// receipt's content is exactly one Synapse delivered, and it goes to
+// servers Synapse delivered it to.
+func TestReceiptsAsSynapseSent(t *testing.T) {
+	f := newEDUFixture(t, synapsefixture.Main)
+	src, err := synapse.NewReceipts(f.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, pos := drainSource(t, src, 1)
+	if pos != 8 {
+		t.Fatalf("position %d, want 8", pos)
+	}
+	got := decodeEDUs(t, msgs)
+	if len(got) != 5 { // rows 2 to 7 but the private 3
+		t.Fatalf("%d receipts, want 5: %+v", len(got), got)
+	}
+	delivered := map[string][]map[string]any{} // room -> receipts Synapse sent, with the server
+	for _, w := range []struct{ file, dest string }{
+		{"transactions-hs2.jsonl", synapsefixture.HS2}, {"transactions-hs3.jsonl", synapsefixture.HS3},
+	} {
+		for _, c := range wireEDUs(t, w.file, "m.receipt") {
+			for room, r := range c {
+				delivered[room] = append(delivered[room], map[string]any{"dest": w.dest, "receipt": r})
+			}
+		}
+	}
+	for _, g := range got {
+		for room, r := range g.Content {
+			var to []string
+			for _, d := range delivered[room] {
+				if reflect.DeepEqual(d["receipt"], r) {
+					to = append(to, d["dest"].(string))
+				}
+			}
+			for _, dest := range g.Destinations {
+				if !slices.Contains(to, dest) {
+					t.Errorf("receipt %v in %s to %s: Synapse delivered it only to %v", r, room, dest, to)
+				}
+			}
+		}
+	}
 }

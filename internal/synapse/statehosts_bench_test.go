@@ -1,4 +1,4 @@
-package synapse
+package synapse_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/fedsender/fedsender/internal/synapse"
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
 
@@ -48,7 +49,7 @@ func BenchmarkJoinedHostsFromDatabase(b *testing.B) {
 			for b.Loop() {
 				e := bc.events[n%len(bc.events)]
 				n++
-				if _, err := newJoinedHosts(pool, nil).before(ctx, e.ID, e.IsState); err != nil {
+				if _, err := synapse.NewJoinedHosts(pool).Before(ctx, e.ID, e.IsState); err != nil {
 					b.Fatalf("%s: %v", e.ID, err)
 				}
 			}
@@ -57,12 +58,12 @@ func BenchmarkJoinedHostsFromDatabase(b *testing.B) {
 	// As the events source runs: state groups, which never change, are
 	// remembered, so an event costs its state-group lookups only.
 	b.Run("recording, state groups remembered", func(b *testing.B) {
-		hosts := newJoinedHosts(pool, nil)
+		hosts := synapse.NewJoinedHosts(pool)
 		n := 0
 		for b.Loop() {
 			e := recorded[n%len(recorded)]
 			n++
-			if _, err := hosts.before(ctx, e.ID, e.IsState); err != nil {
+			if _, err := hosts.Before(ctx, e.ID, e.IsState); err != nil {
 				b.Fatalf("%s: %v", e.ID, err)
 			}
 		}

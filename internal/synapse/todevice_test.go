@@ -1,4 +1,4 @@
-package synapse
+package synapse_test
 
 import (
 	"encoding/json"
@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/fedsender/fedsender/internal/synapse"
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
 
@@ -13,8 +14,8 @@ import (
 // recording's sender delivered first (2 to each server): fedsender sends
 // each as its m.direct_to_device EDU, content exactly the row.
 func TestToDeviceSendsTheOutbox(t *testing.T) {
-	f := newFixture(t, synapsefixture.Unsent)
-	src, err := NewToDevice(f.deps)
+	f := newEDUFixture(t, synapsefixture.Unsent)
+	src, err := synapse.NewToDevice(f.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,11 +23,11 @@ func TestToDeviceSendsTheOutbox(t *testing.T) {
 	if err != nil || start != 0 {
 		t.Fatalf("Start = %d, %v; want 0: everything in the outbox is owed", start, err)
 	}
-	msgs, pos := drain(t, src, start)
+	msgs, pos := drainSource(t, src, start)
 	if pos != 4 {
 		t.Fatalf("position %d, want 4 (stream_positions to_device)", pos)
 	}
-	got := decode(t, msgs)
+	got := decodeEDUs(t, msgs)
 	type row struct {
 		dest   string
 		stream int64
@@ -44,7 +45,7 @@ func TestToDeviceSendsTheOutbox(t *testing.T) {
 			t.Errorf("envelope %d: Nats-Msg-Id %q, want %q", i, g.ID, id)
 		}
 		if src := "to_device " + itoa(w.stream); g.Source != src {
-			t.Errorf("envelope %d: %s %q, want %q", i, HeaderSource, g.Source, src)
+			t.Errorf("envelope %d: %s %q, want %q", i, synapse.HeaderSource, g.Source, src)
 		}
 		var stored string
 		if err := f.db.QueryRow(t.Context(), `SELECT messages_json FROM device_federation_outbox
@@ -65,7 +66,7 @@ func TestToDeviceSendsTheOutbox(t *testing.T) {
 		file string
 		name string
 	}{{"transactions-hs2.jsonl", synapsefixture.HS2}, {"transactions-hs3.jsonl", synapsefixture.HS3}} {
-		onWire := wire(t, dest.file, "m.direct_to_device")[:2]
+		onWire := wireEDUs(t, dest.file, "m.direct_to_device")[:2]
 		var ours []map[string]any
 		for _, g := range got {
 			if g.Destinations[0] == dest.name {
@@ -83,7 +84,7 @@ func TestToDeviceSendsTheOutbox(t *testing.T) {
 	if n := f.publish(t, msgs); n != 4 {
 		t.Fatalf("first publish stored %d, want 4", n)
 	}
-	again, _ := drain(t, src, start)
+	again, _ := drainSource(t, src, start)
 	if n := f.publish(t, again); n != 0 {
 		t.Fatalf("replay stored %d messages again, want 0", n)
 	}
@@ -92,22 +93,22 @@ func TestToDeviceSendsTheOutbox(t *testing.T) {
 // Rows above the to_device stream's safe position (the minimum over its
 // writers) may have company still committing below them: they wait.
 func TestToDeviceWaitsForEveryWriter(t *testing.T) {
-	f := newFixture(t, synapsefixture.Unsent)
-	src, err := NewToDevice(f.deps)
+	f := newEDUFixture(t, synapsefixture.Unsent)
+	src, err := synapse.NewToDevice(f.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.exec(t, `INSERT INTO device_federation_outbox VALUES ($1, 6, 0, '{"messages":{},"sender":"@alice:localhost:28481","type":"x","message_id":"m6"}', 'worker1')`, synapsefixture.HS2)
 	f.exec(t, `INSERT INTO stream_positions VALUES ('to_device', 'worker1', 6)`)
 	// master is still at 4: its 5 may not be committed yet.
-	msgs, pos := drain(t, src, 4)
+	msgs, pos := drainSource(t, src, 4)
 	if len(msgs) != 0 || pos != 4 {
 		t.Fatalf("read %d rows up to %d while master is at 4, want none up to 4", len(msgs), pos)
 	}
 	f.exec(t, `INSERT INTO device_federation_outbox VALUES ($1, 5, 0, '{"messages":{},"sender":"@alice:localhost:28481","type":"x","message_id":"m5"}', 'master')`, synapsefixture.HS3)
 	f.exec(t, `UPDATE stream_positions SET stream_id = 6 WHERE stream_name = 'to_device' AND instance_name = 'master'`)
-	msgs, pos = drain(t, src, 4)
-	got := decode(t, msgs)
+	msgs, pos = drainSource(t, src, 4)
+	got := decodeEDUs(t, msgs)
 	if len(got) != 2 || pos != 6 || got[0].Content["message_id"] != "m5" || got[1].Content["message_id"] != "m6" {
 		t.Fatalf("after master reached 6: %+v up to %d, want m5 then m6 up to 6", got, pos)
 	}
@@ -137,3 +138,29 @@ func withoutIDs(c map[string]any) map[string]any {
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// Batches cut between stream ids, never inside one: the two rows of
+// stream 4 (one request to two servers) come together.
+func TestToDeviceBatches(t *testing.T) {
+	f := newEDUFixture(t, synapsefixture.Unsent)
+	f.deps.BatchSize = 1
+	src, err := synapse.NewToDevice(f.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for from := int64(0); ; {
+		b, err := src.Next(t.Context(), from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(b.Messages))
+		from = b.Position
+		if !b.More {
+			break
+		}
+	}
+	if want := []int{1, 1, 2}; !slices.Equal(sizes, want) {
+		t.Fatalf("batches of %v messages, want %v", sizes, want)
+	}
+}

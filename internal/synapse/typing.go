@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 )
@@ -33,7 +34,16 @@ type Typing struct {
 type typingChange struct {
 	room, user string
 	typing     bool
+	at         time.Time
 }
+
+// Typing changes are worth sending for typingTTL (the pipeline drops
+// older ones too); at most maxPendingTyping wait for Next (rows keep
+// coming on a replica that does not feed).
+const (
+	typingTTL        = 30 * time.Second
+	maxPendingTyping = 10000
+)
 
 // NewTyping returns the typing source.
 func NewTyping(deps EDUDeps) (*Typing, error) {
@@ -66,19 +76,23 @@ func (s *Typing) Observe(stream string, token int64, row json.RawMessage) {
 		s.d.Logger.Warn("synapse: typing row is not [room_id, [user ids]]; ignored", "row", string(row), "error", err)
 		return
 	}
+	now := s.d.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.token = token
 	before := s.rooms[r.room]
 	for _, u := range r.users {
 		if s.d.isLocal(u) && !slices.Contains(before, u) {
-			s.pending = append(s.pending, typingChange{room: r.room, user: u, typing: true})
+			s.pending = append(s.pending, typingChange{room: r.room, user: u, typing: true, at: now})
 		}
 	}
 	for _, u := range before {
 		if s.d.isLocal(u) && !slices.Contains(r.users, u) {
-			s.pending = append(s.pending, typingChange{room: r.room, user: u, typing: false})
+			s.pending = append(s.pending, typingChange{room: r.room, user: u, typing: false, at: now})
 		}
+	}
+	if over := len(s.pending) - maxPendingTyping; over > 0 {
+		s.pending = slices.Delete(s.pending, 0, over)
 	}
 	if len(r.users) == 0 {
 		delete(s.rooms, r.room)
@@ -96,6 +110,8 @@ func (s *Typing) Next(ctx context.Context, from int64) (Batch, error) {
 	s.pending = nil
 	pos := max(from, s.token)
 	s.mu.Unlock()
+	cutoff := s.d.Now().Add(-typingTTL)
+	changes = slices.DeleteFunc(changes, func(c typingChange) bool { return c.at.Before(cutoff) })
 	if len(changes) == 0 {
 		return Batch{Position: pos}, nil
 	}

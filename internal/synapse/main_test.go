@@ -1,9 +1,0 @@
-package synapse
-
-import (
-	"testing"
-
-	"github.com/fedsender/fedsender/internal/projection/pgprojection/pgtest"
-)
-
-func TestMain(m *testing.M) { pgtest.Main(m) }
