@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fedsender/fedsender/internal/synapse/grants"
 )
 
 // ErrNotSynapse is returned by CheckDatabase for a database that lacks the
@@ -15,12 +17,12 @@ var ErrNotSynapse = errors.New("not a Synapse database")
 
 // CheckDatabase returns an error when the database at pool cannot be
 // reached, or is not Synapse's (ErrNotSynapse, naming the first table
-// missing of those Grants names).
+// missing of those grants.Tables names).
 func CheckDatabase(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := pool.Ping(ctx); err != nil {
 		return fmt.Errorf("cannot connect: %w", err)
 	}
-	for _, g := range Grants {
+	for _, g := range grants.Tables {
 		t := g.Table
 		var found bool
 		err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", t).Scan(&found)

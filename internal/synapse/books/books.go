@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/fedsender/fedsender/internal/lease"
 	"github.com/fedsender/fedsender/internal/projection/pgprojection"
@@ -28,10 +29,19 @@ var ErrFenced = errors.New("books: another replica keeps the books")
 type Options struct {
 	JS jetstream.JetStream
 	// DB is Synapse's database (synapse.database_url), logged in as a role
-	// with synapse.Grants.
+	// with the privileges of package grants.
 	DB *pgxpool.Pool
-	// Origin is Synapse's server_name, never a destination.
+	// Origin is Synapse's server_name, never a destination; Synapse's
+	// replication channel is named after it.
 	Origin string
+	// Redis is Synapse's replication Redis (synapse.redis_url); nil
+	// without it. Changes of retry timings are announced there, as
+	// Synapse's processes announce them, so that they drop their cached
+	// timings.
+	Redis *redis.Client
+	// InstanceName is fedsender's name among Synapse's processes
+	// (synapse.instance_name; default "fedsender").
+	InstanceName string
 	// Holder names this replica in the lease.
 	Holder string
 	// Flush is how often offsets and EDU offsets are applied (default
@@ -51,6 +61,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 5 * time.Second
+	}
+	if o.InstanceName == "" {
+		o.InstanceName = "fedsender"
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/fedsender/fedsender/internal/destination"
 	"github.com/fedsender/fedsender/internal/eventlog"
@@ -70,8 +71,14 @@ func pool(t *testing.T, url string) *pgxpool.Pool {
 // stop is called or the test ends.
 func (e *env) start(holder string) (stop func()) {
 	e.t.Helper()
+	return e.startWith(holder, nil)
+}
+
+// startWith is start with Synapse's replication Redis.
+func (e *env) startWith(holder string, rdb *redis.Client) (stop func()) {
+	e.t.Helper()
 	b := books.New(books.Options{JS: e.js, DB: pool(e.t, e.role), Origin: synapsefixture.HS1, Holder: holder,
-		Flush: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Redis: rdb, Flush: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Lease: lease.Options{TTL: 2 * time.Second}})
 	return projectiontest.Start(e.t, b.Run)
 }
@@ -381,4 +388,70 @@ func TestTwoReplicas(t *testing.T) {
 	e.put(streams.OffsetBucket, hs2, p)
 	e.want("rows after the holder stopped", hs2+"|-|-|-|154", destinationsQuery)
 	e.want("rooms after the holder stopped", hs2+"|"+r1+"|150\n"+hs2+"|"+r4+"|154", roomsQuery)
+}
+
+// TestRetryTimingsInvalidateSynapseCaches: each change of retry timings
+// is announced to Synapse's processes as Synapse's own writers announce it
+// (a caches stream row under fedsender's instance name, and RDATA caches
+// on the replication channel), so that the main process drops its cached
+// timings and its admin API shows fedsender's; a write that changes
+// nothing announces nothing.
+func TestRetryTimingsInvalidateSynapseCaches(t *testing.T) {
+	e := newEnv(t)
+	opts, err := redis.ParseURL(synapsefixture.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	sub := rdb.Subscribe(t.Context(), synapsefixture.HS1)
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := sub.Receive(t.Context()); err != nil { // the subscription is confirmed
+		t.Fatal(err)
+	}
+	e.startWith("a", rdb)
+	const rowsQuery = `SELECT stream_id, cache_func, keys[1] FROM cache_invalidation_stream_by_instance
+		WHERE instance_name = 'fedsender' ORDER BY stream_id`
+	var s destination.State
+
+	next := func() string {
+		t.Helper()
+		select {
+		case m := <-sub.Channel():
+			return m.Payload
+		case <-time.After(20 * time.Second):
+			t.Fatal("no replication message within 20s")
+			return ""
+		}
+	}
+	// wantRDATA checks the message announces the newest caches row.
+	wantRDATA := func(msg string) {
+		t.Helper()
+		var id int64
+		var ts int64
+		if err := e.admin.QueryRow(t.Context(), `SELECT stream_id, invalidation_ts FROM cache_invalidation_stream_by_instance
+			WHERE instance_name = 'fedsender' ORDER BY stream_id DESC LIMIT 1`).Scan(&id, &ts); err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf(`RDATA caches fedsender %d ["get_destination_retry_timings",["%s"],%d]`, id, hs3, ts)
+		if msg != want {
+			t.Errorf("replication message\n got %s\nwant %s", msg, want)
+		}
+	}
+
+	e.applied("events", e.record(hs3, &s, destination.Failed, 1_000, 600_000))
+	wantRDATA(next())
+	// An older failure than the one stored changes nothing: no row, no message.
+	if _, err := e.admin.Exec(t.Context(), synapseWrite, hs3, 1_000, 5_000, 1_500_000); err != nil {
+		t.Fatal(err)
+	}
+	e.applied("events", e.record(hs3, &s, destination.Failed, 3_000, 1_600_000))
+	if got := strings.Count(e.rows(rowsQuery), "\n") + 1; got != 1 {
+		t.Errorf("caches rows after a write that changed nothing: %d, want 1", got)
+	}
+	e.applied("events", e.record(hs3, &s, destination.Reset, 6_000, 0))
+	wantRDATA(next())
+	if got := strings.Count(e.rows(rowsQuery), "\n") + 1; got != 2 {
+		t.Errorf("caches rows after the reset: %d, want 2:\n%s", got, e.rows(rowsQuery))
+	}
 }

@@ -79,14 +79,33 @@ func (b *Books) applyTimings(ctx context.Context, msgs []jetstream.Msg) error {
 	if len(names) == 0 {
 		return nil
 	}
-	return pgx.BeginFunc(ctx, b.opts.DB, func(tx pgx.Tx) error {
-		batch := &pgx.Batch{}
-		if len(failed) > 0 {
-			batch.Queue(storeFailure, failed, failureTS, last, ivs)
+	var inv []invalidation
+	err := pgx.BeginFunc(ctx, b.opts.DB, func(tx pgx.Tx) error {
+		var changed []string
+		for _, w := range []struct {
+			sql  string
+			args []any
+		}{{storeFailure, []any{failed, failureTS, last, ivs}}, {storeClear, []any{cleared, clearedAt}}} {
+			if len(w.args[0].([]string)) == 0 {
+				continue
+			}
+			rows, err := tx.Query(ctx, w.sql+" RETURNING d.destination", w.args...)
+			if err != nil {
+				return err
+			}
+			names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			changed = append(changed, names...)
 		}
-		if len(cleared) > 0 {
-			batch.Queue(storeClear, cleared, clearedAt)
-		}
-		return tx.SendBatch(ctx, batch).Close()
+		var err error
+		inv, err = b.invalidate(ctx, tx, changed)
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	b.announce(ctx, inv)
+	return nil
 }
