@@ -78,7 +78,7 @@ func TestSynapseStartErrorsNameTheKey(t *testing.T) {
 // synapse.redis_url, as fedsender_synapse_feed_polling does.
 func TestSynapseFeedInRun(t *testing.T) {
 	redisURL := synapsefixture.Redis(t)
-	cfg := synapseConfig(t, synapsefixture.Database(t, synapsefixture.Unsent))
+	cfg := synapseConfig(t, synapsefixture.Role(t, synapsefixture.Database(t, synapsefixture.Unsent)))
 	cfg.Synapse.RedisURL = redisURL
 	ready := make(chan *service.Service, 1)
 	ctx, cancel := context.WithCancel(context.Background())

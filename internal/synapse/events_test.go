@@ -25,10 +25,14 @@ type pdu struct {
 }
 
 // env is a test's Synapse database (a copy of a fixture dump) and NATS.
+// pool is the database's owner, which sets the scene as Synapse would;
+// feedPool is logged in as the role holding exactly grants.Tables, as
+// fedsender is.
 type env struct {
-	pool *pgxpool.Pool
-	js   jetstream.JetStream
-	url  string
+	pool     *pgxpool.Pool
+	feedPool *pgxpool.Pool
+	js       jetstream.JetStream
+	url      string
 }
 
 func newEnv(t *testing.T, dump string) *env {
@@ -39,16 +43,21 @@ func newEnv(t *testing.T, dump string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
+	feedPool, err := pgxpool.New(context.Background(), synapsefixture.Role(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(feedPool.Close)
 	nc, _, _ := projectiontest.JetStream(t)
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{pool: pool, js: js, url: url}
+	return &env{pool: pool, feedPool: feedPool, js: js, url: url}
 }
 
 func (e *env) events(rc *redis.Client, whitelist ...string) *synapse.Events {
-	return synapse.NewEvents(synapse.EventsOptions{DB: e.pool, Redis: rc, InstanceName: "fedsender",
+	return synapse.NewEvents(synapse.EventsOptions{DB: e.feedPool, Redis: rc, InstanceName: "fedsender",
 		Routing:   synapse.Routing{ServerName: synapsefixture.HS1, Whitelist: whitelist},
 		Publisher: streams.NewPublisher(e.js)})
 }
