@@ -56,6 +56,8 @@ func newSynapseFeed(ctx context.Context, cfg config.Config, js jetstream.JetStre
 			pool.Close()
 			return nil, fmt.Errorf("synapse.redis_url: %w", err)
 		}
+		// The cache is an optimisation: never wait long for it.
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = time.Second, time.Second, time.Second, -1
 		s.cache = redis.NewClient(opts)
 	}
 	publisher := streams.NewPublisher(js)

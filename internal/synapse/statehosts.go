@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -32,7 +33,14 @@ type joinedHosts struct {
 	mu    sync.Mutex
 	bySG  map[int64][]string
 	limit int
+	// cacheOffUntil: after a Redis error (not a miss) the cache is not
+	// asked until then, so an unreachable Redis does not cost a timeout
+	// per event.
+	cacheOffUntil time.Time
 }
+
+// cachePause is how long Synapse's cache is left alone after an error.
+const cachePause = 10 * time.Second
 
 func newJoinedHosts(db *pgxpool.Pool, rc *redis.Client) *joinedHosts {
 	return &joinedHosts{db: db, redis: rc, bySG: map[int64][]string{}, limit: 20000}
@@ -67,11 +75,12 @@ func (j *joinedHosts) before(ctx context.Context, eventID string, isState bool) 
 // fromCache reads Synapse's external cache; any miss or error falls back
 // to the database.
 func (j *joinedHosts) fromCache(ctx context.Context, eventID string) ([]string, bool) {
-	if j.redis == nil {
+	if j.redis == nil || !j.cacheUsable() {
 		return nil, false
 	}
 	sg, err := j.redis.Get(ctx, cachePrevStateGroup+eventID).Int64()
 	if err != nil {
+		j.cacheFailed(err)
 		return nil, false
 	}
 	if hosts, ok := j.remembered(sg); ok {
@@ -79,6 +88,7 @@ func (j *joinedHosts) fromCache(ctx context.Context, eventID string) ([]string, 
 	}
 	raw, err := j.redis.Get(ctx, cacheJoinedHosts+strconv.FormatInt(sg, 10)).Bytes()
 	if err != nil {
+		j.cacheFailed(err)
 		return nil, false
 	}
 	var hosts []string
@@ -87,6 +97,21 @@ func (j *joinedHosts) fromCache(ctx context.Context, eventID string) ([]string, 
 	}
 	j.remember(sg, hosts)
 	return hosts, true
+}
+
+func (j *joinedHosts) cacheUsable() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return time.Now().After(j.cacheOffUntil)
+}
+
+func (j *joinedHosts) cacheFailed(err error) {
+	if errors.Is(err, redis.Nil) {
+		return // a miss
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.cacheOffUntil = time.Now().Add(cachePause)
 }
 
 // prevStateGroups returns the state group(s) of the state before the
