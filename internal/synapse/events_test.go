@@ -259,3 +259,23 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	ya, _ := json.Marshal(y)
 	return string(xa) == string(ya)
 }
+
+// TestEventsStart: the first start takes this instance's position as
+// Synapse's sender would after its repair of federation_stream_position:
+// its own row when it is the only sender there, otherwise the smallest
+// position of any, given to it alone.
+func TestEventsStart(t *testing.T) {
+	e := newEnv(t, synapsefixture.Main)
+	src := e.events(nil)
+	if pos, err := src.Start(context.Background()); err != nil || pos != 333 {
+		t.Fatalf("Start = %d, %v; want 333, fedsender's row", pos, err)
+	}
+	// Synapse's own worker "sender1" was configured too, and is behind.
+	e.exec(t, "INSERT INTO federation_stream_position (type, stream_id, instance_name) VALUES ('events', 300, 'sender1'), ('federation', 0, 'sender1')")
+	if pos, err := src.Start(context.Background()); err != nil || pos != 300 {
+		t.Fatalf("Start = %d, %v; want 300, the smallest", pos, err)
+	}
+	if got, want := e.federationPosition(t), "events 300 fedsender, federation 0 fedsender"; got != want {
+		t.Errorf("federation_stream_position: %s, want %s", got, want)
+	}
+}
