@@ -16,6 +16,7 @@ import (
 
 	"github.com/fedsender/fedsender/internal/config"
 	"github.com/fedsender/fedsender/internal/synapse"
+	"github.com/fedsender/fedsender/internal/synapse/books"
 	"github.com/fedsender/fedsender/internal/synapse/replication"
 	"github.com/fedsender/fedsender/internal/telemetry"
 	"github.com/fedsender/fedsender/streams"
@@ -29,6 +30,7 @@ type synapseFeed struct {
 	rep      *replication.Client // nil without redis_url
 	feed     *synapse.Feed
 	serverUp *synapse.ServerUp
+	books    *books.Books // Synapse's own federation tables
 	poll     time.Duration
 }
 
@@ -54,6 +56,8 @@ func newSynapseFeed(ctx context.Context, cfg config.Config, js jetstream.JetStre
 			pool.Close()
 			return nil, fmt.Errorf("synapse.redis_url: %w", err)
 		}
+		// The cache is an optimisation: never wait long for it.
+		opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout, opts.MaxRetries = time.Second, time.Second, time.Second, -1
 		s.cache = redis.NewClient(opts)
 	}
 	publisher := streams.NewPublisher(js)
@@ -67,8 +71,11 @@ func newSynapseFeed(ctx context.Context, cfg config.Config, js jetstream.JetStre
 	}
 	s.serverUp = synapse.NewServerUp(synapse.ServerUpOptions{DB: pool, NATS: nc, Routing: routing, Log: log})
 	host, _ := os.Hostname()
+	holder := host + "/" + strconv.Itoa(os.Getpid())
 	s.feed = synapse.NewFeed(synapse.FeedOptions{JS: js, Sources: sources, Observers: []synapse.Observer{s.serverUp},
-		Holder: host + "/" + strconv.Itoa(os.Getpid()), PollInterval: sc.PollInterval, Log: log})
+		Holder: holder, PollInterval: sc.PollInterval, Log: log})
+	s.books = books.New(books.Options{JS: js, DB: pool, Origin: cfg.ServerName, Redis: s.cache,
+		InstanceName: sc.InstanceName, Holder: holder, Log: log})
 	if sc.RedisURL != "" {
 		s.rep, err = replication.New(replication.Options{URL: sc.RedisURL, Channel: cfg.ServerName,
 			OnRow: s.feed.OnRow, OnPosition: s.feed.OnPosition, OnState: s.feed.OnState, Log: log})
@@ -82,9 +89,11 @@ func newSynapseFeed(ctx context.Context, cfg config.Config, js jetstream.JetStre
 	return s, nil
 }
 
-// start runs the feed, the server-up signal and the replication client.
+// start runs the feed, the bookkeeping, the server-up signal and the
+// replication client.
 func (s *synapseFeed) start(run func(string, func(context.Context) error)) {
 	run("synapse feed", s.feed.Run)
+	run("synapse books", s.books.Run)
 	run("synapse server-up signal", s.serverUp.Run)
 	if s.rep != nil {
 		run("synapse replication", s.rep.Run)

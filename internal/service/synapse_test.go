@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
@@ -78,7 +80,8 @@ func TestSynapseStartErrorsNameTheKey(t *testing.T) {
 // synapse.redis_url, as fedsender_synapse_feed_polling does.
 func TestSynapseFeedInRun(t *testing.T) {
 	redisURL := synapsefixture.Redis(t)
-	cfg := synapseConfig(t, synapsefixture.Database(t, synapsefixture.Unsent))
+	dbURL := synapsefixture.Database(t, synapsefixture.Unsent)
+	cfg := synapseConfig(t, synapsefixture.Role(t, dbURL))
 	cfg.Synapse.RedisURL = redisURL
 	ready := make(chan *service.Service, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -154,6 +157,31 @@ func TestSynapseFeedInRun(t *testing.T) {
 	if got := gauge("fedsender_synapse_feed_polling"); got != "1" {
 		t.Errorf("fedsender_synapse_feed_polling = %q with Redis down, want 1", got)
 	}
+
+	// Polling feeds, without Synapse's cache on the unreachable Redis.
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var r2 string
+	if err := pool.QueryRow(context.Background(), "SELECT room_id FROM rooms WHERE room_id LIKE '!hQsg%'").Scan(&r2); err != nil {
+		t.Fatal(err)
+	}
+	err = pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error {
+		for range 3 {
+			if _, _, err := synapsefixture.InsertEvent(context.Background(), tx, synapsefixture.Event{RoomID: r2,
+				Type: "m.room.message", Sender: "@alice:localhost:28481", Content: map[string]any{"body": "polled"}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	projectiontest.Eventually(t, 30*time.Second, func() bool { return pduCount(t, js) == owedPDUs+3 },
+		"the 3 events sent while Redis is down to be published")
 }
 
 // owedPDUs is how many PDU envelopes the recording without a sender owes:

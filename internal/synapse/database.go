@@ -7,29 +7,23 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fedsender/fedsender/internal/synapse/grants"
 )
 
 // ErrNotSynapse is returned by CheckDatabase for a database that lacks the
 // tables Synapse keeps.
 var ErrNotSynapse = errors.New("not a Synapse database")
 
-// Tables lists every Synapse table the feed's events source and server-up
-// signal read or write, for the database role's grants: SELECT on all, and
-// INSERT, UPDATE, DELETE on federation_stream_position.
-var Tables = []string{
-	"events", "event_json", "event_edges", "stream_positions", "federation_stream_position",
-	"event_to_state_groups", "state_group_edges", "state_groups_state", "room_memberships",
-	"partial_state_rooms", "partial_state_rooms_servers", "destinations",
-}
-
 // CheckDatabase returns an error when the database at pool cannot be
 // reached, or is not Synapse's (ErrNotSynapse, naming the first table
-// missing).
+// missing of those grants.Tables names).
 func CheckDatabase(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := pool.Ping(ctx); err != nil {
 		return fmt.Errorf("cannot connect: %w", err)
 	}
-	for _, t := range Tables {
+	for _, g := range grants.Tables {
+		t := g.Table
 		var found bool
 		err := pool.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", t).Scan(&found)
 		if err != nil {

@@ -124,13 +124,15 @@ func (s *DeviceLists) devices(ctx context.Context, pairs [][2]string) (map[[2]st
 	return out, s.addSignatures(ctx, users, ids, out)
 }
 
-// addSignatures merges the cross-signing signatures of devices into their
-// keys' signatures, as Synapse's get_e2e_device_keys_and_signatures does.
+// addSignatures merges the cross-signing signatures the devices' owners
+// made of them into their keys' signatures, as Synapse's
+// get_e2e_device_keys_and_signatures does (others' signatures stay out).
 func (s *DeviceLists) addSignatures(ctx context.Context, users, ids []string, devices map[[2]string]*deviceInfo) error {
 	rows, err := s.d.DB.Query(ctx, `
 		SELECT s.target_user_id, s.target_device_id, s.user_id, s.key_id, s.signature
 		  FROM unnest($1::text[], $2::text[]) AS q(target_user_id, target_device_id)
-		  JOIN e2e_cross_signing_signatures s USING (target_user_id, target_device_id)`, users, ids)
+		  JOIN e2e_cross_signing_signatures s USING (target_user_id, target_device_id)
+		 WHERE s.user_id = s.target_user_id`, users, ids)
 	if err != nil {
 		return fmt.Errorf("synapse: read e2e_cross_signing_signatures: %w", err)
 	}

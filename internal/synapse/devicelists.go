@@ -193,6 +193,9 @@ func (s *DeviceLists) envelopes(ctx context.Context, from int64, pokes []poke) (
 	for _, p := range pokes {
 		users, dests = append(users, p.user), append(dests, p.dest)
 	}
+	slices.Sort(users)
+	slices.Sort(dests)
+	users, dests = slices.Compact(users), slices.Compact(dests)
 	cross, err := s.crossSigningKeys(ctx, users)
 	if err != nil {
 		return nil, err
@@ -200,6 +203,7 @@ func (s *DeviceLists) envelopes(ctx context.Context, from int64, pokes []poke) (
 	perDest := map[string][]*update{}
 	index := map[[3]string]*update{} // (destination, user, device; "" for cross-signing keys)
 	var devices [][2]string
+	seen := map[[2]string]bool{}
 	for _, p := range pokes {
 		keys := cross[p.user]
 		isMaster, isSS := p.device == keys.masterPub, p.device == keys.selfSigningPub
@@ -212,8 +216,9 @@ func (s *DeviceLists) envelopes(ctx context.Context, from int64, pokes []poke) (
 			u = &update{user: key[1], device: key[2]}
 			index[key] = u
 			perDest[p.dest] = append(perDest[p.dest], u)
-			if u.device != "" {
-				devices = append(devices, [2]string{p.user, p.device})
+			if d := [2]string{p.user, p.device}; u.device != "" && !seen[d] {
+				seen[d] = true
+				devices = append(devices, d)
 			}
 		}
 		u.streamID, u.context = p.streamID, p.context

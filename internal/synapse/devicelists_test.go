@@ -30,8 +30,11 @@ func summary(e eduSent) string {
 			b.WriteString(" deleted")
 		}
 		if k, ok := c["keys"].(map[string]any); ok {
-			sigs := k["signatures"].(map[string]any)["@alice:localhost:28481"].(map[string]any)
-			fmt.Fprintf(&b, " keys signed by %d", len(sigs))
+			n := 0
+			for _, keys := range k["signatures"].(map[string]any) {
+				n += len(keys.(map[string]any))
+			}
+			fmt.Fprintf(&b, " keys signed by %d", n)
 		}
 		if _, ok := c["device_display_name"]; ok {
 			b.WriteString(" named")
@@ -48,6 +51,13 @@ func summary(e eduSent) string {
 		return e.Type + " " + strings.Join(keys, "+")
 	}
 	return e.Type
+}
+
+// keysOneAtATime are the signing-key updates of the master key's poke and
+// then the self-signing key's, read apart.
+var keysOneAtATime = []string{
+	"m.signing_key_update master_key", "org.matrix.signing_key_update master_key",
+	"m.signing_key_update self_signing_key", "org.matrix.signing_key_update self_signing_key",
 }
 
 func summaries(got []eduSent, dest string) []string {
@@ -188,10 +198,8 @@ func TestDeviceListsFollowReplication(t *testing.T) {
 		t.Errorf("to hs3:\n%q\nSynapse sent\n%q", ours, want)
 	}
 	hs2 := summaries(got, synapsefixture.HS2)
-	wantHS2 := []string{"dl 7 prev=[] deleted", "dl 10 prev=[7] deleted", "dl 13 prev=[10] keys signed by 2",
-		"m.signing_key_update master_key", "org.matrix.signing_key_update master_key",
-		"m.signing_key_update self_signing_key", "org.matrix.signing_key_update self_signing_key",
-		"dl 23 prev=[20] keys signed by 2", "dl 26 prev=[23] deleted"}
+	wantHS2 := slices.Concat([]string{"dl 7 prev=[] deleted", "dl 10 prev=[7] deleted", "dl 13 prev=[10] keys signed by 2"},
+		keysOneAtATime, []string{"dl 23 prev=[20] keys signed by 2", "dl 26 prev=[23] deleted"})
 	if !slices.Equal(hs2, wantHS2) {
 		t.Errorf("to hs2:\n%q\nwant\n%q", hs2, wantHS2)
 	}
@@ -236,6 +244,8 @@ func TestDeviceListsPrevIDAcrossBatches(t *testing.T) {
 	}
 	hs2 := synapsefixture.HS2
 	f.exec(t, `INSERT INTO device_lists_outbound_pokes VALUES ($1, 27, '@alice:localhost:28481', 'RAZEJQFIWD', false, 0, '{}')`, hs2)
+	// Someone else's signature of alice's device is not hers to send.
+	f.exec(t, `INSERT INTO e2e_cross_signing_signatures VALUES ('@bob:localhost:28482', 'ed25519:BOBKEY', '@alice:localhost:28481', 'RAZEJQFIWD', 'sig')`)
 	src.Observe("device_lists", 27, nil)
 
 	// Published up to 26, nothing delivered yet.
@@ -260,3 +270,27 @@ func TestDeviceListsPrevIDAcrossBatches(t *testing.T) {
 }
 
 func at(n int64) *int64 { return &n }
+
+// Read two stream ids at a time, the pokes come out as Synapse's sender
+// sent them to hs3 one change at a time: the same stream ids and prev_ids.
+func TestDeviceListsSmallBatches(t *testing.T) {
+	f := newEDUFixture(t, synapsefixture.Unsent)
+	f.deps.BatchSize = 2
+	src, err := synapse.NewDeviceLists(f.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, pos := drainSource(t, src, 0)
+	if pos != 26 {
+		t.Fatalf("position %d, want 26", pos)
+	}
+	var got []string
+	for _, s := range summaries(decodeEDUs(t, msgs), synapsefixture.HS3) {
+		got = append(got, strings.SplitN(s, " keys", 2)[0])
+	}
+	want := slices.Concat([]string{"dl 6 prev=[] deleted", "dl 9 prev=[6] deleted", "dl 12 prev=[9]"},
+		keysOneAtATime, []string{"dl 22 prev=[19]", "dl 25 prev=[22] deleted"})
+	if !slices.Equal(got, want) {
+		t.Fatalf("to hs3:\n%q\nwant\n%q", got, want)
+	}
+}

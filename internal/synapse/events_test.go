@@ -25,10 +25,14 @@ type pdu struct {
 }
 
 // env is a test's Synapse database (a copy of a fixture dump) and NATS.
+// pool is the database's owner, which sets the scene as Synapse would;
+// feedPool is logged in as the role holding exactly grants.Tables, as
+// fedsender is.
 type env struct {
-	pool *pgxpool.Pool
-	js   jetstream.JetStream
-	url  string
+	pool     *pgxpool.Pool
+	feedPool *pgxpool.Pool
+	js       jetstream.JetStream
+	url      string
 }
 
 func newEnv(t *testing.T, dump string) *env {
@@ -39,16 +43,21 @@ func newEnv(t *testing.T, dump string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
+	feedPool, err := pgxpool.New(context.Background(), synapsefixture.Role(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(feedPool.Close)
 	nc, _, _ := projectiontest.JetStream(t)
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{pool: pool, js: js, url: url}
+	return &env{pool: pool, feedPool: feedPool, js: js, url: url}
 }
 
 func (e *env) events(rc *redis.Client, whitelist ...string) *synapse.Events {
-	return synapse.NewEvents(synapse.EventsOptions{DB: e.pool, Redis: rc, InstanceName: "fedsender",
+	return synapse.NewEvents(synapse.EventsOptions{DB: e.feedPool, Redis: rc, InstanceName: "fedsender",
 		Routing:   synapse.Routing{ServerName: synapsefixture.HS1, Whitelist: whitelist},
 		Publisher: streams.NewPublisher(e.js)})
 }
@@ -249,4 +258,24 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 	xa, _ := json.Marshal(x)
 	ya, _ := json.Marshal(y)
 	return string(xa) == string(ya)
+}
+
+// TestEventsStart: the first start takes this instance's position as
+// Synapse's sender would after its repair of federation_stream_position:
+// its own row when it is the only sender there, otherwise the smallest
+// position of any, given to it alone.
+func TestEventsStart(t *testing.T) {
+	e := newEnv(t, synapsefixture.Main)
+	src := e.events(nil)
+	if pos, err := src.Start(context.Background()); err != nil || pos != 333 {
+		t.Fatalf("Start = %d, %v; want 333, fedsender's row", pos, err)
+	}
+	// Synapse's own worker "sender1" was configured too, and is behind.
+	e.exec(t, "INSERT INTO federation_stream_position (type, stream_id, instance_name) VALUES ('events', 300, 'sender1'), ('federation', 0, 'sender1')")
+	if pos, err := src.Start(context.Background()); err != nil || pos != 300 {
+		t.Fatalf("Start = %d, %v; want 300, the smallest", pos, err)
+	}
+	if got, want := e.federationPosition(t), "events 300 fedsender, federation 0 fedsender"; got != want {
+		t.Errorf("federation_stream_position: %s, want %s", got, want)
+	}
 }

@@ -91,7 +91,7 @@ func TestFeedReplayAfterCrash(t *testing.T) {
 	want, _ := drain(t, e.events(nil), -1)
 
 	// The crashed run: the first batch published, the position not saved.
-	src := synapse.NewEvents(synapse.EventsOptions{DB: e.pool, InstanceName: "fedsender", BatchSize: 40,
+	src := synapse.NewEvents(synapse.EventsOptions{DB: e.feedPool, InstanceName: "fedsender", BatchSize: 40,
 		Routing: synapse.Routing{ServerName: synapsefixture.HS1}, Publisher: streams.NewPublisher(e.js)})
 	b, err := src.Next(context.Background(), -1)
 	if err != nil || len(b.Messages) == 0 {
@@ -219,7 +219,7 @@ func TestServerUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	su := synapse.NewServerUp(synapse.ServerUpOptions{DB: e.pool, NATS: nc,
+	su := synapse.NewServerUp(synapse.ServerUpOptions{DB: e.feedPool, NATS: nc,
 		Routing: synapse.Routing{ServerName: synapsefixture.HS1}, Log: slog.New(slog.DiscardHandler)})
 	f := synapse.NewFeed(synapse.FeedOptions{JS: e.js, Observers: []synapse.Observer{su}, Holder: "replica-a",
 		Log: slog.New(slog.DiscardHandler)})

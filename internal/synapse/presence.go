@@ -16,11 +16,9 @@ import (
 // with the presence streams:
 //
 //   - presence_stream rows of our users (Synapse keeps the newest per
-//     user) that should_notify finds worth telling (another state, status
-//     message or currently_active, or a last-active bump of over a minute
-//     while not currently active; always the first seen of a user), as one
-//     m.presence EDU to the interested servers: those in a room the user
-//     is joined to now;
+//     user) that Synapse's should_notify finds worth telling (always the
+//     first seen of a user), as one m.presence EDU to the interested
+//     servers: those in a room the user is joined to now;
 //   - presence_federation rows [destination, user_id] (Observe): the
 //     user's current presence to that server (Synapse publishes them when a
 //     server joins a room of ours, or a user of ours joins a room).
@@ -165,14 +163,23 @@ func (s *Presence) changed(states []presenceState) []presenceState {
 	return notify
 }
 
-// shouldNotify is Synapse's should_notify for a local user.
+// shouldNotify is Synapse's should_notify: another state or status
+// message; for an online user a change of currently_active, or a
+// last-active bump of over a minute while not currently active; for
+// others any last-active bump of over a minute.
 func shouldNotify(old, st presenceState) bool {
 	switch {
-	case old.state != st.state, old.currentlyActive != st.currentlyActive,
+	case old.state != st.state,
 		(old.statusMsg == nil) != (st.statusMsg == nil), old.statusMsg != nil && *old.statusMsg != *st.statusMsg:
 		return true
+	case old.state == "online" && old.currentlyActive != st.currentlyActive:
+		return true
 	}
-	return st.lastActive-old.lastActive > lastActiveGranularity.Milliseconds() && !st.currentlyActive
+	bumped := st.lastActive-old.lastActive > lastActiveGranularity.Milliseconds()
+	if old.state == "online" {
+		return bumped && !st.currentlyActive
+	}
+	return bumped
 }
 
 // answer builds the presence presence_federation rows asked for: each

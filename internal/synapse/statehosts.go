@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -32,7 +33,14 @@ type joinedHosts struct {
 	mu    sync.Mutex
 	bySG  map[int64][]string
 	limit int
+	// cacheOffUntil: after a Redis error (not a miss) the cache is not
+	// asked until then, so an unreachable Redis does not cost a timeout
+	// per event.
+	cacheOffUntil time.Time
 }
+
+// cachePause is how long Synapse's cache is left alone after an error.
+const cachePause = 10 * time.Second
 
 func newJoinedHosts(db *pgxpool.Pool, rc *redis.Client) *joinedHosts {
 	return &joinedHosts{db: db, redis: rc, bySG: map[int64][]string{}, limit: 20000}
@@ -67,11 +75,12 @@ func (j *joinedHosts) before(ctx context.Context, eventID string, isState bool) 
 // fromCache reads Synapse's external cache; any miss or error falls back
 // to the database.
 func (j *joinedHosts) fromCache(ctx context.Context, eventID string) ([]string, bool) {
-	if j.redis == nil {
+	if j.redis == nil || !j.cacheUsable() {
 		return nil, false
 	}
 	sg, err := j.redis.Get(ctx, cachePrevStateGroup+eventID).Int64()
 	if err != nil {
+		j.cacheFailed(err)
 		return nil, false
 	}
 	if hosts, ok := j.remembered(sg); ok {
@@ -79,6 +88,7 @@ func (j *joinedHosts) fromCache(ctx context.Context, eventID string) ([]string, 
 	}
 	raw, err := j.redis.Get(ctx, cacheJoinedHosts+strconv.FormatInt(sg, 10)).Bytes()
 	if err != nil {
+		j.cacheFailed(err)
 		return nil, false
 	}
 	var hosts []string
@@ -87,6 +97,21 @@ func (j *joinedHosts) fromCache(ctx context.Context, eventID string) ([]string, 
 	}
 	j.remember(sg, hosts)
 	return hosts, true
+}
+
+func (j *joinedHosts) cacheUsable() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return time.Now().After(j.cacheOffUntil)
+}
+
+func (j *joinedHosts) cacheFailed(err error) {
+	if errors.Is(err, redis.Nil) {
+		return // a miss
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.cacheOffUntil = time.Now().Add(cachePause)
 }
 
 // prevStateGroups returns the state group(s) of the state before the
@@ -130,17 +155,18 @@ func (j *joinedHosts) prevStateGroups(ctx context.Context, eventID string, isSta
 }
 
 // joinedAtStateGroup resolves a state group's membership through its
-// chain of deltas (the newest group of the chain wins for each member, as
-// Synapse's state store reads it) and keeps the servers of joined members.
+// chain of deltas (for each member, the group nearest to the start of the
+// chain wins, as Synapse's state store reads it) and keeps the servers of
+// joined members.
 const joinedAtStateGroup = `
-WITH RECURSIVE chain(state_group) AS (
-	VALUES ($1::bigint)
+WITH RECURSIVE chain(state_group, hop) AS (
+	VALUES ($1::bigint, 0)
 	UNION ALL
-	SELECT e.prev_state_group FROM state_group_edges e JOIN chain c ON c.state_group = e.state_group
+	SELECT e.prev_state_group, c.hop + 1 FROM state_group_edges e JOIN chain c ON c.state_group = e.state_group
 ), members AS (
-	SELECT DISTINCT ON (state_key) state_key, event_id FROM state_groups_state
-	WHERE type = 'm.room.member' AND state_group IN (SELECT state_group FROM chain)
-	ORDER BY state_key, state_group DESC
+	SELECT DISTINCT ON (s.state_key) s.state_key, s.event_id
+	FROM chain c JOIN state_groups_state s ON s.state_group = c.state_group AND s.type = 'm.room.member'
+	ORDER BY s.state_key, c.hop
 )
 SELECT DISTINCT substr(m.state_key, strpos(m.state_key, ':') + 1)
 FROM members m JOIN room_memberships r ON r.event_id = m.event_id

@@ -138,3 +138,29 @@ func withoutIDs(c map[string]any) map[string]any {
 }
 
 func itoa(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// Batches cut between stream ids, never inside one: the two rows of
+// stream 4 (one request to two servers) come together.
+func TestToDeviceBatches(t *testing.T) {
+	f := newEDUFixture(t, synapsefixture.Unsent)
+	f.deps.BatchSize = 1
+	src, err := synapse.NewToDevice(f.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for from := int64(0); ; {
+		b, err := src.Next(t.Context(), from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(b.Messages))
+		from = b.Position
+		if !b.More {
+			break
+		}
+	}
+	if want := []int{1, 1, 2}; !slices.Equal(sizes, want) {
+		t.Fatalf("batches of %v messages, want %v", sizes, want)
+	}
+}

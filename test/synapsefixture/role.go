@@ -12,11 +12,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/fedsender/fedsender/internal/synapse"
+	"github.com/fedsender/fedsender/internal/synapse/grants"
 )
 
 // Role creates a login role on the fixture database dbURL (from
-// Database) holding exactly the feed's grants (synapse.GrantStatements)
+// Database) holding exactly the feed's grants (grants.Statements)
 // and CONNECT on that database, and returns dbURL logged in as that role.
 // The role is dropped when t ends, before the database.
 func Role(t testing.TB, dbURL string) string {
@@ -36,7 +36,7 @@ func Role(t testing.TB, dbURL string) string {
 	stmts := append([]string{
 		"CREATE ROLE " + pgx.Identifier{role}.Sanitize() + " LOGIN PASSWORD '" + password + "'",
 		"GRANT CONNECT ON DATABASE " + pgx.Identifier{db}.Sanitize() + " TO " + pgx.Identifier{role}.Sanitize(),
-	}, synapse.GrantStatements("public", role)...)
+	}, grants.Statements("public", role)...)
 	for _, s := range stmts {
 		if _, err := conn.Exec(ctx, s); err != nil {
 			t.Fatalf("synapsefixture: %s: %v", s, err)

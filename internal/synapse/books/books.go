@@ -29,7 +29,7 @@ var ErrFenced = errors.New("books: another replica keeps the books")
 type Options struct {
 	JS jetstream.JetStream
 	// DB is Synapse's database (synapse.database_url), logged in as a role
-	// with synapse.Grants.
+	// with the privileges of package grants.
 	DB *pgxpool.Pool
 	// Origin is Synapse's server_name, never a destination; Synapse's
 	// replication channel is named after it.

@@ -1,4 +1,9 @@
-package synapse
+// Package grants lists the privileges on Synapse's database that the
+// Synapse feed (package synapse: the events and EDU sources) and its
+// bookkeeping (package books) use, and no more: the role fedsender logs in
+// to Synapse's PostgreSQL as needs exactly these. Tests create that role
+// from the list (synapsefixture.Role), so a query outside it fails there.
+package grants
 
 import (
 	"strings"
@@ -6,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Grant is what the feed's database role may do on one of Synapse's
+// Grant is what fedsender's database role may do on one of Synapse's
 // tables, and why.
 type Grant struct {
 	Table      string
@@ -22,13 +27,13 @@ const (
 	Delete = "DELETE"
 )
 
-// Grants is every privilege the feed (the events and EDU sources) and the
+// Tables is every privilege the feed (the events and EDU sources) and the
 // bookkeeping (package books) use on Synapse's database, and no more: the
 // role fedsender logs in as needs exactly these (and USAGE on the schema,
 // CONNECT on the database). PostgreSQL checks SELECT too for the columns
 // an UPDATE, DELETE or ON CONFLICT reads, hence SELECT on every table
 // written.
-var Grants = []Grant{
+var Tables = []Grant{
 	// Events: what Synapse persisted, in stream order, and whom it goes to.
 	{"events", []string{Select}, "the event stream: stream_ordering, sender, outlier, received_ts"},
 	{"event_json", []string{Select}, "the PDU as stored (auth events for a rescinded invite), and internal_metadata (send_on_behalf_of, proactively_send, out_of_band_membership)"},
@@ -59,23 +64,23 @@ var Grants = []Grant{
 	{"cache_invalidation_stream_by_instance", []string{Select, Insert}, "retry timings changed: Synapse's processes drop their cached get_destination_retry_timings (with synapse.redis_url)"},
 }
 
-// SequenceGrants are the sequences the role draws numbers from.
-var SequenceGrants = []Grant{
+// Sequences are the sequences the role draws numbers from.
+var Sequences = []Grant{
 	{"cache_invalidation_stream_seq", []string{"USAGE"}, "the ids of the caches stream's rows"},
 }
 
-// GrantStatements returns the SQL that gives role the Grants on the
-// tables of schema (Synapse's is public) and the SequenceGrants: USAGE on
+// Statements returns the SQL that gives role the Tables grants on the
+// tables of schema (Synapse's is public) and the Sequences grants: USAGE on
 // the schema, then one GRANT per table and sequence. CONNECT on the database is granted by whoever creates
 // the role.
-func GrantStatements(schema, role string) []string {
+func Statements(schema, role string) []string {
 	r, s := pgx.Identifier{role}.Sanitize(), pgx.Identifier{schema}.Sanitize()
 	out := []string{"GRANT USAGE ON SCHEMA " + s + " TO " + r}
-	for _, g := range Grants {
+	for _, g := range Tables {
 		t := pgx.Identifier{schema, g.Table}.Sanitize()
 		out = append(out, "GRANT "+strings.Join(g.Privileges, ", ")+" ON TABLE "+t+" TO "+r)
 	}
-	for _, g := range SequenceGrants {
+	for _, g := range Sequences {
 		t := pgx.Identifier{schema, g.Table}.Sanitize()
 		out = append(out, "GRANT "+strings.Join(g.Privileges, ", ")+" ON SEQUENCE "+t+" TO "+r)
 	}

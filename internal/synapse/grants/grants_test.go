@@ -1,4 +1,4 @@
-package synapse_test
+package grants_test
 
 import (
 	"errors"
@@ -9,13 +9,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fedsender/fedsender/internal/projection/pgprojection/pgtest"
-	"github.com/fedsender/fedsender/internal/synapse"
+	"github.com/fedsender/fedsender/internal/synapse/grants"
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// TestGrants: the role made from Grants logs in to Synapse's database, can
+// TestGrants: the role made from the grants logs in to Synapse's database, can
 // do what each grant lists on its table, and nothing else (checked for
 // every privilege on every table of the list through has_table_privilege).
 func TestGrants(t *testing.T) {
@@ -25,8 +25,8 @@ func TestGrants(t *testing.T) {
 		t.Fatalf("the feed's role cannot log in: %v", err)
 	}
 	defer conn.Close(t.Context())
-	for _, g := range synapse.Grants {
-		for _, priv := range []string{synapse.Select, synapse.Insert, synapse.Update, synapse.Delete, "TRUNCATE", "REFERENCES", "TRIGGER"} {
+	for _, g := range grants.Tables {
+		for _, priv := range []string{grants.Select, grants.Insert, grants.Update, grants.Delete, "TRUNCATE", "REFERENCES", "TRIGGER"} {
 			var has bool
 			if err := conn.QueryRow(t.Context(), "SELECT has_table_privilege($1, $2)", "public."+g.Table, priv).Scan(&has); err != nil {
 				t.Fatalf("%s: %v", g.Table, err)
@@ -36,7 +36,7 @@ func TestGrants(t *testing.T) {
 			}
 		}
 	}
-	for _, g := range synapse.SequenceGrants {
+	for _, g := range grants.Sequences {
 		for _, priv := range []string{"USAGE", "SELECT", "UPDATE"} {
 			var has bool
 			if err := conn.QueryRow(t.Context(), "SELECT has_sequence_privilege($1, $2)", "public."+g.Table, priv).Scan(&has); err != nil {
