@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/lease"
 	"github.com/fedsender/fedsender/internal/projection/projectiontest"
@@ -39,16 +40,7 @@ func TestSynapseBooks(t *testing.T) {
 	// Synapse owes both servers the to-device messages and device-list
 	// pokes it owes hs2 in the recording.
 	for _, d := range []string{up.ServerName(), down.ServerName()} {
-		for _, q := range []string{
-			`INSERT INTO device_federation_outbox SELECT $1, stream_id, queued_ts, messages_json, instance_name
-				FROM device_federation_outbox WHERE destination = 'localhost:28482'`,
-			`INSERT INTO device_lists_outbound_pokes SELECT $1, stream_id, user_id, device_id, sent, ts, opentracing_context
-				FROM device_lists_outbound_pokes WHERE destination = 'localhost:28482'`,
-		} {
-			if _, err := admin.Exec(t.Context(), q, d); err != nil {
-				t.Fatal(err)
-			}
-		}
+		owe(t, admin, d)
 	}
 	b := books.New(books.Options{JS: h.js, DB: connectPG(t, synapsefixture.Role(t, db)), Origin: origin, Holder: "e2e",
 		Flush: 50 * time.Millisecond, Lease: lease.Options{TTL: 2 * time.Second}})
@@ -116,33 +108,39 @@ func TestSynapseBooks(t *testing.T) {
 func (h *harness) publishFromSynapse(room string, ordering int64, dests []string) {
 	h.t.Helper()
 	_, env := h.envelope(room, int(ordering), dests...)
-	h.publishWithHeader(env, synapse.HeaderStreamOrdering, strconv.FormatInt(ordering, 10))
+	publishWithHeader(h.t, h.js, h.pub, env, synapse.HeaderStreamOrdering, strconv.FormatInt(ordering, 10))
 }
 
 // publishSynapseEDU publishes a must-deliver EDU for one destination as
 // the Synapse feed does, naming the Synapse rows it came from.
 func (h *harness) publishSynapseEDU(eduType, content, dest, source string) {
 	h.t.Helper()
+	publishEDUWithHeader(h.t, h.js, h.pub, eduType, content, dest, source)
+}
+
+func publishEDUWithHeader(t *testing.T, js jetstream.JetStream, pub *streams.Publisher, eduType, content, dest, source string) {
+	t.Helper()
 	env, err := json.Marshal(streams.EDUEnvelope{EDUType: eduType, Content: json.RawMessage(content), Destinations: []string{dest}})
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	h.publishWithHeader(env, synapse.HeaderSource, source)
+	publishWithHeader(t, js, pub, env, synapse.HeaderSource, source)
 }
 
-func (h *harness) publishWithHeader(env []byte, header, value string) {
-	h.t.Helper()
-	msg, err := h.pub.Message(h.t.Context(), env)
+func publishWithHeader(t *testing.T, js jetstream.JetStream, pub *streams.Publisher, env []byte, header, value string) {
+	t.Helper()
+	msg, err := pub.Message(t.Context(), env)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	msg.Header.Set(header, value)
-	if _, err := h.js.PublishMsg(h.t.Context(), msg); err != nil {
-		h.t.Fatalf("publish: %v", err)
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatalf("publish: %v", err)
 	}
 }
 
-// queryText returns the single text column of each row, one per line.
+// queryText returns the single text column of each row, one per line
+// (NULL as "NULL").
 func queryText(t *testing.T, pool *pgxpool.Pool, q string, args ...any) string {
 	t.Helper()
 	rows, err := pool.Query(t.Context(), q, args...)
@@ -152,11 +150,15 @@ func queryText(t *testing.T, pool *pgxpool.Pool, q string, args ...any) string {
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
-		var s string
+		var s *string
 		if err := rows.Scan(&s); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, s)
+		if s == nil {
+			out = append(out, "NULL")
+			continue
+		}
+		out = append(out, *s)
 	}
 	return strings.Join(out, "\n")
 }
@@ -175,4 +177,112 @@ func wantText(t *testing.T, what, want string, got func() string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// owe gives dest, in Synapse's database, the to-device rows and device-list
+// pokes Synapse owes hs2 in the recording without a sender.
+func owe(t *testing.T, admin *pgxpool.Pool, dest string) {
+	t.Helper()
+	for _, q := range []string{
+		`INSERT INTO device_federation_outbox SELECT $1, stream_id, queued_ts, messages_json, instance_name
+			FROM device_federation_outbox WHERE destination = 'localhost:28482'`,
+		`INSERT INTO device_lists_outbound_pokes SELECT $1, stream_id, user_id, device_id, sent, ts, opentracing_context
+			FROM device_lists_outbound_pokes WHERE destination = 'localhost:28482'`,
+	} {
+		if _, err := admin.Exec(t.Context(), q, dest); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSynapseBooksKill9: a real `fedsender run` feeding from Synapse is
+// killed with -9 while it delivers and keeps Synapse's tables, and started
+// again: in the end Synapse's tables show every delivery (the newest
+// stream ordering per destination and room, last_successful_stream_ordering,
+// the to-device rows and pokes deleted), written by the feed's role.
+func TestSynapseBooksKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the real binary")
+	}
+	db := synapsefixture.Database(t, synapsefixture.Unsent)
+	admin := connectPG(t, db)
+	role := synapsefixture.Role(t, db)
+	p, key, ca, natsPort := newProcess(t, synapsefixture.HS1,
+		fmt.Sprintf("synapse: {database_url: %q, poll_interval: 200ms}\n", role))
+	var rs []*receiver.Receiver
+	var dests []string
+	for range 2 {
+		r := receiver.Start(t, receiver.Options{Origin: synapsefixture.HS1, OriginKey: key.Public(), OriginKeyID: key.KeyID(),
+			Cert: ca.MustLeaf(t, "127.0.0.1")})
+		rs = append(rs, r)
+		dests = append(dests, r.ServerName())
+		owe(t, admin, r.ServerName())
+	}
+	p.start()
+	_, js, pub := publisherOf(t, natsPort)
+
+	const (
+		r1    = "!nPnUIHvlTqHThRlUUP:localhost:28481"
+		r4    = "!dccxkfPuSHVpigMHbB:localhost:28482"
+		total = 400
+		first = 1000 // stream orderings first .. first+total-1, R1 even, R4 odd
+	)
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			room := r1
+			if i%2 == 1 {
+				room = r4
+			}
+			id := fmt.Sprintf("$kill9-%d", i)
+			env, err := json.Marshal(streams.Envelope{RoomID: room, EventID: id, Destinations: dests,
+				PDU: json.RawMessage(fmt.Sprintf(`{"event_id":%q,"room_id":%q,"type":"m.room.message","content":{"body":"%d"}}`, id, room, i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			publishWithHeader(t, js, pub, env, synapse.HeaderStreamOrdering, strconv.Itoa(first+i))
+		}
+	}
+	publish(0, total/2)
+	for _, d := range dests {
+		for _, id := range []int{2, 4} {
+			publishEDUWithHeader(t, js, pub, "m.direct_to_device", fmt.Sprintf(
+				`{"message_id":"td%d","messages":{"@bob:r":{"DEV":{}}},"sender":"@alice:localhost:28481","type":"m.room_key_request"}`, id),
+				d, fmt.Sprintf("to_device %d", id))
+		}
+	}
+	// Killed while it delivers the first half.
+	rs[0].WaitFor(t, "a quarter of the PDUs", func() bool { return rs[0].PDUCount() >= total/4 })
+	p.kill9()
+	p.start()
+	_, js, pub = publisherOf(t, natsPort)
+	publish(total/2, total)
+	for _, d := range dests {
+		publishEDUWithHeader(t, js, pub, "m.device_list_update",
+			`{"device_id":"ALICEPHONE","stream_id":26,"user_id":"@alice:localhost:28481","deleted":true}`, d, "device_list 26")
+	}
+	for _, r := range rs {
+		r.WaitFor(t, "every PDU", func() bool { return len(distinctEvents(r)) == total })
+	}
+
+	last := first + total - 1
+	for _, d := range dests {
+		rows := func(q string) func() string { return func() string { return queryText(t, admin, q, d) } }
+		wantText(t, d+": last_successful_stream_ordering", strconv.Itoa(last), rows(
+			`SELECT last_successful_stream_ordering::text FROM destinations WHERE destination = $1`))
+		wantText(t, d+": rooms", fmt.Sprintf("%s|%d\n%s|%d", r1, last-1, r4, last), rows(
+			`SELECT concat_ws('|', room_id, stream_ordering) FROM destination_rooms WHERE destination = $1 ORDER BY stream_ordering`))
+		wantText(t, d+": to-device rows", "", rows(`SELECT stream_id::text FROM device_federation_outbox WHERE destination = $1`))
+		wantText(t, d+": pokes", "", rows(`SELECT stream_id::text FROM device_lists_outbound_pokes WHERE destination = $1`))
+		wantText(t, d+": last success", "@alice:localhost:28481|26", rows(
+			`SELECT concat_ws('|', user_id, stream_id) FROM device_lists_outbound_last_success WHERE destination = $1`))
+	}
+}
+
+// distinctEvents returns the event ids a receiver accepted, each once.
+func distinctEvents(r *receiver.Receiver) map[string]bool {
+	seen := map[string]bool{}
+	for _, p := range r.PDUs() {
+		seen[p.EventID] = true
+	}
+	return seen
 }
