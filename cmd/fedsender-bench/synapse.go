@@ -20,6 +20,7 @@ import (
 
 	"github.com/fedsender/fedsender/internal/projection/pgprojection/pgtest"
 	"github.com/fedsender/fedsender/internal/synapse"
+	"github.com/fedsender/fedsender/internal/synapse/grants"
 	"github.com/fedsender/fedsender/internal/synapse/replication"
 	"github.com/fedsender/fedsender/internal/xmatrix"
 	"github.com/fedsender/fedsender/streams"
@@ -244,11 +245,11 @@ func (b *synapseBench) statementStatistics(ctx context.Context) error {
 }
 
 // feedLogin creates the feed's role with the grants fedsender documents
-// (synapse.Grants),
+// (grants.Tables),
 // and returns its connection string and oid.
 func (b *synapseBench) feedLogin(ctx context.Context, url string) (string, uint32, error) {
 	stmts := append([]string{"CREATE EXTENSION pg_stat_statements", "CREATE ROLE fedsender_feed LOGIN"},
-		synapse.GrantStatements("public", "fedsender_feed")...)
+		grants.Statements("public", "fedsender_feed")...)
 	for _, s := range stmts {
 		if _, err := b.admin.Exec(ctx, s); err != nil {
 			return "", 0, fmt.Errorf("%s: %w", s, err)
