@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -288,5 +289,304 @@ func ephemeral(t *testing.T, edus []receiver.EDU, joined map[string]bool) epheme
 		}
 	}
 	out.Receipts = slices.Sorted(maps.Keys(receipts))
+	return out
+}
+
+// TestGoldenUnsentRecording starts fedsender on the second recording's
+// database, in which no sender ever ran: everything is still owed. The
+// recording's ids differ from the main one's, so what fedsender sends is
+// compared with the fixture's README (which replays the memberships) and
+// with the main recording by structure:
+//
+//   - PDUs per destination, room and type: hs2 106 (R1 55: 47 messages, 4
+//     memberships, the name, the topic, a reaction, a redaction; R2 33; R4
+//     18), hs3 76 (R1 50: 43 messages, 3 memberships and the same four;
+//     R3 8; R4 18), each once.
+//   - To-device: exactly the rows of device_federation_outbox, the content
+//     as stored (message_id included), once each, two for each server (the
+//     main recording's wire had the same td-1 and td-3 for hs2, td-2 and
+//     td-3 for hs3); the rows are deleted after the 200, as Synapse does.
+//   - Device lists: for each server, alice's two devices, the deleted one
+//     last sent as deleted at its newest poke, the other at its newest
+//     poke with the self-signing key's signature (as in the main
+//     recording); prev_id [] first (nothing was ever sent), then only
+//     stream ids delivered before; and her master and self-signing keys as
+//     m.signing_key_update and an identical org.matrix.signing_key_update.
+//     How updates are grouped depends on timing and is not compared.
+//   - No receipt, typing or presence EDU: Synapse's sender keeps those in
+//     memory, so a sender starting on this database sends none of the old
+//     ones, and neither does fedsender.
+func TestGoldenUnsentRecording(t *testing.T) {
+	url := synapsefixture.Database(t, synapsefixture.Unsent)
+	db := pool(t, url)
+	outbox := map[string][]string{}
+	rows, err := db.Query(t.Context(), "SELECT destination, messages_json FROM device_federation_outbox ORDER BY stream_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var dest, content string
+		if err := rows.Scan(&dest, &content); err != nil {
+			t.Fatal(err)
+		}
+		outbox[dest] = append(outbox[dest], canonical(t, []byte(content)))
+	}
+	rows.Close()
+	if len(outbox[synapsefixture.HS2]) != 2 || len(outbox[synapsefixture.HS3]) != 2 {
+		t.Fatalf("the recording's outbox is %v, want 2 rows for each server", outbox)
+	}
+	pokes := newestPokes(t, db)
+	redisURL := synapsefixture.Redis(t)
+	ca := pki.MustCA(t)
+	hs2, hs3 := remotes(t, ca)
+	runFedsender(t, fedsenderConfig(t, feedDatabase(t, url), redisURL), ca)
+
+	types := eventTypes(t, db)
+	// The fixture's README: the PDUs each server is owed, by room and type.
+	want := []struct {
+		r    *receiver.Receiver
+		want map[string]string
+	}{
+		{hs2, map[string]string{
+			"R1": "m.reaction 1, m.room.member 4, m.room.message 47, m.room.name 1, m.room.redaction 1, m.room.topic 1",
+			"R2": "m.room.message 33", "R4": "m.room.message 18"}},
+		{hs3, map[string]string{
+			"R1": "m.reaction 1, m.room.member 3, m.room.message 43, m.room.name 1, m.room.redaction 1, m.room.topic 1",
+			"R3": "m.room.message 8", "R4": "m.room.message 18"}},
+	}
+	for _, d := range want {
+		total := 0
+		for _, s := range d.want {
+			for _, part := range strings.Split(s, ", ") {
+				var n int
+				fmt.Sscanf(part[strings.LastIndex(part, " ")+1:], "%d", &n)
+				total += n
+			}
+		}
+		poll(t, func() string { return fmt.Sprintf("%s got %d PDUs, want %d", d.r.ServerName(), d.r.PDUCount(), total) },
+			func() bool { return d.r.PDUCount() >= total })
+		poll(t, func() string {
+			return fmt.Sprintf("%s: to-device got %v, want the outbox rows %v", d.r.ServerName(), toDevice(t, d.r.EDUs()), outbox[d.r.ServerName()])
+		}, func() bool { return len(toDevice(t, d.r.EDUs())) >= len(outbox[d.r.ServerName()]) })
+	}
+	waitPosition(t, db, 154)
+	var left int
+	poll(t, func() string { return fmt.Sprintf("%d rows left in device_federation_outbox", left) }, func() bool {
+		return db.QueryRow(t.Context(), "SELECT count(*) FROM device_federation_outbox").Scan(&left) == nil && left == 0
+	})
+
+	rooms := unsentRooms(t)
+	for _, d := range want {
+		name := d.r.ServerName()
+		if got := typeCounts(d.r.PDUs(), types, rooms); !maps.Equal(got, d.want) {
+			t.Errorf("%s: PDUs by room and type\n got %v\nwant %v", name, got, d.want)
+		}
+		if n := d.r.RedeliveredPDUs(); n > 0 {
+			t.Errorf("%s: %d PDUs delivered twice", name, n)
+		}
+		if got := toDevice(t, d.r.EDUs()); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(outbox[name]))) {
+			t.Errorf("%s: to-device EDUs\n got %v\nwant %v", name, got, outbox[name])
+		}
+		checkDeviceLists(t, db, name, pokes[name], d.r.EDUs())
+		for _, e := range d.r.EDUs() {
+			switch e.Type {
+			case "m.receipt", "m.typing", "m.presence":
+				t.Errorf("%s: %s %s sent, from before fedsender started", name, e.Type, e.Content)
+			}
+		}
+	}
+	hs2.RequireNoViolations(t)
+	hs3.RequireNoViolations(t)
+}
+
+func canonical(t *testing.T, raw []byte) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("%s: %v", raw, err)
+	}
+	b, err := json.Marshal(v) // sorted keys
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// toDevice is the m.direct_to_device contents received, canonical.
+func toDevice(t *testing.T, edus []receiver.EDU) []string {
+	t.Helper()
+	var out []string
+	for _, e := range edus {
+		if e.Type == "m.direct_to_device" {
+			out = append(out, canonical(t, e.Content))
+		}
+	}
+	return out
+}
+
+// eventTypes is every event's type, by id.
+func eventTypes(t *testing.T, db *pgxpool.Pool) map[string]string {
+	t.Helper()
+	rows, err := db.Query(t.Context(), "SELECT event_id, type FROM events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, typ string
+		if err := rows.Scan(&id, &typ); err != nil {
+			t.Fatal(err)
+		}
+		out[id] = typ
+	}
+	return out
+}
+
+// unsentRooms maps the second recording's room ids to R1..R4.
+func unsentRooms(t *testing.T) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile(synapsefixture.Path("unsent/facts.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var facts struct {
+		Rooms map[string]string `json:"rooms"`
+	}
+	if err := json.Unmarshal(raw, &facts); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for name, id := range facts.Rooms {
+		out[id] = name
+	}
+	return out
+}
+
+// typeCounts is "type n, type n" per room name, types sorted.
+func typeCounts(pdus []receiver.PDU, types, rooms map[string]string) map[string]string {
+	counts := map[string]map[string]int{}
+	for _, p := range pdus {
+		r := rooms[p.RoomID]
+		if counts[r] == nil {
+			counts[r] = map[string]int{}
+		}
+		counts[r][types[p.EventID]]++
+	}
+	out := map[string]string{}
+	for r, byType := range counts {
+		var parts []string
+		for _, typ := range slices.Sorted(maps.Keys(byType)) {
+			parts = append(parts, fmt.Sprintf("%s %d", typ, byType[typ]))
+		}
+		out[r] = strings.Join(parts, ", ")
+	}
+	return out
+}
+
+// checkDeviceLists compares the device-list and signing-key updates one
+// server received with the pokes Synapse queued for it and with the
+// structure of the main recording's (see TestGoldenUnsentRecording).
+func checkDeviceLists(t *testing.T, db *pgxpool.Pool, server string, newest map[string]int64, edus []receiver.EDU) {
+	t.Helper()
+	const alice = "@alice:" + synapsefixture.HS1
+	var selfSigning string
+	if err := db.QueryRow(t.Context(), `SELECT keydata::json -> 'keys' ->> (SELECT json_object_keys(keydata::json -> 'keys') LIMIT 1)
+		FROM e2e_cross_signing_keys WHERE user_id = $1 AND keytype = 'self_signing'`, alice).Scan(&selfSigning); err != nil {
+		t.Fatalf("self-signing key: %v", err)
+	}
+	pokes := map[int64]bool{}
+	for _, id := range newest {
+		pokes[id] = true
+	}
+	type update struct {
+		DeviceID string          `json:"device_id"`
+		UserID   string          `json:"user_id"`
+		StreamID int64           `json:"stream_id"`
+		PrevID   []int64         `json:"prev_id"`
+		Deleted  bool            `json:"deleted"`
+		Keys     json.RawMessage `json:"keys"`
+	}
+	last := map[string]update{}
+	delivered := map[int64]bool{}
+	first := true
+	var signing, orgSigning []string
+	for _, e := range edus {
+		switch e.Type {
+		case "m.device_list_update":
+			var u update
+			if err := json.Unmarshal(e.Content, &u); err != nil {
+				t.Fatalf("%s: m.device_list_update %s: %v", server, e.Content, err)
+			}
+			if u.UserID != alice {
+				t.Errorf("%s: device-list update of %s", server, u.UserID)
+			}
+			if first && len(u.PrevID) != 0 {
+				t.Errorf("%s: the first update has prev_id %v, want [] (nothing was sent before)", server, u.PrevID)
+			}
+			for _, p := range u.PrevID {
+				if !delivered[p] && !pokes[p] {
+					t.Errorf("%s: update %d has prev_id %d, which was never sent", server, u.StreamID, p)
+				}
+			}
+			first = false
+			delivered[u.StreamID] = true
+			last[u.DeviceID] = u
+		case "m.signing_key_update":
+			signing = append(signing, canonical(t, e.Content))
+		case "org.matrix.signing_key_update":
+			orgSigning = append(orgSigning, canonical(t, e.Content))
+		}
+	}
+	phone, ok := last["ALICEPHONE"]
+	if !ok || !phone.Deleted || phone.StreamID != newest["ALICEPHONE"] {
+		t.Errorf("%s: ALICEPHONE last sent as %+v, want deleted at stream id %d", server, phone, newest["ALICEPHONE"])
+	}
+	devices := 0
+	for dev, u := range last {
+		if dev == "ALICEPHONE" {
+			continue
+		}
+		devices++
+		if u.Deleted || u.StreamID != newest[dev] || !strings.Contains(string(u.Keys), "ed25519:"+selfSigning) {
+			t.Errorf("%s: device %s last sent at %d (deleted %v) with keys %s, want its newest poke %d signed by the self-signing key %s",
+				server, dev, u.StreamID, u.Deleted, u.Keys, newest[dev], selfSigning)
+		}
+	}
+	if devices != 1 {
+		t.Errorf("%s: updates for %d devices besides ALICEPHONE, want alice's first device: %v", server, devices, slices.Sorted(maps.Keys(last)))
+	}
+	joined := strings.Join(signing, "\n")
+	if len(signing) == 0 || !strings.Contains(joined, `"master_key"`) || !strings.Contains(joined, `"self_signing_key"`) {
+		t.Errorf("%s: m.signing_key_update %v, want alice's master and self-signing keys", server, signing)
+	}
+	if !slices.Equal(signing, orgSigning) {
+		t.Errorf("%s: org.matrix.signing_key_update %v differs from m.signing_key_update %v", server, orgSigning, signing)
+	}
+}
+
+// newestPokes is, per destination, alice's device-list pokes queued for it:
+// per device (a cross-signing key's public key stands in for the device),
+// the newest stream id.
+func newestPokes(t *testing.T, db *pgxpool.Pool) map[string]map[string]int64 {
+	t.Helper()
+	rows, err := db.Query(t.Context(), `SELECT destination, device_id, max(stream_id) FROM device_lists_outbound_pokes
+		WHERE user_id = $1 GROUP BY destination, device_id`, "@alice:"+synapsefixture.HS1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]map[string]int64{}
+	for rows.Next() {
+		var dest, dev string
+		var id int64
+		if err := rows.Scan(&dest, &dev, &id); err != nil {
+			t.Fatal(err)
+		}
+		if out[dest] == nil {
+			out[dest] = map[string]int64{}
+		}
+		out[dest][dev] = id
+	}
 	return out
 }

@@ -74,6 +74,7 @@ func fedsenderConfig(t *testing.T, databaseURL, redisURL string) config.Config {
 	cfg.NATS.MaxMemory = 64 << 20
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Admin.Token = "golden-admin-token"
+	cfg.Metrics.Listen = "127.0.0.1:0"
 	cfg.Federation.IPRangeAllowlist = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	cfg.Federation.RequestTimeout = 5 * time.Second
 	cfg.Queue.Partitions = 4
