@@ -62,16 +62,16 @@ import (
 func TestGoldenMainRecording(t *testing.T) {
 	url := synapsefixture.Database(t, synapsefixture.Main)
 	db := pool(t, url)
-	exec(t, db, "UPDATE federation_stream_position SET stream_id = 0 WHERE type = 'events' AND instance_name = 'fedsender'")
-	exec(t, db, "UPDATE stream_positions SET stream_id = 1 WHERE stream_name IN ('receipts', 'presence_stream')")
+	execSQL(t, db, "UPDATE federation_stream_position SET stream_id = 0 WHERE type = 'events' AND instance_name = 'fedsender'")
+	execSQL(t, db, "UPDATE stream_positions SET stream_id = 1 WHERE stream_name IN ('receipts', 'presence_stream')")
 	redisURL := synapsefixture.Redis(t)
 	ca := pki.MustCA(t)
 	hs2, hs3 := remotes(t, ca)
 	fs := runFedsender(t, fedsenderConfig(t, feedDatabase(t, url), redisURL), ca)
 	fs.waitSources(t, "events", "receipts", "presence", "typing")
 	waitSubscribed(t, redisURL)
-	exec(t, db, "UPDATE stream_positions SET stream_id = 8 WHERE stream_name = 'receipts'")
-	exec(t, db, "UPDATE stream_positions SET stream_id = 24 WHERE stream_name = 'presence_stream'")
+	execSQL(t, db, "UPDATE stream_positions SET stream_id = 8 WHERE stream_name = 'receipts'")
+	execSQL(t, db, "UPDATE stream_positions SET stream_id = 24 WHERE stream_name = 'presence_stream'")
 	synapsefixture.Publish(t, redisURL, synapsefixture.ReplicationLog(t, "redis-replication.log"))
 
 	want2 := recorded(t, "transactions-hs2.jsonl").rooms

@@ -204,7 +204,7 @@ func pool(t *testing.T, url string) *pgxpool.Pool {
 	return p
 }
 
-func exec(t *testing.T, db *pgxpool.Pool, sql string, args ...any) {
+func execSQL(t *testing.T, db *pgxpool.Pool, sql string, args ...any) {
 	t.Helper()
 	if _, err := db.Exec(t.Context(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
