@@ -36,6 +36,7 @@ type Writer struct {
 	server  string
 	key     xmatrix.SigningKey
 	version gomatrixserverlib.IRoomVersion
+	onAnn   func(int64, time.Time)
 
 	mu   sync.Mutex
 	next int64            // the lowest stream ordering not yet announced
@@ -51,6 +52,10 @@ type WriterDeps struct {
 	ServerName string
 	// Key signs the events.
 	Key xmatrix.SigningKey
+	// OnAnnounce, when set, is told when each stream ordering's RDATA
+	// lines were published (the benchmark tells a reader's delay from the
+	// writers' order).
+	OnAnnounce func(streamOrdering int64, at time.Time)
 }
 
 // NewWriter returns a Writer that continues the database's event stream.
@@ -65,7 +70,7 @@ func NewWriter(ctx context.Context, deps WriterDeps) (*Writer, error) {
 	}
 	return &Writer{pool: deps.Pool, rdb: deps.Redis, server: deps.ServerName, key: deps.Key,
 		version: gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV10),
-		next:    last, done: map[int64]string{}}, nil
+		onAnn:   deps.OnAnnounce, next: last, done: map[int64]string{}}, nil
 }
 
 // Room is a room the Writer created; its messages are written one after
@@ -306,6 +311,7 @@ func (w *Writer) announce(ctx context.Context, so int64, lines string) error {
 	w.mu.Lock()
 	w.done[so] = lines
 	var out []string
+	first := w.next
 	for {
 		l, ok := w.done[w.next]
 		if !ok {
@@ -326,6 +332,12 @@ func (w *Writer) announce(ctx context.Context, so int64, lines string) error {
 		if _, err := pipe.Exec(ctx); err != nil {
 			w.mu.Unlock()
 			return err
+		}
+	}
+	if w.onAnn != nil {
+		at := time.Now()
+		for so := first; so < w.next; so++ {
+			w.onAnn(so, at)
 		}
 	}
 	w.mu.Unlock()
