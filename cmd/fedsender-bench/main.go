@@ -53,8 +53,17 @@
 //     sustained load without and with postgres.url set, alternating
 //     (deliveries/s, the projector's lag and catch-up), and the rooms
 //     projector's PDUs/s on backlogs.
+//   - synapse (only when -only names it; PostgreSQL and redis-server from
+//     the installed binaries): the Synapse feed on its own, from a
+//     Synapse-shaped database (test/synapsefixture's schema, 1,000 rooms of
+//     2 to 200 servers) to envelopes JetStream acknowledged: events/s with
+//     and without Synapse's Redis cache of joined hosts, the feed's
+//     database time per event (pg_stat_statements, the feed logged in as
+//     its own role), and the lag from commit to envelope at a fifth of
+//     the rate with RDATA wake-ups (synapse.go).
 //
-// Flags: -short runs smaller sizes for a quick check (the mixed part: 20
+// Flags: -short runs smaller sizes for a quick check (the synapse part: 100
+// rooms, a backlog of 3,000; the mixed part: 20
 // destinations, bursts of 1,000, 3 s down); -only runs the named parts
 // (comma separated: pipeline, mixed, baseline, rss, catchup, admin;
 // latency is part of pipeline); -latency-cpuprofile and -mixed-cpuprofile
@@ -151,7 +160,7 @@ func main() {
 func run() int {
 	fs := flag.NewFlagSet("fedsender-bench", flag.ContinueOnError)
 	short := fs.Bool("short", false, "smaller sizes, for a quick check (about 40 s)")
-	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), mixed, baseline, rss, catchup, admin; and tracing (off vs on) and postgres, only when named")
+	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), mixed, baseline, rss, catchup, admin; and tracing (off vs on), postgres and synapse, only when named")
 	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
 	latencyFraction := fs.Float64("latency-fraction", 0.20, "the latency phase's rate, as a fraction of the sustained rate")
 	typingRate := fs.Int("typing-rate", 1000, "the mixed part's typing storm, typing EDUs a second across the rooms (a multiple of 100; 0: none)")
