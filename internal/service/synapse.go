@@ -51,6 +51,7 @@ func newSynapseFeed(ctx context.Context, cfg config.Config, js jetstream.JetStre
 	s := &synapseFeed{pool: pool, poll: sc.PollInterval}
 	routing := synapse.Routing{ServerName: cfg.ServerName, Whitelist: sc.FederationDomainWhitelist}
 	if sc.RedisURL != "" {
+		redis.SetLogger(redisLog{log})
 		opts, err := redis.ParseURL(sc.RedisURL)
 		if err != nil {
 			pool.Close()
@@ -139,4 +140,13 @@ func (s *synapseFeed) close() {
 		_ = s.cache.Close()
 	}
 	s.pool.Close()
+}
+
+// redisLog routes go-redis's own messages (a connection pool failing to
+// dial while Redis is down, once per attempt) to fedsender's log at debug
+// level: the replication client reports the outage once, with its cause.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
 }

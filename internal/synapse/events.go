@@ -174,8 +174,16 @@ func (e *Events) Next(ctx context.Context, from int64) (Batch, error) {
 	if err != nil {
 		return Batch{}, err
 	}
+	states := make([]eventState, len(evs))
+	for i, ev := range evs {
+		states[i] = eventState{EventID: ev.EventID, IsState: ev.StateKey != nil && !ev.Rejected}
+	}
+	groups, err := e.hosts.groupsBefore(ctx, states)
+	if err != nil {
+		return Batch{}, err
+	}
 	for _, ev := range evs {
-		msg, err := e.message(ctx, ev, partial)
+		msg, err := e.message(ctx, ev, partial, groups)
 		if err != nil {
 			return Batch{}, fmt.Errorf("event %s (stream ordering %d): %w", ev.EventID, ev.StreamOrdering, err)
 		}
@@ -187,8 +195,8 @@ func (e *Events) Next(ctx context.Context, from int64) (Batch, error) {
 }
 
 // message returns the PDU envelope of ev, or nil when it goes nowhere.
-func (e *Events) message(ctx context.Context, ev event, partial map[string][]string) (*nats.Msg, error) {
-	dests, err := e.destinations(ctx, ev, partial)
+func (e *Events) message(ctx context.Context, ev event, partial map[string][]string, groups map[string][]int64) (*nats.Msg, error) {
+	dests, err := e.destinations(ctx, ev, partial, groups)
 	if errors.Is(err, errNoState) {
 		// As Synapse's sender: an event whose hosts cannot be computed is
 		// skipped, and the position moves past it.
@@ -212,7 +220,7 @@ func (e *Events) message(ctx context.Context, ev event, partial map[string][]str
 
 // destinations applies Synapse's sender's rules to ev (see
 // docs/ARCHITECTURE.md, "The Synapse feed").
-func (e *Events) destinations(ctx context.Context, ev event, partial map[string][]string) ([]string, error) {
+func (e *Events) destinations(ctx context.Context, ev event, partial map[string][]string, groups map[string][]int64) ([]string, error) {
 	var md metadata
 	if err := json.Unmarshal(ev.Metadata, &md); err != nil {
 		return nil, fmt.Errorf("internal_metadata: %w", err)
@@ -239,9 +247,12 @@ func (e *Events) destinations(ctx context.Context, ev event, partial map[string]
 	}
 	hosts, ok := partial[ev.RoomID]
 	if !ok {
+		before, ok := groups[ev.EventID]
+		if !ok {
+			return nil, errNoState
+		}
 		var err error
-		isState := ev.StateKey != nil && !ev.Rejected
-		if hosts, err = e.hosts.before(ctx, ev.EventID, isState); err != nil {
+		if hosts, err = e.hosts.atGroups(ctx, before); err != nil {
 			return nil, err
 		}
 	}

@@ -224,26 +224,29 @@ func TestRecordedRouting(t *testing.T) {
 }
 
 // TestJoinedHostsFromRedisCache: with Synapse's external cache on Redis,
-// the hosts come from it (here a list the database would not give); an
-// event it does not know falls back to the database.
+// the hosts of a state group come from it (here a list the database would
+// not give); a group it does not know falls back to the database.
 func TestJoinedHostsFromRedisCache(t *testing.T) {
 	e := newEnv(t, synapsefixture.Main)
-	r2 := readFacts(t, "facts.json").Rooms["R2"]
+	rooms := readFacts(t, "facts.json").Rooms
 	rc := redisClient(t, synapsefixture.Redis(t))
 	from := e.position(t)
-	ids := e.insert(t, message(r2, alice), message(r2, alice))
+	ids := e.insert(t, message(rooms["R2"], alice), message(rooms["R4"], alice))
 	ctx := context.Background()
-	if err := rc.Set(ctx, "cache_v1:event_to_prev_state_group:"+ids[0], "999999", 0).Err(); err != nil {
+	// Synapse cached the hosts of the state group before the first event
+	// (here a list the database would not give).
+	var sg string
+	if err := e.pool.QueryRow(ctx, "SELECT state_group::text FROM event_to_state_groups WHERE event_id = $1", ids[0]).Scan(&sg); err != nil {
 		t.Fatal(err)
 	}
-	if err := rc.Set(ctx, "cache_v1:get_joined_hosts:999999", `["localhost:28481","cached.example"]`, 0).Err(); err != nil {
+	if err := rc.Set(ctx, "cache_v1:get_joined_hosts:"+sg, `["localhost:28481","cached.example"]`, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	got := destinationsOf(must(drain(t, e.events(rc), from)))
 	if want := []string{"cached.example"}; !slices.Equal(got[ids[0]], want) {
 		t.Errorf("cached event: destinations %q, want %q", got[ids[0]], want)
 	}
-	if want := []string{synapsefixture.HS2}; !slices.Equal(got[ids[1]], want) {
+	if want := []string{synapsefixture.HS2, synapsefixture.HS3}; !slices.Equal(got[ids[1]], want) {
 		t.Errorf("uncached event: destinations %q, want %q", got[ids[1]], want)
 	}
 }

@@ -7,8 +7,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fedsender/fedsender/internal/projection/projectiontest"
 	"github.com/fedsender/fedsender/internal/synapse"
+	"github.com/fedsender/fedsender/streams"
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
 
@@ -101,4 +104,37 @@ func bigRoom(b *testing.B, pool *pgxpool.Pool, n int) string {
 		b.Fatal(err)
 	}
 	return id
+}
+
+// BenchmarkEventsNext measures the events source reading the whole
+// recording (333 events, batches of 100) as it runs, but starting each
+// time with nothing remembered and no Redis cache: what the database
+// costs per event.
+func BenchmarkEventsNext(b *testing.B) {
+	ctx := context.Background()
+	dbURL := synapsefixture.Database(b, synapsefixture.Main)
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	nc, _, _ := projectiontest.JetStream(b)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total int64
+	for b.Loop() {
+		src := synapse.NewEvents(synapse.EventsOptions{DB: pool, InstanceName: "fedsender",
+			Routing: synapse.Routing{ServerName: synapsefixture.HS1}, Publisher: streams.NewPublisher(js)})
+		for pos, more := int64(0), true; more; {
+			batch, err := src.Next(ctx, pos)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pos, more = batch.Position, batch.More
+		}
+		total += 333
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(total), "µs/event")
 }
