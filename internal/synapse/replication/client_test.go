@@ -1,4 +1,4 @@
-package replication_test
+package replication
 
 import (
 	"context"
@@ -12,23 +12,22 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/fedsender/fedsender/internal/synapse/replication"
 	"github.com/fedsender/fedsender/test/synapsefixture"
 )
 
 // recorder keeps what a Client delivered.
 type recorder struct {
 	mu     sync.Mutex
-	rows   []replication.Row
-	ups    []replication.RemoteServerUp
+	rows   []Row
+	ups    []RemoteServerUp
 	states []bool
 }
 
-func (r *recorder) options(redisURL string) replication.Options {
-	return replication.Options{URL: redisURL, Channel: synapsefixture.HS1, Log: slog.New(slog.DiscardHandler),
+func (r *recorder) options(redisURL string) Options {
+	return Options{URL: redisURL, Channel: synapsefixture.HS1, Log: slog.New(slog.DiscardHandler),
 		MaxBackoff: 200 * time.Millisecond,
-		OnRow:      func(row replication.Row) { r.mu.Lock(); r.rows = append(r.rows, row); r.mu.Unlock() },
-		OnRemoteServerUp: func(u replication.RemoteServerUp) {
+		OnRow:      func(row Row) { r.mu.Lock(); r.rows = append(r.rows, row); r.mu.Unlock() },
+		OnRemoteServerUp: func(u RemoteServerUp) {
 			r.mu.Lock()
 			r.ups = append(r.ups, u)
 			r.mu.Unlock()
@@ -49,9 +48,9 @@ func (r *recorder) count(stream string) int {
 	return n
 }
 
-func start(t *testing.T, opts replication.Options) *replication.Client {
+func start(t *testing.T, opts Options) *Client {
 	t.Helper()
-	c, err := replication.New(opts)
+	c, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +112,7 @@ func TestRecordedTraffic(t *testing.T) {
 	}
 	// The room's creation: the ev row was published with "batch", its
 	// state row closed the batch with token 2.
-	var first replication.Row
+	var first Row
 	for _, row := range rec.rows {
 		if row.Stream == "events" {
 			first = row
@@ -169,5 +168,37 @@ func TestReconnect(t *testing.T) {
 	defer rec.mu.Unlock()
 	if want := []bool{true, false, true}; len(rec.states) != 3 || rec.states[0] != want[0] || rec.states[1] != want[1] || rec.states[2] != want[2] {
 		t.Errorf("states %v, want %v", rec.states, want)
+	}
+}
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		want  any
+		batch bool
+		err   bool
+	}{
+		{`RDATA typing master 2 ["!r:hs1",[]]`, Row{Stream: "typing", Instance: "master", Token: 2, Data: []byte(`["!r:hs1",[]]`)}, false, false},
+		{`RDATA events master batch ["ev",[]]`, Row{Stream: "events", Instance: "master", Data: []byte(`["ev",[]]`)}, true, false},
+		{`POSITION events master 1 5`, Position{Stream: "events", Instance: "master", Prev: 1, New: 5}, false, false},
+		{`REMOTE_SERVER_UP localhost:28483`, RemoteServerUp{Server: "localhost:28483"}, false, false},
+		{`FEDERATION_ACK fedsender 0`, nil, false, false},
+		{`RDATA typing master x []`, nil, false, true},
+		{`RDATA typing master 2 not-json`, nil, false, true},
+		{`POSITION events master 1`, nil, false, true},
+	} {
+		got, batch, err := parse(tc.line)
+		if (err != nil) != tc.err || batch != tc.batch {
+			t.Errorf("parse(%q): batch %v, err %v", tc.line, batch, err)
+			continue
+		}
+		if r, ok := got.(Row); ok {
+			w := tc.want.(Row)
+			if r.Stream != w.Stream || r.Instance != w.Instance || r.Token != w.Token || string(r.Data) != string(w.Data) {
+				t.Errorf("parse(%q) = %+v, want %+v", tc.line, r, w)
+			}
+		} else if got != tc.want {
+			t.Errorf("parse(%q) = %#v, want %#v", tc.line, got, tc.want)
+		}
 	}
 }
