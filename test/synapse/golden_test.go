@@ -510,7 +510,7 @@ func checkDeviceLists(t *testing.T, db *pgxpool.Pool, server string, newest map[
 	last := map[string]update{}
 	delivered := map[int64]bool{}
 	first := true
-	var signing, orgSigning []string
+	var signing, orgSigning, sent []string
 	for _, e := range edus {
 		switch e.Type {
 		case "m.device_list_update":
@@ -531,6 +531,7 @@ func checkDeviceLists(t *testing.T, db *pgxpool.Pool, server string, newest map[
 			}
 			first = false
 			delivered[u.StreamID] = true
+			sent = append(sent, fmt.Sprintf("%d%v", u.StreamID, u.PrevID))
 			last[u.DeviceID] = u
 		case "m.signing_key_update":
 			signing = append(signing, canonical(t, e.Content))
@@ -538,6 +539,7 @@ func checkDeviceLists(t *testing.T, db *pgxpool.Pool, server string, newest map[
 			orgSigning = append(orgSigning, canonical(t, e.Content))
 		}
 	}
+	t.Logf("%s: m.device_list_update stream_id[prev_id]: %s; %d m.signing_key_update", server, strings.Join(sent, " "), len(signing))
 	phone, ok := last["ALICEPHONE"]
 	if !ok || !phone.Deleted || phone.StreamID != newest["ALICEPHONE"] {
 		t.Errorf("%s: ALICEPHONE last sent as %+v, want deleted at stream id %d", server, phone, newest["ALICEPHONE"])
