@@ -35,6 +35,12 @@ const (
 	// replica membership and the Synapse feed's single reader, each a key
 	// with a per-key TTL.
 	LeaseBucket = "fedsender-leases"
+	// SynapsePositionBucket holds the Synapse feed's position in each of
+	// Synapse's streams, key the source's name.
+	SynapsePositionBucket = "fedsender-synapse-positions"
+	// SynapseBooksBucket holds how far the Synapse bookkeeping
+	// (internal/synapse/books) applied each stream to Synapse's tables.
+	SynapseBooksBucket = "fedsender-synapse-books"
 
 	// HeaderReason carries a dead letter's reason.
 	HeaderReason = "Fedsender-Reason"
@@ -153,6 +159,18 @@ func KVConfigs(o Options) []jetstream.KeyValueConfig {
 		Storage:        jetstream.FileStorage,
 		Replicas:       o.Replicas,
 		LimitMarkerTTL: time.Minute,
+	}, {
+		Bucket:      SynapsePositionBucket,
+		Description: "the Synapse feed's position in each of Synapse's streams, key the source (events, to_device, ...)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
+	}, {
+		Bucket:      SynapseBooksBucket,
+		Description: "the Synapse bookkeeping's checkpoints: the sequence of each stream applied to Synapse's tables",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.Replicas,
 	}, destinationBucketConfig(o)}
 }
 

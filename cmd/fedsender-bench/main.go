@@ -59,8 +59,17 @@
 //     projection to 20 replicas), the failover of a replica killed -9
 //     (from the kill to the next delivery to each of its destinations),
 //     and the latency p99 around the kill and around a rebalance.
+//   - synapse (only when -only names it; PostgreSQL and redis-server from
+//     the installed binaries): the Synapse feed on its own, from a
+//     Synapse-shaped database (test/synapsefixture's schema, 1,000 rooms of
+//     2 to 200 servers) to envelopes JetStream acknowledged: events/s with
+//     and without Synapse's Redis cache of joined hosts, the feed's
+//     database time per event (pg_stat_statements, the feed logged in as
+//     its own role), and the lag from commit to envelope at a fifth of
+//     the rate with RDATA wake-ups (synapse.go).
 //
-// Flags: -short runs smaller sizes for a quick check (the mixed part: 20
+// Flags: -short runs smaller sizes for a quick check (the synapse part: 100
+// rooms, a backlog of 3,000; the mixed part: 20
 // destinations, bursts of 1,000, 3 s down); -only runs the named parts
 // (comma separated: pipeline, mixed, baseline, rss, catchup, admin;
 // latency is part of pipeline); -latency-cpuprofile and -mixed-cpuprofile
@@ -157,7 +166,7 @@ func main() {
 func run() int {
 	fs := flag.NewFlagSet("fedsender-bench", flag.ContinueOnError)
 	short := fs.Bool("short", false, "smaller sizes, for a quick check (about 40 s)")
-	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), mixed, baseline, rss, catchup, admin; and tracing (off vs on), postgres and scaleout, only when named")
+	only := fs.String("only", "", "run only these parts, comma separated: pipeline (with latency), mixed, baseline, rss, catchup, admin; and tracing (off vs on), postgres, scaleout and synapse, only when named")
 	verify := fs.Bool("verify-signatures", false, "make the receivers verify every ed25519 signature (they share the CPU with the sender)")
 	latencyFraction := fs.Float64("latency-fraction", 0.20, "the latency phase's rate, as a fraction of the sustained rate")
 	typingRate := fs.Int("typing-rate", 1000, "the mixed part's typing storm, typing EDUs a second across the rooms (a multiple of 100; 0: none)")
@@ -259,6 +268,8 @@ func run() int {
 			res.postgres, err = runPostgres(ctx, e)
 		case "scaleout":
 			res.scaleout, err = runScaleout(ctx, e)
+		case "synapse":
+			res.synapse, err = runSynapse(ctx, e)
 		}
 		if err != nil {
 			progress("%s: FAILED: %v", part, err)

@@ -28,6 +28,7 @@ type results struct {
 	admin    *adminResult
 	postgres *postgresResult
 	scaleout *scaleoutResult
+	synapse  *synapseResult
 	errors   []string
 }
 
@@ -87,6 +88,14 @@ type summary struct {
 	KillP99         *float64 `json:"handover_kill_p99_ms,omitempty"`
 	RebalanceP99    *float64 `json:"handover_rebalance_p99_ms,omitempty"`
 	ReadBytesPerPDU *float64 `json:"replica_read_bytes_per_pdu,omitempty"`
+	// The Synapse feed: events/s from Synapse's database to envelopes
+	// published, the commit-to-envelope p99 at a fifth of that rate, and
+	// the feed's database time per event.
+	SynapseEventsPS    *float64 `json:"synapse_feed_events_per_sec,omitempty"`
+	SynapseLagP99      *float64 `json:"synapse_feed_lag_p99_ms,omitempty"`
+	SynapseDBMs        *float64 `json:"synapse_feed_db_ms_per_event,omitempty"`
+	SynapseUncachedEPS *float64 `json:"synapse_feed_uncached_events_per_sec,omitempty"`
+	SynapseUncachedDB  *float64 `json:"synapse_feed_uncached_db_ms_per_event,omitempty"`
 }
 
 func ptr(v float64) *float64 {
@@ -147,6 +156,10 @@ func (r *results) summary() summary {
 		if len(so.Failover) > 0 {
 			s.FailoverSeconds = ptr(slices.Max(so.Failover))
 		}
+	}
+	if sy := r.synapse; sy != nil {
+		s.SynapseEventsPS, s.SynapseLagP99, s.SynapseDBMs = ptr(sy.Cached.EventsPerSec), ptr(sy.LagP99), ptr(sy.Cached.DBMsPerEvent)
+		s.SynapseUncachedEPS, s.SynapseUncachedDB = ptr(sy.Uncached.EventsPerSec), ptr(sy.Uncached.DBMsPerEvent)
 	}
 	return s
 }
@@ -222,6 +235,7 @@ func (r *results) print(out io.Writer) {
 	r.postgresRows(row)
 	r.pgLoadRows(row)
 	r.scaleoutRows(row)
+	r.synapseRows(row)
 	tw.Flush()
 	for _, c := range r.allChecks() {
 		for _, v := range c.Examples {

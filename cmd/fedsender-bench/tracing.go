@@ -23,7 +23,7 @@ import (
 // the default parts: run it with -only tracing.
 
 // optionalParts run only when -only names them.
-var optionalParts = []string{"tracing", "postgres", "scaleout"}
+var optionalParts = []string{"tracing", "postgres", "scaleout", "synapse"}
 
 // tracingResult is the outcome of the tracing part.
 type tracingResult struct {

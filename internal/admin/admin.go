@@ -74,7 +74,11 @@ type Options struct {
 	// Owners answers GET /_fedsender/partitions and the micro endpoint
 	// fedsender.admin.partitions; nil: neither exists.
 	Owners Owners
-	Log    *slog.Logger
+	// Degraded, when set and not "", is added to /readyz's "ok": the
+	// service is ready but works in a reduced way (e.g. the Synapse feed
+	// polling because Redis is down).
+	Degraded func() string
+	Log      *slog.Logger
 }
 
 // Each wait of an admin call is bounded; past it the call answers an
@@ -298,6 +302,12 @@ func (h *handler) readyz(w http.ResponseWriter, _ *http.Request, _ string) error
 	if err := h.opts.Ready(); err != nil {
 		writeText(w, http.StatusServiceUnavailable, err.Error())
 		return nil
+	}
+	if h.opts.Degraded != nil {
+		if msg := h.opts.Degraded(); msg != "" {
+			writeText(w, http.StatusOK, "ok, degraded: "+msg)
+			return nil
+		}
 	}
 	writeText(w, http.StatusOK, "ok")
 	return nil

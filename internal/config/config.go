@@ -34,6 +34,7 @@ type Config struct {
 	Metrics    MetricsConfig    `yaml:"metrics"`
 	Postgres   PostgresConfig   `yaml:"postgres"`
 	Ownership  OwnershipConfig  `yaml:"ownership"`
+	Synapse    SynapseConfig    `yaml:"synapse"`
 }
 
 // OwnershipConfig sizes the leases through which replicas share the
@@ -153,6 +154,31 @@ type PostgresConfig struct {
 	Schema string `yaml:"schema"`
 }
 
+// SynapseConfig points fedsender at a Synapse homeserver whose
+// federation_sender workers it replaces (package synapse): with
+// DatabaseURL set, `fedsender run` takes its PDUs and EDUs from Synapse's
+// database, woken by Synapse's replication stream on Redis.
+type SynapseConfig struct {
+	// DatabaseURL is Synapse's PostgreSQL (a postgres:// URL or libpq
+	// key=value string). Empty: no Synapse feed. It may hold a password,
+	// so it is redacted like admin.token.
+	DatabaseURL string `yaml:"database_url" secret:"true"`
+	// RedisURL is Synapse's replication Redis (redis:// or rediss://).
+	// Empty: the feed polls the database every PollInterval.
+	RedisURL string `yaml:"redis_url" secret:"userinfo"`
+	// InstanceName is the name the operator lists in Synapse's
+	// federation_sender_instances; fedsender keeps its
+	// federation_stream_position rows under it.
+	InstanceName string `yaml:"instance_name"`
+	// FederationDomainWhitelist is Synapse's federation_domain_whitelist:
+	// when not empty, only these servers are sent anything.
+	FederationDomainWhitelist []string `yaml:"federation_domain_whitelist"`
+	// PollInterval is how often the feed reads the database while Redis
+	// is down or not configured (with Redis up, 10 times as long, as a
+	// safety net for missed replication messages).
+	PollInterval time.Duration `yaml:"poll_interval"`
+}
+
 // BackoffConfig is the retry schedule of a failing destination: the wait
 // starts at MinInterval and is multiplied by Multiplier after each failure,
 // up to MaxInterval.
@@ -242,6 +268,10 @@ func Default() Config {
 		Ownership: OwnershipConfig{
 			LeaseTTL:     6 * time.Second,
 			DrainTimeout: 20 * time.Second,
+		},
+		Synapse: SynapseConfig{
+			InstanceName: "fedsender",
+			PollInterval: time.Second,
 		},
 	}
 }

@@ -256,6 +256,11 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 		"FEDSENDER_INSTANCE_NAME=fedsender-2",
 		"FEDSENDER_OWNERSHIP_LEASE_TTL=10s",
 		"FEDSENDER_OWNERSHIP_DRAIN_TIMEOUT=40s",
+		"FEDSENDER_SYNAPSE_DATABASE_URL=postgres://fedsender@db/synapse",
+		"FEDSENDER_SYNAPSE_REDIS_URL=redis://redis:6379/0",
+		"FEDSENDER_SYNAPSE_INSTANCE_NAME=fedsender2",
+		"FEDSENDER_SYNAPSE_FEDERATION_DOMAIN_WHITELIST=a.example, b.example:8448",
+		"FEDSENDER_SYNAPSE_POLL_INTERVAL=250ms",
 	}
 	if got, want := len(environ)-1, len(loadSchema().settings); got != want {
 		t.Fatalf("test sets %d variables, but there are %d settings: cover the new ones", got, want)
@@ -318,6 +323,9 @@ func TestEnvOverridesEverySetting(t *testing.T) {
 		Postgres:     PostgresConfig{URL: "postgres://fedsender@db/fedsender", Schema: "fs_prod"},
 		InstanceName: "fedsender-2",
 		Ownership:    OwnershipConfig{LeaseTTL: 10 * time.Second, DrainTimeout: 40 * time.Second},
+		Synapse: SynapseConfig{DatabaseURL: "postgres://fedsender@db/synapse", RedisURL: "redis://redis:6379/0",
+			InstanceName: "fedsender2", FederationDomainWhitelist: []string{"a.example", "b.example:8448"},
+			PollInterval: 250 * time.Millisecond},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Parse:\n got %+v\nwant %+v", c, want)

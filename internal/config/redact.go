@@ -20,6 +20,7 @@ func (c Config) Redacted() Config {
 		}
 	}
 	c.NATS.URL = redact.URL(c.NATS.URL)
+	c.Synapse.RedisURL = redact.URL(c.Synapse.RedisURL)
 	return c
 }
 

@@ -57,6 +57,7 @@ func (c Config) Validate() error {
 	c.Metrics.validate(&p)
 	c.Postgres.validate(&p)
 	c.Ownership.validate(&p)
+	c.Synapse.validate(&p)
 	return errors.Join(p...)
 }
 
@@ -119,6 +120,43 @@ func checkPostgresURL(s string) error {
 		return errors.New("want a postgres:// URL or key=value connection string")
 	}
 	return nil
+}
+
+func (s SynapseConfig) validate(p *problems) {
+	if s.DatabaseURL != "" {
+		if err := checkPostgresURL(s.DatabaseURL); err != nil {
+			p.add("synapse.database_url", err)
+		}
+	}
+	if s.RedisURL != "" {
+		if s.DatabaseURL == "" {
+			p.addf("synapse.redis_url", "needs synapse.database_url")
+		}
+		p.add("synapse.redis_url", checkRedisURL(s.RedisURL))
+	}
+	if s.InstanceName == "" {
+		p.addf("synapse.instance_name", "required (the name listed in Synapse's federation_sender_instances)")
+	}
+	for _, d := range s.FederationDomainWhitelist {
+		if err := servername.Validate(d); err != nil {
+			p.add("synapse.federation_domain_whitelist", err)
+		}
+	}
+	p.positive("synapse.poll_interval", s.PollInterval)
+}
+
+// checkRedisURL accepts redis://, rediss:// and unix:// URLs; it does not
+// connect.
+func checkRedisURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a valid URL") // url's error would echo the password
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+		return nil
+	}
+	return fmt.Errorf("want a redis://, rediss:// or unix:// URL, got scheme %q", u.Scheme)
 }
 
 func (m MetricsConfig) validate(p *problems) {

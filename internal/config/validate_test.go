@@ -40,6 +40,11 @@ func TestValidateValid(t *testing.T) {
 		{"postgres schema", func(c *Config) { c.Postgres.Schema = "fedsender_2" }},
 		{"pod name", func(c *Config) { c.InstanceName = "fedsender-7d9f8-x2x4k" }},
 		{"instance name with dots and colon", func(c *Config) { c.InstanceName = "node1.example:2" }},
+		{"synapse", func(c *Config) {
+			c.Synapse.DatabaseURL = "postgres://fedsender@db/synapse"
+			c.Synapse.RedisURL = "redis://:pw@redis:6379/0"
+			c.Synapse.FederationDomainWhitelist = []string{"example.org", "example.com:8448"}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()
@@ -65,6 +70,15 @@ func TestValidateErrors(t *testing.T) {
 		{"signing key is a directory", func(c *Config) { c.SigningKeyPath = dir }, "signing_key_path: " + dir + " is a directory"},
 		{"data dir required", func(c *Config) { c.DataDir = "" }, "data_dir: required"},
 		{"postgres url", func(c *Config) { c.Postgres.URL = "db.internal" }, "postgres.url: want a postgres:// URL"},
+		{"synapse database url", func(c *Config) { c.Synapse.DatabaseURL = "db.internal" }, "synapse.database_url: want a postgres:// URL"},
+		{"synapse redis url scheme", func(c *Config) {
+			c.Synapse.DatabaseURL = "postgres://db/synapse"
+			c.Synapse.RedisURL = "http://redis:6379"
+		}, `synapse.redis_url: want a redis://, rediss:// or unix:// URL, got scheme "http"`},
+		{"synapse redis without database", func(c *Config) { c.Synapse.RedisURL = "redis://redis" }, "synapse.redis_url: needs synapse.database_url"},
+		{"synapse instance name", func(c *Config) { c.Synapse.InstanceName = "" }, "synapse.instance_name: required"},
+		{"synapse whitelist", func(c *Config) { c.Synapse.FederationDomainWhitelist = []string{"exa mple.org"} }, "synapse.federation_domain_whitelist: "},
+		{"synapse poll interval", func(c *Config) { c.Synapse.PollInterval = 0 }, "synapse.poll_interval: must be positive"},
 		{"postgres url escape", func(c *Config) { c.Postgres.URL = "postgres://u:%zz@db/x" }, "postgres.url: not a valid URL"},
 		{"postgres schema empty", func(c *Config) { c.Postgres.Schema = "" }, `postgres.schema: invalid value ""`},
 		{"postgres schema quoted", func(c *Config) { c.Postgres.Schema = `a"; DROP` }, `postgres.schema: invalid value`},

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -60,8 +61,20 @@ func setScalar(v reflect.Value, text string) error {
 	return nil
 }
 
-// setList parses items into the list v. Only lists of CIDRs exist so far.
+// setList parses items into the list v: CIDRs, or plain strings.
 func setList(v reflect.Value, items []string) error {
+	if v.Type() == reflect.TypeFor[[]string]() {
+		// nil when empty, like the default.
+		var list []string
+		for _, item := range items {
+			if item == "" {
+				return errors.New("empty item in the list")
+			}
+			list = append(list, item)
+		}
+		v.Set(reflect.ValueOf(list))
+		return nil
+	}
 	if v.Type() != prefixesType {
 		return fmt.Errorf("unsupported list type %s", v.Type())
 	}

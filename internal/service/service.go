@@ -65,6 +65,7 @@ type Service struct {
 	proj        *readModel
 	nc          *nats.Conn
 	ownership   *ownership.Manager
+	feed        *synapseFeed // nil without synapse.database_url
 }
 
 // LoadOrCreateKey reads the signing key; with signing_key_path unset it
@@ -133,6 +134,13 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	if err := streams.Ensure(ctx, js, streams.Options{Replicas: cfg.NATS.Replicas, Retention: cfg.Queue.Retention}); err != nil {
 		return err
+	}
+	var feed *synapseFeed
+	if cfg.Synapse.DatabaseURL != "" {
+		if feed, err = newSynapseFeed(ctx, cfg, js, nc, log); err != nil {
+			return err
+		}
+		defer feed.close()
 	}
 	store, err := eventlog.Open(ctx, js)
 	if err != nil {
@@ -226,7 +234,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		Handler: owned, Log: log, Metrics: obs.metrics, Tracer: obs.tracer,
 		// The embedded server's data_dir is this process's alone.
 		ReclaimOwn: cfg.NATS.URL == ""})
-	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, nc: nc, NATSURL: natsURL, ownership: mgr}
+	svc := &Service{reader: reader, eduReader: eduReader, proj: proj, nc: nc, NATSURL: natsURL, ownership: mgr, feed: feed}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 16)
@@ -250,6 +258,12 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 	}
 	if proj.pg != nil {
 		if err := obs.observePostgresLag(proj.pg.proj.Behind); err != nil {
+			return err
+		}
+	}
+	if feed != nil {
+		feed.start(run)
+		if err := feed.observe(obs); err != nil {
 			return err
 		}
 	}
@@ -289,7 +303,7 @@ func Run(ctx context.Context, cfg config.Config, deps Deps) error {
 		svc.AdminAddr = ln.Addr().String()
 		srv := &http.Server{
 			Handler: admin.New(admin.Options{Tokens: tokens, Reader: proj, Rooms: proj.rooms,
-				Resetter: resets, Ready: svc.ready, Owners: owners, Log: log}),
+				Resetter: resets, Ready: svc.ready, Owners: owners, Degraded: svc.degraded, Log: log}),
 			ReadHeaderTimeout: 10 * time.Second,
 		}
 		run("admin", func(ctx context.Context) error { return serveHTTP(ctx, srv, ln) })
@@ -337,6 +351,14 @@ func (s *Service) ready() error {
 		return errors.New("the EDU reader is not running")
 	}
 	return s.proj.notReady()
+}
+
+// degraded is what /readyz adds to its "ok": the Synapse feed polling.
+func (s *Service) degraded() string {
+	if s.feed == nil {
+		return ""
+	}
+	return s.feed.degraded()
 }
 
 // resetter hands an admin reset to the destination's partition supervisor.

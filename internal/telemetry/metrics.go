@@ -40,6 +40,8 @@ const (
 	MetricOldestPending       = "fedsender_federation_transaction_queue_oldest_pending_age_seconds"
 	MetricProjectionLag       = "fedsender_projection_lag_events"
 	MetricPostgresLag         = "fedsender_postgres_projection_lag_messages"
+	MetricSynapseFeedPolling  = "fedsender_synapse_feed_polling"
+	MetricSynapseFeedActive   = "fedsender_synapse_feed_active"
 	MetricBuildInfo           = "fedsender_build_info"
 	MetricCASConflicts        = "fedsender_cas_conflicts"
 )

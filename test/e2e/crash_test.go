@@ -98,6 +98,13 @@ func (p *process) kill9() {
 // it with its signing key, its CA and its NATS port.
 func newCrashProcess(t *testing.T) (*process, xmatrix.SigningKey, *pki.CA, int) {
 	t.Helper()
+	return newConfiguredProcess(t, origin, "")
+}
+
+// newConfiguredProcess is newCrashProcess sending as serverName, with more
+// configuration (YAML sections) appended.
+func newConfiguredProcess(t *testing.T, serverName, extra string) (*process, xmatrix.SigningKey, *pki.CA, int) {
+	t.Helper()
 	dir := t.TempDir()
 	key, ca, keyPath, caPath := keyAndCAFiles(t, dir, "crash")
 	natsPort := freePort(t)
@@ -114,7 +121,7 @@ federation:
   ip_range_allowlist: [127.0.0.0/8]
   request_timeout: 5s
 queue: {partitions: 8, checkpoint_interval: 100ms}
-`, origin, keyPath, filepath.Join(dir, "data"), natsPort, caPath)), 0o600); err != nil {
+%s`, serverName, keyPath, filepath.Join(dir, "data"), natsPort, caPath, extra)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return newProcess(t, dir, "fedsender", conf), key, ca, natsPort

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
 )
 
 // Options configures a Receiver.
@@ -69,6 +71,11 @@ type Options struct {
 	// socket is open then); the name is recorded with every request
 	// (SendRequests) and accepted transaction (Transaction.Peer).
 	Peer func(remoteAddr string) string
+	// RoomVersion, when set (e.g. "10"), is the room version of PDUs that
+	// carry no event_id, as Synapse sends them in room versions 3 and
+	// later: their event id is the reference hash under that version's
+	// redaction rules. A PDU with an event_id is read as before.
+	RoomVersion string
 	// Fallback, when set, serves requests for every path other than
 	// /_matrix/federation/v1/send/ (e.g. /.well-known/matrix/server), which
 	// are then not violations.
@@ -100,6 +107,11 @@ func (o *Options) Validate() error {
 	}
 	if len(o.Cert.Certificate) == 0 {
 		errs = append(errs, errors.New("missing Cert"))
+	}
+	if o.RoomVersion != "" {
+		if _, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(o.RoomVersion)); err != nil {
+			errs = append(errs, fmt.Errorf("RoomVersion: %w", err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("receiver: invalid options: %w", err)

@@ -199,6 +199,9 @@ func (r *Receiver) checkPDU(txnID string, i int, raw []byte) (pduIDs, bool) {
 		return p, false
 	}
 	ev, evOK := jsonString(evRaw)
+	if evRaw == nil && r.opts.RoomVersion != "" {
+		ev, evOK = referenceHash(r.opts.RoomVersion, raw)
+	}
 	room, roomOK := jsonString(roomRaw)
 	p = pduIDs{EventID: ev, RoomID: room}
 	switch {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/fedsender/fedsender/internal/projection/pgprojection/pgtest"
-	"github.com/fedsender/fedsender/test/fedsenderproc"
+	"github.com/fedsender/fedsender/internal/xmatrix"
 	"github.com/fedsender/fedsender/test/prereq"
 )
 
@@ -54,6 +55,17 @@ func Dir() string {
 
 // Path is the absolute path of one of the fixture's files.
 func Path(name string) string { return filepath.Join(Dir(), filepath.FromSlash(name)) }
+
+// SigningKey is hs1's signing key (signing.key): the key Synapse signed
+// with, which fedsender signs with in its place.
+func SigningKey(t testing.TB) xmatrix.SigningKey {
+	t.Helper()
+	key, err := xmatrix.LoadKeyFile(Path("signing.key"))
+	if err != nil {
+		t.Fatalf("synapsefixture: %v", err)
+	}
+	return key
+}
 
 var (
 	templates   = map[string]string{}
@@ -103,6 +115,21 @@ func Database(t testing.TB, dump string) string {
 	return replaceDBName(base, name)
 }
 
+// Restore is Database for programs (the benchmark): it creates database
+// name on the server at adminURL (a superuser's connection string) and
+// loads the dump (Main or Unsent) into it, and returns its URL.
+func Restore(ctx context.Context, adminURL, name, dump string) (string, error) {
+	admin, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", fmt.Errorf("synapsefixture: connect to PostgreSQL: %w", err)
+	}
+	defer admin.Close(ctx)
+	if err := restore(ctx, admin, adminURL, name, dump); err != nil {
+		return "", fmt.Errorf("synapsefixture: restore %s: %w", dump, err)
+	}
+	return replaceDBName(adminURL, name), nil
+}
+
 // restore creates database name as Synapse wants it (C collation) and
 // loads the dump with psql, stopping at the first error.
 func restore(ctx context.Context, admin *pgx.Conn, base, name, dump string) error {
@@ -148,30 +175,65 @@ func replaceDBName(url, name string) string {
 // install it, unless FEDSENDER_TEST_SKIP names redis.
 func Redis(t testing.TB) string {
 	t.Helper()
+	return RedisAt(t, 0)
+}
+
+// RedisAt starts a redis-server on port (a Redis that a test stopped, say
+// with SHUTDOWN NOSAVE, coming back; 0: a free port) and returns its URL.
+func RedisAt(t testing.TB, port int) string {
+	t.Helper()
 	env := prereq.Local()
 	env.OptOut(t, prereq.Redis)
 	bin, err := env.Find(prereq.Redis)
 	if err != nil {
 		env.Fail(t, prereq.Redis, err)
 	}
+	url, stop, err := startRedis(bin, t.TempDir(), port)
+	if err != nil {
+		t.Fatalf("synapsefixture: %v", err)
+	}
+	t.Cleanup(stop)
+	return url
+}
+
+// StartRedis is Redis for programs (the benchmark): a redis-server keeping
+// its files in dir, and the function that stops it.
+func StartRedis(dir string) (url string, stop func(), err error) {
+	bin, err := prereq.Local().Find(prereq.Redis)
+	if err != nil {
+		return "", nil, err
+	}
+	return startRedis(bin, dir, 0)
+}
+
+// startRedis starts redis-server on port, or on a free port (trying a few)
+// when port is 0.
+func startRedis(bin, dir string, port int) (string, func(), error) {
 	for attempt := 0; ; attempt++ {
-		port := fedsenderproc.FreePort(t)
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", t.TempDir())
+		p := port
+		if p == 0 {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return "", nil, err
+			}
+			p = l.Addr().(*net.TCPAddr).Port
+			l.Close()
+		}
+		cmd := exec.Command(bin, "--port", strconv.Itoa(p), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir)
 		if err := cmd.Start(); err != nil {
-			t.Fatalf("synapsefixture: start redis-server: %v", err)
+			return "", nil, fmt.Errorf("start redis-server: %w", err)
 		}
 		exited := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(exited) }()
-		url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+		url := fmt.Sprintf("redis://127.0.0.1:%d/0", p)
 		if waitRedis(url, exited) {
-			t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-			return url
+			return url, func() { _ = cmd.Process.Kill(); <-exited }, nil
 		}
 		_ = cmd.Process.Kill()
 		<-exited
-		if attempt == 3 {
-			t.Fatalf("synapsefixture: redis-server did not start on 127.0.0.1:%d", port)
+		if port != 0 || attempt == 3 {
+			return "", nil, fmt.Errorf("redis-server did not start on 127.0.0.1:%d", p)
 		}
 	}
 }
@@ -270,6 +332,11 @@ type Transaction struct {
 		} `json:"edus"`
 	} `json:"body"`
 	Status int `json:"status"`
+	// Response is the receiver's answer: its pdus map is keyed by the
+	// event ids the receiver computed (the PDUs carry none).
+	Response struct {
+		PDUs map[string]json.RawMessage `json:"pdus"`
+	} `json:"response"`
 }
 
 // Transactions reads what Synapse's sender delivered to hs2 or hs3 in the

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -203,7 +204,7 @@ func (p *Projector) durable(ctx context.Context, stream, checkpoint string, cfg 
 // (by `fedsender projection rebuild`).
 func (p *Projector) runEvents(ctx context.Context, cons jetstream.Consumer) (rebuilt bool) {
 	for ctx.Err() == nil {
-		msgs, err := fetch(cons, p.opts.BatchSize)
+		msgs, err := Fetch(cons, p.opts.BatchSize)
 		if err != nil && len(msgs) == 0 {
 			if consumerGone(ctx, cons, err) {
 				return true
@@ -441,14 +442,26 @@ ON CONFLICT (destination) DO UPDATE SET
 WHERE d.last_successful_stream_ordering IS DISTINCT FROM GREATEST(d.last_successful_stream_ordering, excluded.last_successful_stream_ordering)`
 
 func (p *Projector) applyOffsets(ctx context.Context, offs map[string]bucketValue) error {
-	return pgx.BeginFunc(ctx, p.opts.Pool, func(tx pgx.Tx) error {
-		names, values := make([]string, 0, len(offs)), make([]*int64, 0, len(offs))
-		for name, off := range offs {
-			names, values = append(names, name), append(values, nullZero(off.n))
-		}
-		_, err := tx.Exec(ctx, upsertOffset, names, values)
-		return err
-	})
+	values := make(map[string]int64, len(offs))
+	for name, off := range offs {
+		values[name] = off.n
+	}
+	return WriteOffsets(ctx, p.opts.Pool, values)
+}
+
+// WriteOffsets sets each destination's last_successful_stream_ordering
+// (creating its row) unless the row shows a higher one, in one statement.
+// Synapse's own destinations table has these columns, so the Synapse
+// bookkeeping (internal/synapse/books) writes it with it too.
+func WriteOffsets(ctx context.Context, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, offs map[string]int64) error {
+	names, values := make([]string, 0, len(offs)), make([]*int64, 0, len(offs))
+	for name, off := range offs {
+		names, values = append(names, name), append(values, nullZero(off))
+	}
+	_, err := db.Exec(ctx, upsertOffset, names, values)
+	return err
 }
 
 // upsertPending sets a destination's pending_edus unless the row shows a
@@ -472,6 +485,17 @@ func (p *Projector) applyPending(ctx context.Context, counts map[string]bucketVa
 // retry runs f until it succeeds, waiting with exponential backoff between
 // attempts; it returns false if ctx ended first.
 func (p *Projector) retry(ctx context.Context, what string, f func(context.Context) error) bool {
+	return Retry(ctx, p.opts.Log, "pgprojection: "+what, p.opts.MaxBackoff, f)
+}
+
+// wait sleeps for d or until ctx ends; it reports whether ctx is live.
+func (p *Projector) wait(ctx context.Context, d time.Duration) bool { return Wait(ctx, d) }
+
+// Retry runs f until it succeeds, logging each failure as what and
+// waiting with exponential backoff (from 50 ms up to maxBackoff) between
+// attempts; it returns false if ctx ended first. Writers of PostgreSQL
+// beside the pipeline (projections, the Synapse bookkeeping) retry so.
+func Retry(ctx context.Context, log *slog.Logger, what string, maxBackoff time.Duration, f func(context.Context) error) bool {
 	wait := 50 * time.Millisecond
 	for {
 		err := f(ctx)
@@ -481,16 +505,16 @@ func (p *Projector) retry(ctx context.Context, what string, f func(context.Conte
 		if ctx.Err() != nil {
 			return false
 		}
-		p.opts.Log.Warn("pgprojection: "+what+" failed; retrying", "in", wait, "error", err)
-		if !p.wait(ctx, wait) {
+		log.Warn(what+" failed; retrying", "in", wait, "error", err)
+		if !Wait(ctx, wait) {
 			return false
 		}
-		wait = min(wait*2, p.opts.MaxBackoff)
+		wait = min(wait*2, maxBackoff)
 	}
 }
 
-// wait sleeps for d or until ctx ends; it reports whether ctx is live.
-func (p *Projector) wait(ctx context.Context, d time.Duration) bool {
+// Wait sleeps for d or until ctx ends; it reports whether ctx is live.
+func Wait(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

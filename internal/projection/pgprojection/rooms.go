@@ -76,7 +76,7 @@ type fanoutBatch struct {
 func (p *Projector) fetchRooms(ctx context.Context, cons jetstream.Consumer, out chan<- fanoutBatch) {
 	defer close(out)
 	for ctx.Err() == nil {
-		msgs, err := fetch(cons, roomsBatch)
+		msgs, err := Fetch(cons, roomsBatch)
 		if err != nil && len(msgs) == 0 {
 			p.opts.Log.Warn("pgprojection: fetch PDUs", "error", err)
 			if !p.wait(ctx, 200*time.Millisecond) {
@@ -101,9 +101,9 @@ func (p *Projector) fetchRooms(ctx context.Context, cons jetstream.Consumer, out
 	}
 }
 
-// fetch returns up to n messages, waiting at most half a second; a fetch
+// Fetch returns up to n messages, waiting at most half a second; a fetch
 // that times out is not an error.
-func fetch(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
+func Fetch(cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
 	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(500*time.Millisecond))
 	if err != nil {
 		return nil, err
@@ -182,6 +182,20 @@ INSERT INTO destinations (destination)
 SELECT * FROM unnest($1::text[])
 ON CONFLICT (destination) DO NOTHING`
 
+// QueueRooms queues on b the writes of destination_rooms rows (dests[i],
+// rooms[i], orderings[i]), sorted by key, and of a destinations row for
+// each of names (the distinct dests, sorted): a row only moves to a newer
+// stream ordering, so applying rows again changes nothing. Synapse's own
+// tables have the columns these statements use, so the Synapse
+// bookkeeping (internal/synapse/books) writes them with it too.
+func QueueRooms(b *pgx.Batch, names, dests, rooms []string, orderings []int64) {
+	if len(dests) == 0 {
+		return
+	}
+	b.Queue(insertDestinations, names)
+	b.Queue(upsertRooms, dests, rooms, orderings)
+}
+
 // applyRooms writes rows and the checkpoint in one transaction.
 func (p *Projector) applyRooms(ctx context.Context, rows []roomRow, last uint64) error {
 	var (
@@ -197,10 +211,7 @@ func (p *Projector) applyRooms(ctx context.Context, rows []roomRow, last uint64)
 	}
 	return pgx.BeginFunc(ctx, p.opts.Pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		if len(rows) > 0 {
-			b.Queue(insertDestinations, names)
-			b.Queue(upsertRooms, dests, rooms, seqs)
-		}
+		QueueRooms(b, names, dests, rooms, seqs)
 		b.Queue(upsertCheckpoint, roomsCheckpointName, int64(last))
 		return tx.SendBatch(ctx, b).Close()
 	})
