@@ -7,13 +7,30 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // SocketOwner returns which of pids holds the TCP socket whose local
 // address is addr ("127.0.0.1:PORT"): the process behind a connection a
 // server accepted from addr. It reads /proc (Linux), so the socket must
 // still be open; a server asks when it accepts the connection.
+//
+// /proc/net/tcp is generated a page at a time while sockets come and go,
+// so one read can miss a socket that is there: a miss is read again a few
+// times before it counts.
 func SocketOwner(addr string, pids []int) (int, error) {
+	var err error
+	for range 5 {
+		var pid int
+		if pid, err = socketOwner(addr, pids); err == nil {
+			return pid, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return 0, err
+}
+
+func socketOwner(addr string, pids []int) (int, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return 0, err
