@@ -67,7 +67,7 @@ func (p *Projector) runRooms(ctx context.Context, cons jetstream.Consumer) {
 // the consumer had nothing left.
 type fanoutBatch struct {
 	msgs          []jetstream.Msg
-	rows          []roomRow
+	rows          RoomRows
 	last, pending uint64
 }
 
@@ -127,42 +127,65 @@ func (p *Projector) ackAll(msgs []jetstream.Msg) {
 	}
 }
 
-// roomRow is one row of destination_rooms.
-type roomRow struct {
-	dest, room string
-	seq        uint64
+// RoomRows are destination_rooms rows: per (destination, room) the newest
+// stream ordering of a batch of PDUs, sorted by key so that concurrent
+// writers lock rows in the same order, with the distinct destinations.
+type RoomRows struct {
+	names, dests, rooms []string
+	orderings           []int64
 }
 
-// fanout turns a batch of PDUs into rows, one per (destination, room) with
-// the newest sequence, sorted by key so that concurrent replicas lock rows
-// in the same order. It also returns the batch's highest sequence and how
-// many PDUs the consumer had left after it.
-func (p *Projector) fanout(msgs []jetstream.Msg) (rows []roomRow, last, pending uint64) {
+// Len is how many rows there are.
+func (r RoomRows) Len() int { return len(r.dests) }
+
+// NewestRooms turns a batch of PDUs into RoomRows. orderOf gives a
+// message's stream ordering, or false to leave the message out; PDUs that
+// do not decode (dead-lettered by the PDU reader, which logs them) and
+// fedsender's own server name are left out too.
+func NewestRooms(msgs []jetstream.Msg, origin string, orderOf func(jetstream.Msg) (int64, bool)) RoomRows {
 	type key struct{ dest, room string }
-	newest := map[key]uint64{}
+	newest := map[key]int64{}
 	for _, m := range msgs {
+		order, ok := orderOf(m)
+		if !ok {
+			continue
+		}
+		pdu, err := streams.DecodePDU(m.Data())
+		if err != nil {
+			continue
+		}
+		for _, d := range streams.DropOrigin(pdu.Destinations, origin) {
+			k := key{d, pdu.RoomID}
+			newest[k] = max(newest[k], order)
+		}
+	}
+	keys := make([]key, 0, len(newest))
+	for k := range newest {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b key) int { return cmp.Or(cmp.Compare(a.dest, b.dest), cmp.Compare(a.room, b.room)) })
+	r := RoomRows{dests: make([]string, len(keys)), rooms: make([]string, len(keys)), orderings: make([]int64, len(keys))}
+	for i, k := range keys {
+		r.dests[i], r.rooms[i], r.orderings[i] = k.dest, k.room, newest[k]
+		if len(r.names) == 0 || r.names[len(r.names)-1] != k.dest {
+			r.names = append(r.names, k.dest)
+		}
+	}
+	return r
+}
+
+// fanout turns a batch of PDUs into rows keyed by their stream sequences.
+// It also returns the batch's highest sequence and how many PDUs the
+// consumer had left after it.
+func (p *Projector) fanout(msgs []jetstream.Msg) (rows RoomRows, last, pending uint64) {
+	rows = NewestRooms(msgs, p.opts.Origin, func(m jetstream.Msg) (int64, bool) {
 		md, err := m.Metadata()
 		if err != nil {
 			p.opts.Log.Warn("pgprojection: PDU without metadata", "error", err)
-			continue
+			return 0, false
 		}
-		seq := md.Sequence.Stream
-		last, pending = max(last, seq), md.NumPending
-		pdu, err := streams.DecodePDU(m.Data())
-		if err != nil {
-			continue // dead-lettered by the PDU reader, which logs it
-		}
-		for _, d := range streams.DropOrigin(pdu.Destinations, p.opts.Origin) {
-			k := key{d, pdu.RoomID}
-			newest[k] = max(newest[k], seq)
-		}
-	}
-	rows = make([]roomRow, 0, len(newest))
-	for k, seq := range newest {
-		rows = append(rows, roomRow{dest: k.dest, room: k.room, seq: seq})
-	}
-	slices.SortFunc(rows, func(a, b roomRow) int {
-		return cmp.Or(cmp.Compare(a.dest, b.dest), cmp.Compare(a.room, b.room))
+		last, pending = max(last, md.Sequence.Stream), md.NumPending
+		return int64(min(md.Sequence.Stream, 1<<63-1)), true
 	})
 	return rows, last, pending
 }
@@ -182,36 +205,24 @@ INSERT INTO destinations (destination)
 SELECT * FROM unnest($1::text[])
 ON CONFLICT (destination) DO NOTHING`
 
-// QueueRooms queues on b the writes of destination_rooms rows (dests[i],
-// rooms[i], orderings[i]), sorted by key, and of a destinations row for
-// each of names (the distinct dests, sorted): a row only moves to a newer
-// stream ordering, so applying rows again changes nothing. Synapse's own
-// tables have the columns these statements use, so the Synapse
+// Queue queues on b the writes of the destination_rooms rows, and of a
+// destinations row for each of their destinations: a row only moves to a
+// newer stream ordering, so applying rows again changes nothing. Synapse's
+// own tables have the columns these statements use, so the Synapse
 // bookkeeping (internal/synapse/books) writes them with it too.
-func QueueRooms(b *pgx.Batch, names, dests, rooms []string, orderings []int64) {
-	if len(dests) == 0 {
+func (r RoomRows) Queue(b *pgx.Batch) {
+	if r.Len() == 0 {
 		return
 	}
-	b.Queue(insertDestinations, names)
-	b.Queue(upsertRooms, dests, rooms, orderings)
+	b.Queue(insertDestinations, r.names)
+	b.Queue(upsertRooms, r.dests, r.rooms, r.orderings)
 }
 
 // applyRooms writes rows and the checkpoint in one transaction.
-func (p *Projector) applyRooms(ctx context.Context, rows []roomRow, last uint64) error {
-	var (
-		dests, rooms = make([]string, len(rows)), make([]string, len(rows))
-		seqs         = make([]int64, len(rows))
-		names        []string // distinct destinations, sorted (rows are)
-	)
-	for i, r := range rows {
-		dests[i], rooms[i], seqs[i] = r.dest, r.room, int64(min(r.seq, 1<<63-1))
-		if len(names) == 0 || names[len(names)-1] != r.dest {
-			names = append(names, r.dest)
-		}
-	}
+func (p *Projector) applyRooms(ctx context.Context, rows RoomRows, last uint64) error {
 	return pgx.BeginFunc(ctx, p.opts.Pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		QueueRooms(b, names, dests, rooms, seqs)
+		rows.Queue(b)
 		b.Queue(upsertCheckpoint, roomsCheckpointName, int64(last))
 		return tx.SendBatch(ctx, b).Close()
 	})
