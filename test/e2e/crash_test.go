@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 
 	"testing"
@@ -44,54 +43,10 @@ func keyAndCAFiles(t *testing.T, dir, version string) (xmatrix.SigningKey, *pki.
 	return key, ca, keyPath, caPath
 }
 
-// logFile creates the file at path for a process to log to; when the test
-// fails, the last keep bytes of it (0: all) are shown under the title what.
-func logFile(t *testing.T, path, what string, keep int) *os.File {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			data, _ := os.ReadFile(f.Name())
-			if keep > 0 && len(data) > keep {
-				data = data[len(data)-keep:]
-			}
-			t.Logf("%s:\n%s", what, data)
-		}
-		f.Close()
-	})
-	return f
-}
-
 func freePort(t *testing.T) int { return fedsenderproc.FreePort(t) }
 
 // process is a real `fedsender run`.
-type process struct {
-	t    *testing.T
-	bin  string
-	conf string
-	cmd  *exec.Cmd
-	log  *os.File
-}
-
-func (p *process) start() {
-	p.t.Helper()
-	p.cmd = exec.Command(p.bin, "run", "--config", p.conf)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-func (p *process) kill9() {
-	p.t.Helper()
-	if err := p.cmd.Process.Kill(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.cmd.Wait()
-}
+type process = fedsenderproc.Process
 
 // newCrashProcess writes the configuration of a real fedsender process
 // (not started) that logs to a file shown when the test fails, and returns
@@ -124,22 +79,7 @@ queue: {partitions: 8, checkpoint_interval: 100ms}
 %s`, serverName, keyPath, filepath.Join(dir, "data"), natsPort, caPath, extra)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return newProcess(t, dir, "fedsender", conf), key, ca, natsPort
-}
-
-// newProcess returns a real fedsender process (not started) running
-// configuration conf, that logs to a file in dir shown (the last 8 KiB)
-// when the test fails, and is killed when the test ends.
-func newProcess(t *testing.T, dir, name, conf string) *process {
-	t.Helper()
-	logf := logFile(t, filepath.Join(dir, "fedsender.log"), name+"'s log (the last 8 KiB)", 8<<10)
-	p := &process{t: t, bin: binary(t), conf: conf, log: logf}
-	t.Cleanup(func() {
-		if p.cmd != nil && p.cmd.ProcessState == nil {
-			p.kill9()
-		}
-	})
-	return p
+	return fedsenderproc.NewProcess(t, dir, "fedsender", conf), key, ca, natsPort
 }
 
 func TestKill9UnderLoadLosesNothing(t *testing.T) {
@@ -156,7 +96,7 @@ func TestKill9UnderLoadLosesNothing(t *testing.T) {
 		dests = append(dests, r.ServerName())
 	}
 
-	p.start()
+	p.Start()
 	nc, js, pub := publisherOf(t, natsPort)
 
 	const total = 3000
@@ -179,7 +119,7 @@ func TestKill9UnderLoadLosesNothing(t *testing.T) {
 
 	// Kill mid-delivery, with transactions in flight.
 	eventually(t, 60*time.Second, func() bool { return rs[0].PDUCount() >= total/5 }, "no progress before the kill: %d", rs[0].PDUCount())
-	p.kill9()
+	p.Kill9()
 	atKill := []int{rs[0].PDUCount(), rs[1].PDUCount(), rs[2].PDUCount()}
 	t.Logf("delivered at the kill: %v of %d each", atKill, total)
 	if atKill[0] >= total && atKill[1] >= total && atKill[2] >= total {
@@ -187,7 +127,7 @@ func TestKill9UnderLoadLosesNothing(t *testing.T) {
 	}
 	nc.Close()
 
-	p.start()
+	p.Start()
 	for _, r := range rs {
 		eventually(t, 90*time.Second, func() bool { return uniqueCount(r) >= total }, "%s: %d of %d PDUs after kill -9 and restart", r.ServerName(), uniqueCount(r), total)
 		inOrder(t, r, want)

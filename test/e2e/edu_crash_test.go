@@ -39,7 +39,7 @@ func TestKill9LosesNoMustDeliverEDU(t *testing.T) {
 	down.SetFault(receiver.Fault{Status: http.StatusServiceUnavailable})
 	dests := []string{up.ServerName(), down.ServerName()}
 
-	p.start()
+	p.Start()
 	nc, js, pub := publisherOf(t, natsPort)
 	const total = 3000
 	updates := 0
@@ -60,7 +60,7 @@ func TestKill9LosesNoMustDeliverEDU(t *testing.T) {
 		t.Fatal("publishing did not complete")
 	}
 	eventually(t, 60*time.Second, func() bool { return len(up.EDUs()) >= total/5 }, "no progress before the kill: %d", len(up.EDUs()))
-	p.kill9()
+	p.Kill9()
 	atKill := len(up.EDUs())
 	if atKill >= total {
 		t.Fatal("everything was delivered before the kill: the test proves nothing; publish more")
@@ -69,7 +69,7 @@ func TestKill9LosesNoMustDeliverEDU(t *testing.T) {
 		t.Fatalf("the failing server accepted %d EDUs", n)
 	}
 	down.SetFault(receiver.Fault{})
-	p.start()
+	p.Start()
 	// An asynchronous publish retried after "no responders" (JetStream
 	// still starting) is stored after later ones: the stream's order, not
 	// the publishing order, is what must arrive in order.

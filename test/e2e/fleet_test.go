@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -127,13 +126,13 @@ func (f *fleet) start(name string) *replica {
 	if r == nil {
 		r = f.newReplica(name)
 	}
-	r.p.start()
+	r.p.Start()
 	f.mu.Lock()
 	f.replicas[name] = r
-	f.pids[r.p.cmd.Process.Pid] = name
+	f.pids[r.p.Pid()] = name
 	f.mu.Unlock()
 	eventually(t, 90*time.Second, func() bool {
-		if r.p.exited() {
+		if r.p.Exited() {
 			t.Fatalf("%s exited at start", name)
 		}
 		return r.readyz() == http.StatusOK
@@ -174,7 +173,7 @@ queue: {partitions: %d, checkpoint_interval: 100ms}
 `, origin, name, f.keyPath, filepath.Join(dir, "data"), f.c.url(), r.admin, adminToken, r.metrics, f.caPath, fleetPartitions)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r.p = newProcess(t, dir, name, conf)
+	r.p = fedsenderproc.NewProcess(t, dir, name, conf)
 	return r
 }
 
@@ -614,44 +613,6 @@ func (r *replica) destination(t *testing.T, d string) destinationInfo {
 	return info
 }
 
-// exited reports whether the process has ended (a zombie waiting to be
-// reaped).
-func (p *process) exited() bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return true
-	}
-	// pid (comm) state ...: the state follows the last ')'.
-	i := bytes.LastIndexByte(stat, ')')
-	return i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z'
-}
-
-func (p *process) signal(sig syscall.Signal) {
-	p.t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-// terminate sends SIGTERM and waits for the process to drain and exit, as
-// Kubernetes does within terminationGracePeriodSeconds (30 s by default).
-func (p *process) terminate() time.Duration {
-	p.t.Helper()
-	start := time.Now()
-	p.signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			p.t.Errorf("fedsender exited with %v after SIGTERM", err)
-		}
-	case <-time.After(30 * time.Second):
-		p.t.Fatal("fedsender did not exit within 30s of SIGTERM")
-	}
-	return time.Since(start)
-}
-
 // threeUnderLoad starts three replicas and a load of 40 PDUs a second to
 // nine destinations, waits until each destination has one sender, and
 // returns the replica that sends to the most of them, and those.
@@ -684,7 +645,7 @@ func TestReplicaKilledUnderLoad(t *testing.T) {
 	}
 	f, stop, victim, mine := threeUnderLoad(t, "killing")
 
-	f.replicas[victim].p.kill9()
+	f.replicas[victim].p.Kill9()
 	killed := time.Now()
 	var worst time.Duration
 	for _, d := range mine {
@@ -727,7 +688,7 @@ func TestPausedReplicaDoesNotSendAfterItsLease(t *testing.T) {
 	f, stop, zombie, mine := threeUnderLoad(t, "pausing")
 
 	z := f.replicas[zombie]
-	z.p.signal(syscall.SIGSTOP)
+	z.p.Signal(syscall.SIGSTOP)
 	paused := time.Now()
 	var takeover time.Time
 	for _, d := range mine {
@@ -741,7 +702,7 @@ func TestPausedReplicaDoesNotSendAfterItsLease(t *testing.T) {
 	// awake, it reads them at once, with transactions for its old
 	// destinations in its queues. Keep it asleep past twice its lease.
 	eventually(t, time.Minute, func() bool { return time.Since(paused) > 12*time.Second }, "the pause did not last")
-	z.p.signal(syscall.SIGCONT)
+	z.p.Signal(syscall.SIGCONT)
 	woke := time.Now()
 	t.Logf("%s paused for %v; its destinations were all taken over %v after the pause", zombie,
 		woke.Sub(paused).Round(time.Millisecond), takeover.Sub(paused).Round(time.Millisecond))
@@ -798,7 +759,7 @@ func TestScaleOutAndIn(t *testing.T) {
 	leaving := f.replicas["r2"]
 	mine := ownedBy(f.settle(time.Minute), "r2")
 	down := time.Now()
-	drained := leaving.p.terminate()
+	drained := leaving.p.Terminate()
 	t.Logf("3 -> 2: r2 drained and exited %v after SIGTERM; it sent to %v", drained.Round(time.Millisecond), mine)
 	for _, d := range mine {
 		at, from := f.nextFrom(d, down, "r2", time.Minute)

@@ -118,7 +118,7 @@ cluster { name: %s, listen: "%s:%d", routes: [%s] }
 		t.Fatal(err)
 	}
 	if ns.log == nil {
-		ns.log = logFile(t, filepath.Join(t.TempDir(), o.ServerName+".log"), "nats-server "+o.ServerName+"'s log (the last 4 KiB)", 4<<10)
+		ns.log = fedsenderproc.LogFile(t, filepath.Join(t.TempDir(), o.ServerName+".log"), "nats-server "+o.ServerName+"'s log (the last 4 KiB)", 4<<10)
 	}
 	cmd := exec.Command(ns.bin, "-c", conf)
 	cmd.Stdout, cmd.Stderr = ns.log, ns.log

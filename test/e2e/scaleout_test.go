@@ -17,6 +17,7 @@ import (
 	"github.com/fedsender/fedsender/internal/lease"
 	"github.com/fedsender/fedsender/internal/ownership"
 	"github.com/fedsender/fedsender/streams"
+	"github.com/fedsender/fedsender/test/fedsenderproc"
 	"github.com/fedsender/fedsender/test/receiver"
 )
 
@@ -429,8 +430,8 @@ queue: {partitions: %d, checkpoint_interval: %s}
 `, origin, name, keyPath, filepath.Join(dir, "data"), h.cfg.NATS.URL, caPath, h.cfg.Queue.Partitions, h.cfg.Queue.CheckpointInterval)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := newProcess(t, dir, name, conf)
-	p.start()
+	p := fedsenderproc.NewProcess(t, dir, name, conf)
+	p.Start()
 	return p
 }
 
@@ -468,7 +469,7 @@ func TestAKilledReplicasDestinationsAreServedWithin10s(t *testing.T) {
 		return true
 	}, "fedsender-b's destinations are not being served")
 	killed := time.Now()
-	b.kill9()
+	b.Kill9()
 	for _, r := range ofB {
 		eventually(t, 30*time.Second, func() bool {
 			for _, p := range r.PDUs() {

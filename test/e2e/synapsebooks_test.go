@@ -218,7 +218,7 @@ func TestSynapseBooksKill9(t *testing.T) {
 		dests = append(dests, r.ServerName())
 		owe(t, admin, r.ServerName())
 	}
-	p.start()
+	p.Start()
 	_, js, pub := publisherOf(t, natsPort)
 
 	const (
@@ -252,8 +252,8 @@ func TestSynapseBooksKill9(t *testing.T) {
 	}
 	// Killed while it delivers the first half.
 	rs[0].WaitFor(t, "a quarter of the PDUs", func() bool { return rs[0].PDUCount() >= total/4 })
-	p.kill9()
-	p.start()
+	p.Kill9()
+	p.Start()
 	_, js, pub = publisherOf(t, natsPort)
 	publish(total/2, total)
 	for _, d := range dests {

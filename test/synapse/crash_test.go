@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -58,7 +57,7 @@ func TestKill9WhileSynapseWritesPushesEveryPDU(t *testing.T) {
 	ca := pki.MustCA(t)
 	hs2, _ := remotes(t, ca)
 	p := newProcess(t, feedDatabase(t, url), redisURL, ca)
-	p.start()
+	p.Start()
 
 	const total = 300
 	var written atomic.Int64
@@ -87,13 +86,13 @@ func TestKill9WhileSynapseWritesPushesEveryPDU(t *testing.T) {
 
 	poll(t, func() string { return fmt.Sprintf("hs2 got %d PDUs before the kill, want 60", hs2.PDUCount()) },
 		func() bool { return hs2.PDUCount() >= 60 })
-	p.kill9()
+	p.Kill9()
 	killedAt := written.Load()
 	poll(t, func() string {
 		return fmt.Sprintf("Synapse wrote %d messages while fedsender was down, want 50", written.Load()-killedAt)
 	},
 		func() bool { return written.Load() >= killedAt+50 })
-	p.start()
+	p.Start()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -155,16 +154,9 @@ func TestKill9WhileSynapseWritesPushesEveryPDU(t *testing.T) {
 	})
 }
 
-// process is a real `fedsender run` against Synapse's database and Redis.
-type process struct {
-	t    *testing.T
-	bin  string
-	conf string
-	log  *os.File
-	cmd  *exec.Cmd
-}
-
-func newProcess(t *testing.T, databaseURL, redisURL string, ca *pki.CA) *process {
+// newProcess is a real fedsender (not started) fed by the Synapse at
+// databaseURL and redisURL, trusting ca for its destinations.
+func newProcess(t *testing.T, databaseURL, redisURL string, ca *pki.CA) *fedsenderproc.Process {
 	t.Helper()
 	dir := t.TempDir()
 	caPath := filepath.Join(dir, "ca.pem")
@@ -192,37 +184,5 @@ synapse:
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logf, err := os.Create(filepath.Join(dir, "fedsender.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &process{t: t, bin: fedsenderproc.Binary(t), conf: conf, log: logf}
-	t.Cleanup(func() {
-		if p.cmd != nil && p.cmd.ProcessState == nil {
-			p.kill9()
-		}
-		if t.Failed() {
-			data, _ := os.ReadFile(logf.Name())
-			t.Logf("fedsender log:\n%s", data)
-		}
-		logf.Close()
-	})
-	return p
-}
-
-func (p *process) start() {
-	p.t.Helper()
-	p.cmd = exec.Command(p.bin, "run", "--config", p.conf)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-func (p *process) kill9() {
-	p.t.Helper()
-	if err := p.cmd.Process.Kill(); err != nil {
-		p.t.Fatal(err)
-	}
-	_ = p.cmd.Wait()
+	return fedsenderproc.NewProcess(t, dir, "fedsender", conf)
 }
