@@ -83,26 +83,7 @@ func TestSynapseFeedInRun(t *testing.T) {
 	dbURL := synapsefixture.Database(t, synapsefixture.Unsent)
 	cfg := synapseConfig(t, synapsefixture.Role(t, dbURL))
 	cfg.Synapse.RedisURL = redisURL
-	ready := make(chan *service.Service, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- service.Run(ctx, cfg, service.Deps{Log: slog.New(slog.DiscardHandler), Ready: ready})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	var svc *service.Service
-	select {
-	case svc = <-ready:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("fedsender did not start within a minute")
-	}
+	svc := runService(t, cfg)
 
 	readyz := func() (int, string) {
 		resp, err := http.Get("http://" + svc.AdminAddr + "/readyz")
@@ -200,4 +181,31 @@ func pduCount(t *testing.T, js jetstream.JetStream) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// runService runs fedsender with cfg until the test ends, and returns it
+// once it is ready.
+func runService(t *testing.T, cfg config.Config) *service.Service {
+	t.Helper()
+	ready := make(chan *service.Service, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- service.Run(ctx, cfg, service.Deps{Log: slog.New(slog.DiscardHandler), Ready: ready})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case svc := <-ready:
+		return svc
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("fedsender did not start within a minute")
+	}
+	return nil
 }

@@ -1,9 +1,7 @@
 package service_test
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedsender/fedsender/internal/projection/projectiontest"
-	"github.com/fedsender/fedsender/internal/service"
 	"github.com/fedsender/fedsender/internal/synapse"
 	"github.com/fedsender/fedsender/streams"
 	"github.com/fedsender/fedsender/test/synapsefixture"
@@ -30,24 +27,7 @@ import (
 func TestSynapseBooksInRun(t *testing.T) {
 	db := synapsefixture.Database(t, synapsefixture.Unsent)
 	cfg := synapseConfig(t, synapsefixture.Role(t, db))
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *service.Service, 1)
-	done := make(chan error, 1)
-	go func() { done <- service.Run(ctx, cfg, service.Deps{Log: slog.New(slog.DiscardHandler), Ready: ready}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	var svc *service.Service
-	select {
-	case svc = <-ready:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(time.Minute):
-		t.Fatal("fedsender did not start within a minute")
-	}
+	svc := runService(t, cfg)
 	nc, err := nats.Connect(svc.NATSURL)
 	if err != nil {
 		t.Fatal(err)
